@@ -1,0 +1,29 @@
+//! Database schema migrations for the fastchat server, written with SeaORM's
+//! schema builder so that the same migrations run unchanged on SQLite and
+//! PostgreSQL. [`Migrator`] lists every migration in the order it must be
+//! applied; the server runs it at startup and the `migration` binary exposes
+//! the standard SeaORM CLI (`up`, `down`, `status`, `fresh`, ...) against
+//! `DATABASE_URL`.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_create_users;
+mod m20261125_000002_create_users_online;
+mod m20261125_000003_create_sessions;
+mod m20261125_000004_create_chat_messages;
+mod m20261125_000005_create_read_marks;
+
+/// Applies the fastchat schema migrations in order.
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261125_000001_create_users::Migration),
+            Box::new(m20261125_000002_create_users_online::Migration),
+            Box::new(m20261125_000003_create_sessions::Migration),
+            Box::new(m20261125_000004_create_chat_messages::Migration),
+            Box::new(m20261125_000005_create_read_marks::Migration),
+        ]
+    }
+}
