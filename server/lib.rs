@@ -1,4 +1,207 @@
+//! FastChat: a real-time 1:1 chat server over gRPC and grpc-web, on one port.
+//!
+//! - [`config`]: every setting, as flags and environment variables.
+//! - [`api`]: the tonic services (ChatService, PresenceService): validate, call the hub or the
+//!   database, map errors to statuses.
+//! - [`hub`]: in-memory sessions, fan-out, presence, typing, and the message writer.
+//! - [`db`]: SeaORM storage on SQLite or PostgreSQL; the migrations live in the `migration` crate.
+//! - [`identity`]: user ids claimed with a token, and checking that token.
+//! - [`http`]: `/health`, `/health/db` and `/presence/online`.
+//! - [`error`]: the one error type and its mapping to gRPC statuses.
+//!
+//! [`run`] serves on a listener the caller binds, until a shutdown future completes, so tests
+//! bind `127.0.0.1:0` and stop the server when they like.
+
+pub mod api;
+pub mod config;
+mod convert;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod identity;
+
+/// Generated protobuf types, clients and servers for `fastchat.v1`.
 pub mod proto {
+    #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("fastchat.v1");
+
+    /// The encoded descriptors of the API, served by reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("fastchat_descriptor");
+}
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use ::http::{HeaderName, HeaderValue, Method};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::{
+    api::{ChatApi, PresenceApi},
+    config::Config,
+    db::Database,
+    hub::{Hub, HubConfig},
+    identity::Identity,
+    proto::{chat_service_server::ChatServiceServer, presence_service_server::PresenceServiceServer},
+};
+
+/// Largest request the server decodes (64 KiB); larger ones get RESOURCE_EXHAUSTED.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// How long shutdown may wait for connections to finish after every stream was ended.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(8);
+/// How often the database is checked for the gRPC health service.
+const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What every service shares.
+#[derive(Debug)]
+pub struct App {
+    /// The server's settings.
+    pub config: Config,
+    /// Durable storage.
+    pub db: Database,
+    /// Sessions, presence and fan-out.
+    pub hub: Arc<Hub>,
+    /// User ids and tokens.
+    pub identity: Identity,
+}
+
+impl App {
+    /// `sqlite` or `postgres`, for health answers.
+    pub fn db_kind(&self) -> &'static str {
+        match self.db.backend() {
+            sea_orm::DbBackend::Postgres => "postgres",
+            _ => "sqlite",
+        }
+    }
+}
+
+/// Connects to the database the config names (creating the SQLite data directory when it is the
+/// default) and applies pending migrations.
+pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
+    if config.database_url.is_empty() {
+        std::fs::create_dir_all(&config.data_dir)?;
+    }
+    let db = Database::connect(&config.database_url()).await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+/// Serves FastChat on `listener` until `shutdown` completes, then ends every stream with
+/// UNAVAILABLE, marks this node's sessions offline and returns.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let db = open_database(&config).await?;
+    db.reset_node_presence(&config.node_id, chrono::Utc::now()).await?;
+    let hub = Hub::start(db.clone(), HubConfig::from(&config));
+    let app = Arc::new(App {
+        identity: Identity::new(db.clone()),
+        hub: hub.clone(),
+        db,
+        config,
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    tokio::spawn(watch_database(app.clone(), health));
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let chat = ChatServiceServer::new(ChatApi::new(app.clone()))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let presence = PresenceServiceServer::new(PresenceApi::new(app.clone()))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let grpc = Routes::new(chat)
+        .add_service(presence)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    let routes = Routes::from(grpc.into_axum_router().merge(http::router(app.clone())));
+
+    let local_addr = listener.local_addr()?;
+    tracing::info!(%local_addr, database = app.db_kind(), "FastChat listening (gRPC, grpc-web, HTTP)");
+
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = {
+        let hub = hub.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: ending streams");
+            hub.shutdown().await;
+            let _ = stopping_tx.send(());
+        }
+    };
+    let server = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(cors(&app.config.cors_origins))
+        .layer(tonic_web::GrpcWebLayer::new())
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+
+    tokio::select! {
+        result = server => result?,
+        () = async {
+            let _ = stopping_rx.await;
+            tokio::time::sleep(SHUTDOWN_DRAIN).await;
+        } => tracing::warn!("connections still open after the drain period; closing them"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Reports SERVING only while the database answers.
+async fn watch_database(app: Arc<App>, health: HealthReporter) {
+    let services = ["", "fastchat.v1.ChatService", "fastchat.v1.PresenceService"];
+    let mut last = None;
+    loop {
+        let status = match app.db.ping().await {
+            Ok(()) => ServingStatus::Serving,
+            Err(err) => {
+                tracing::warn!(error = %err, "database ping failed");
+                ServingStatus::NotServing
+            }
+        };
+        if last != Some(status) {
+            for service in services {
+                health.set_service_status(service, status).await;
+            }
+            last = Some(status);
+        }
+        tokio::time::sleep(HEALTH_CHECK_INTERVAL).await;
+    }
+}
+
+/// CORS for grpc-web from the allowed origins.
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    let header = HeaderName::from_static;
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header("content-type"),
+            header("x-grpc-web"),
+            header("x-user-agent"),
+            header("grpc-timeout"),
+            header("authorization"),
+        ])
+        .expose_headers([
+            header("grpc-status"),
+            header("grpc-message"),
+            header("grpc-status-details-bin"),
+        ])
+        .max_age(Duration::from_secs(24 * 3600))
 }

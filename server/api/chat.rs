@@ -1,0 +1,260 @@
+//! ChatService: the Chat and Subscribe session streams and the unary calls browsers act with.
+
+use std::{pin::Pin, sync::Arc};
+
+use tokio::sync::oneshot;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{authenticate, bearer_token, validate};
+use crate::{
+    App,
+    convert::{chat_message, now_timestamp, server_event, timestamp},
+    db::ids::{SessionId, UserId},
+    error::{Error, Result},
+    hub::{AckTo, OutgoingMessage, SessionKind},
+    identity::AuthUser,
+    proto::{
+        ClientEvent, Conversation, GetHistoryRequest, GetHistoryResponse, ListConversationsRequest,
+        ListConversationsResponse, MarkReadRequest, MarkReadResponse, Pong, Presence, PresenceStatus,
+        SendMessageRequest, SendMessageResponse, ServerEvent, SetTypingRequest, SetTypingResponse,
+        SubscribeRequest, User, chat_service_server::ChatService, client_event,
+        server_event::Event,
+    },
+};
+
+/// The events of a session, as the service returns them.
+type EventStream = Pin<Box<dyn Stream<Item = Result<ServerEvent, Status>> + Send>>;
+
+/// The ChatService implementation.
+#[derive(Debug, Clone)]
+pub struct ChatApi {
+    /// Shared server state.
+    app: Arc<App>,
+}
+
+impl ChatApi {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+
+    /// Checks a message and hands it to the hub; the ack goes to `ack_to` after the commit.
+    /// `prefix` is the path of the request in error field names (`send_message.` on a stream).
+    async fn send(&self, sender: &AuthUser, request: &SendMessageRequest, prefix: &str, ack_to: AckTo) -> Result<()> {
+        let client_msg_id = validate::client_msg_id(&format!("{prefix}client_msg_id"), &request.client_msg_id)?;
+        let recipient = self.peer(sender, &format!("{prefix}to_user_id"), &request.to_user_id).await?;
+        let text = validate::text(&format!("{prefix}text"), &request.text, self.app.config.max_message_chars)?;
+        let message = OutgoingMessage {
+            sender: sender.id,
+            recipient,
+            client_msg_id,
+            text,
+        };
+        self.app.hub.send_message(message, ack_to).await
+    }
+
+    /// A peer: a known user other than `me`.
+    async fn peer(&self, me: &AuthUser, field: &str, value: &str) -> Result<UserId> {
+        let peer = validate::user_id(field, value)?;
+        if peer == me.id {
+            return Err(Error::invalid(field, "must be another user than the caller"));
+        }
+        if !self.app.identity.exists(peer).await? {
+            return Err(Error::NotFound(format!("{field}: no user with id {peer}")));
+        }
+        Ok(peer)
+    }
+
+    async fn set_typing_for(&self, me: &AuthUser, request: &SetTypingRequest, prefix: &str, session: Option<SessionId>) -> Result<()> {
+        let peer = self.peer(me, &format!("{prefix}to_user_id"), &request.to_user_id).await?;
+        self.app.hub.set_typing(me.id, peer, request.is_typing, session);
+        Ok(())
+    }
+
+    async fn mark_read_for(&self, me: &AuthUser, request: &MarkReadRequest, prefix: &str) -> Result<u64> {
+        let peer = self.peer(me, &format!("{prefix}peer_user_id"), &request.peer_user_id).await?;
+        let up_to = validate::seq(&format!("{prefix}up_to_seq"), request.up_to_seq)?;
+        let (mark, newly_read) = self.app.db.advance_read_mark(me.id, peer, up_to).await?;
+        if let Some(message) = newly_read {
+            self.app.hub.publish_read(me.id, &message);
+        }
+        Ok(mark as u64)
+    }
+
+    /// Acts on one event of a Chat stream. Errors go back to the client as ErrorEvents.
+    async fn handle_event(&self, me: &AuthUser, session: SessionId, event: ClientEvent) {
+        use client_event::Event as E;
+        let (client_msg_id, result) = match event.event {
+            Some(E::SendMessage(request)) => {
+                let result = self.send(me, &request, "send_message.", AckTo::Session(session)).await;
+                (request.client_msg_id, result)
+            }
+            Some(E::Typing(request)) => (String::new(), self.set_typing_for(me, &request, "typing.", Some(session)).await),
+            Some(E::MarkRead(request)) => (String::new(), self.mark_read_for(me, &request, "mark_read.").await.map(|_| ())),
+            Some(E::Ping(ping)) => {
+                let pong = Pong {
+                    nonce: ping.nonce,
+                    server_time: Some(now_timestamp()),
+                };
+                self.app.hub.publish_to_session(session, server_event(Event::Pong(pong)));
+                (String::new(), Ok(()))
+            }
+            Some(E::Presence(update)) => {
+                let result = away_from_status("presence.status", update.status)
+                    .and_then(|away| self.app.hub.set_away(me.id, Some(session), away).map(|_| ()));
+                (String::new(), result)
+            }
+            Some(E::Hello(_)) => (String::new(), Err(Error::invalid("hello", "only the first event may be a hello"))),
+            None => (String::new(), Err(Error::invalid("event", "empty event: set one of its fields"))),
+        };
+        if let Err(err) = result {
+            self.app
+                .hub
+                .publish_to_session(session, server_event(Event::Error(err.to_event(&client_msg_id))));
+        }
+    }
+
+    /// Opens a session for a Hello and returns its stream.
+    async fn open(&self, hello: &crate::proto::Hello, bearer: Option<String>, prefix: &str) -> Result<(AuthUser, crate::hub::SessionStream)> {
+        let claim = validate::hello(prefix, hello, bearer)?;
+        let presented = claim.token.clone();
+        let (user, new_token) = self.app.identity.resolve(claim, prefix).await?;
+        self.app.hub.rename(user.id, &user.display_name);
+        let token = new_token.or(presented).unwrap_or_default();
+        let stream = self.app.hub.open_session(Some(&user), SessionKind::Chat, token).await?;
+        Ok((user, stream))
+    }
+}
+
+/// ONLINE or AWAY from a client's status; anything else is refused.
+pub(super) fn away_from_status(field: &str, status: i32) -> Result<bool> {
+    match PresenceStatus::try_from(status) {
+        Ok(PresenceStatus::Online) => Ok(false),
+        Ok(PresenceStatus::Away) => Ok(true),
+        _ => Err(Error::invalid(field, "must be PRESENCE_STATUS_ONLINE or PRESENCE_STATUS_AWAY")),
+    }
+}
+
+#[tonic::async_trait]
+impl ChatService for ChatApi {
+    type ChatStream = EventStream;
+    type SubscribeStream = EventStream;
+
+    async fn chat(&self, request: Request<Streaming<ClientEvent>>) -> Result<Response<Self::ChatStream>, Status> {
+        let bearer = bearer_token(request.metadata());
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(self.app.config.hello_timeout(), inbound.message())
+            .await
+            .map_err(|_| Status::from(Error::invalid("hello", "the first event must be a hello, sent within the hello timeout")))??;
+        let hello = match first.and_then(|e| e.event) {
+            Some(client_event::Event::Hello(hello)) => hello,
+            _ => return Err(Error::invalid("hello", "the first event must be a hello").into()),
+        };
+        let (user, stream) = self.open(&hello, bearer, "hello.").await?;
+        let session = stream.id();
+        let ended = stream.ended();
+        let api = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = ended.cancelled() => break,
+                    next = inbound.message() => match next {
+                        Ok(Some(event)) => api.handle_event(&user, session, event).await,
+                        Ok(None) => break,
+                        Err(status) => {
+                            tracing::debug!(%session, %status, "inbound stream failed");
+                            break;
+                        }
+                    },
+                }
+            }
+            api.app.hub.close_session(session);
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        let bearer = bearer_token(request.metadata());
+        let hello = request.into_inner().hello.unwrap_or_default();
+        let (_, stream) = self.open(&hello, bearer, "hello.").await?;
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn send_message(&self, request: Request<SendMessageRequest>) -> Result<Response<SendMessageResponse>, Status> {
+        let me = authenticate(&self.app, request.metadata()).await?;
+        let (reply, ack) = oneshot::channel();
+        self.send(&me, request.get_ref(), "", AckTo::Caller(reply)).await?;
+        let response = ack.await.map_err(|_| Status::from(Error::WriterStopped))??;
+        Ok(Response::new(response))
+    }
+
+    async fn set_typing(&self, request: Request<SetTypingRequest>) -> Result<Response<SetTypingResponse>, Status> {
+        let me = authenticate(&self.app, request.metadata()).await?;
+        self.set_typing_for(&me, request.get_ref(), "", None).await?;
+        Ok(Response::new(SetTypingResponse {}))
+    }
+
+    async fn mark_read(&self, request: Request<MarkReadRequest>) -> Result<Response<MarkReadResponse>, Status> {
+        let me = authenticate(&self.app, request.metadata()).await?;
+        let read_up_to_seq = self.mark_read_for(&me, request.get_ref(), "").await?;
+        Ok(Response::new(MarkReadResponse { read_up_to_seq }))
+    }
+
+    async fn get_history(&self, request: Request<GetHistoryRequest>) -> Result<Response<GetHistoryResponse>, Status> {
+        let me = authenticate(&self.app, request.metadata()).await?;
+        let request = request.get_ref();
+        let peer = self.peer(&me, "peer_user_id", &request.peer_user_id).await?;
+        let before_seq = validate::seq("before_seq", request.before_seq)?;
+        let limit = validate::history_limit("limit", request.limit)?;
+        let db = &self.app.db;
+        let (page, has_more) = db.history(me.id, peer, before_seq, u64::from(limit)).await.map_err(Error::from)?;
+        let my_mark = db.read_mark(me.id, peer).await.map_err(Error::from)?;
+        let peer_mark = db.read_mark(peer, me.id).await.map_err(Error::from)?;
+        let messages = page
+            .iter()
+            .map(|m| chat_message(m, if m.sender_id == me.id.0 { peer_mark } else { my_mark }))
+            .collect();
+        Ok(Response::new(GetHistoryResponse {
+            messages,
+            has_more,
+            peer_read_up_to_seq: peer_mark as u64,
+        }))
+    }
+
+    async fn list_conversations(&self, request: Request<ListConversationsRequest>) -> Result<Response<ListConversationsResponse>, Status> {
+        let me = authenticate(&self.app, request.metadata()).await?;
+        let rows = self.app.db.conversations_of(me.id).await.map_err(Error::from)?;
+        let peer_ids: Vec<UserId> = rows.iter().map(|r| UserId(r.peer.id)).collect();
+        let last_seen = self.app.db.last_seen_of(&peer_ids).await.map_err(Error::from)?;
+        let conversations = rows
+            .into_iter()
+            .map(|row| {
+                let peer_id = UserId(row.peer.id);
+                let peer = User {
+                    user_id: peer_id.to_string(),
+                    display_name: row.peer.display_name.clone(),
+                };
+                let mark_of_recipient = if row.last_message.sender_id == me.id.0 {
+                    row.peer_read_up_to_seq
+                } else {
+                    row.read_up_to_seq
+                };
+                let peer_presence = self.app.hub.presence_of(peer_id).unwrap_or_else(|| Presence {
+                    user: Some(peer.clone()),
+                    status: PresenceStatus::Offline as i32,
+                    last_seen: last_seen.get(&peer_id.0).copied().map(timestamp),
+                    sessions: 0,
+                });
+                Conversation {
+                    last_message: Some(chat_message(&row.last_message, mark_of_recipient)),
+                    peer: Some(peer),
+                    unread_count: row.unread_count.min(u64::from(u32::MAX)) as u32,
+                    read_up_to_seq: row.read_up_to_seq as u64,
+                    peer_read_up_to_seq: row.peer_read_up_to_seq as u64,
+                    peer_presence: Some(peer_presence),
+                }
+            })
+            .collect();
+        Ok(Response::new(ListConversationsResponse { conversations }))
+    }
+}

@@ -1,0 +1,123 @@
+//! Every setting of the server: a flag, an environment variable and a default each.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+/// FastChat: real-time 1:1 chat over gRPC and grpc-web.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about)]
+pub struct Config {
+    /// What to do; serving is the default.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Address of the one port that serves gRPC, grpc-web and HTTP.
+    #[arg(long, env = "FASTCHAT_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+
+    /// Database URL (`postgres://...` or `sqlite://...`); empty means an SQLite file in --data-dir.
+    #[arg(long, env = "DATABASE_URL", default_value = "", hide_env_values = true)]
+    pub database_url: String,
+
+    /// Directory for the embedded SQLite database; created when missing.
+    #[arg(long, env = "FASTCHAT_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Name of this server in the `sessions` table, so a restart closes only its own sessions.
+    #[arg(long, env = "FASTCHAT_NODE_ID", default_value = "node-1")]
+    pub node_id: String,
+
+    /// Longest message text, in characters.
+    #[arg(long, env = "FASTCHAT_MAX_MESSAGE_CHARS", default_value_t = 4000,
+          value_parser = clap::value_parser!(u32).range(1..=16_000))]
+    pub max_message_chars: u32,
+
+    /// Days to keep messages; 0 keeps no history and delivers only to sessions online at the time.
+    #[arg(long, env = "FASTCHAT_RETENTION_DAYS", default_value_t = 30)]
+    pub retention_days: u32,
+
+    /// Seconds a stream may take to send its Hello.
+    #[arg(long, env = "FASTCHAT_HELLO_TIMEOUT_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub hello_timeout_secs: u64,
+
+    /// Seconds of silence after which a stream gets a Heartbeat event.
+    #[arg(long, env = "FASTCHAT_HEARTBEAT_INTERVAL_SECS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat_interval_secs: u64,
+
+    /// Seconds a Heartbeat RPC keeps a user without a stream ONLINE.
+    #[arg(long, env = "FASTCHAT_PRESENCE_TTL_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub presence_ttl_secs: u64,
+
+    /// Milliseconds a user whose last session closed stays ONLINE, so a quick reconnect does not flap.
+    #[arg(long, env = "FASTCHAT_OFFLINE_GRACE_MS", default_value_t = 5000)]
+    pub offline_grace_ms: u64,
+
+    /// Milliseconds after the last `is_typing = true` at which the server ends the typing state.
+    #[arg(long, env = "FASTCHAT_TYPING_TIMEOUT_MS", default_value_t = 6000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub typing_timeout_ms: u64,
+
+    /// Events a session may have queued before it counts as too slow and is ended.
+    #[arg(long, env = "FASTCHAT_SESSION_QUEUE", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
+    pub session_queue: u64,
+
+    /// Origins allowed to call from a browser (comma-separated); `*` allows any.
+    #[arg(long, env = "FASTCHAT_CORS_ORIGINS", value_delimiter = ',',
+          default_value = "http://localhost:8000,http://127.0.0.1:8000,http://localhost:5173,http://127.0.0.1:5173")]
+    pub cors_origins: Vec<String>,
+
+    /// Write logs as JSON lines instead of text.
+    #[arg(long, env = "FASTCHAT_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// Commands besides serving.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Serve (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+impl Config {
+    /// The database URL to connect to, with the SQLite default filled in.
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            let path = self.data_dir.join("fastchat.db");
+            format!("sqlite://{}?mode=rwc", path.display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    /// The config used when nothing is given: what `fastchat` with no flags does.
+    pub fn default_for_tests() -> Self {
+        Self::parse_from(["fastchat"])
+    }
+
+    pub fn hello_timeout(&self) -> Duration {
+        Duration::from_secs(self.hello_timeout_secs)
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_interval_secs)
+    }
+
+    pub fn presence_ttl(&self) -> Duration {
+        Duration::from_secs(self.presence_ttl_secs)
+    }
+
+    pub fn offline_grace(&self) -> Duration {
+        Duration::from_millis(self.offline_grace_ms)
+    }
+
+    pub fn typing_timeout(&self) -> Duration {
+        Duration::from_millis(self.typing_timeout_ms)
+    }
+}

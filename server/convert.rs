@@ -1,0 +1,61 @@
+//! Conversions from stored and in-memory state to the API's protobuf types.
+
+use chrono::{DateTime, Utc};
+use prost_types::Timestamp;
+
+use crate::db::StoredMessage;
+use crate::proto::{ChatMessage, MessageStatus, SendMessageResponse, server_event::Event, ServerEvent};
+
+/// A protobuf timestamp for `at`.
+pub fn timestamp(at: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// The server's clock as a protobuf timestamp.
+pub fn now_timestamp() -> Timestamp {
+    timestamp(Utc::now())
+}
+
+/// A stored message with the status its sender sees, given the recipient's read mark.
+pub fn chat_message(message: &StoredMessage, recipient_read_up_to: i64) -> ChatMessage {
+    ChatMessage {
+        message_id: message.message_id.to_string(),
+        client_msg_id: message.client_msg_id.clone(),
+        from_user_id: message.sender_id.to_string(),
+        to_user_id: message.recipient_id.to_string(),
+        text: message.text.clone(),
+        seq: message.seq as u64,
+        sent_at: Some(timestamp(message.sent_at)),
+        status: message_status(message, recipient_read_up_to) as i32,
+    }
+}
+
+/// SENT, DELIVERED or READ, from the message's delivery time and the recipient's read mark.
+pub fn message_status(message: &StoredMessage, recipient_read_up_to: i64) -> MessageStatus {
+    if message.seq <= recipient_read_up_to {
+        MessageStatus::Read
+    } else if message.delivered_at.is_some() {
+        MessageStatus::Delivered
+    } else {
+        MessageStatus::Sent
+    }
+}
+
+/// The ack of a stored message.
+pub fn ack(message: &StoredMessage, status: MessageStatus) -> SendMessageResponse {
+    SendMessageResponse {
+        client_msg_id: message.client_msg_id.clone(),
+        message_id: message.message_id.to_string(),
+        seq: message.seq as u64,
+        sent_at: Some(timestamp(message.sent_at)),
+        status: status as i32,
+    }
+}
+
+/// Wraps one event for a stream.
+pub fn server_event(event: Event) -> ServerEvent {
+    ServerEvent { event: Some(event) }
+}

@@ -1,0 +1,72 @@
+//! Durable state through SeaORM, on SQLite (the embedded default) or PostgreSQL.
+//!
+//! `Database` is the one handle; its methods are split by domain under `queries/`, the entities
+//! live in `tables/`. Nothing here knows about gRPC.
+
+pub mod ids;
+mod queries;
+pub mod tables;
+
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, DbErr};
+
+pub use queries::messages::{NewMessage, StoredMessage};
+pub use queries::conversations::ConversationRow;
+pub use queries::presence::StoredStatus;
+
+/// The database handle; cheap to clone (a connection pool inside).
+#[derive(Debug, Clone)]
+pub struct Database {
+    /// The SeaORM connection pool.
+    conn: DatabaseConnection,
+}
+
+impl Database {
+    /// Connects to `url`. SQLite gets WAL and `synchronous = FULL`, so an acknowledged message
+    /// survives a crash, and a busy timeout so writers from several tasks wait instead of failing.
+    pub async fn connect(url: &str) -> Result<Self, DbErr> {
+        let mut options = ConnectOptions::new(url);
+        options
+            .sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(10))
+            .map_sqlx_sqlite_opts(|opts| {
+                opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+            });
+        if url.starts_with("sqlite:") {
+            // One SQLite file takes one writer at a time; a small pool avoids lock contention.
+            options.max_connections(4).min_connections(1);
+        }
+        let conn = sea_orm::Database::connect(options).await?;
+        Ok(Self { conn })
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate(&self) -> Result<(), DbErr> {
+        Migrator::up(&self.conn, None).await
+    }
+
+    /// A real round trip to the database, for health checks.
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        self.conn.execute_unprepared("SELECT 1").await.map(|_| ())
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> DbBackend {
+        self.conn.get_database_backend()
+    }
+
+    /// The SeaORM connection, for queries.
+    pub(crate) fn conn(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    /// Closes the pool.
+    pub async fn close(self) -> Result<(), DbErr> {
+        self.conn.close().await
+    }
+}

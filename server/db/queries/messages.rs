@@ -1,0 +1,171 @@
+//! Chat messages: the batched insert behind group commit, offline delivery, history, retention.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, Condition, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait, TryInsertResult, sea_query::Expr,
+};
+use uuid::Uuid;
+
+use crate::db::{
+    Database,
+    ids::{UserId, conversation_key},
+    tables::chat_messages,
+};
+
+/// A message as the database stores it.
+pub type StoredMessage = chat_messages::Model;
+
+/// A message to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Server-assigned UUID.
+    pub message_id: Uuid,
+    /// The authenticated sender.
+    pub sender: UserId,
+    /// The recipient, known to exist.
+    pub recipient: UserId,
+    /// The sender's idempotency key.
+    pub client_msg_id: String,
+    /// The validated text.
+    pub text: String,
+    /// When the server accepted it.
+    pub sent_at: DateTime<Utc>,
+}
+
+impl Database {
+    /// Stores a batch of messages in one transaction (group commit). Returns, in the batch's order,
+    /// each stored message and whether this call inserted it (false: a retry of a stored one).
+    pub async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<(StoredMessage, bool)>, DbErr> {
+        let rows = batch.iter().map(|m| chat_messages::ActiveModel {
+            seq: NotSet,
+            message_id: Set(m.message_id),
+            conversation_key: Set(conversation_key(m.sender, m.recipient)),
+            sender_id: Set(m.sender.0),
+            recipient_id: Set(m.recipient.0),
+            client_msg_id: Set(m.client_msg_id.clone()),
+            text: Set(m.text.clone()),
+            sent_at: Set(m.sent_at),
+            delivered_at: Set(None),
+        });
+        let tx = self.conn().begin().await?;
+        let inserted = match chat_messages::Entity::insert_many(rows)
+            .on_conflict_do_nothing_on([chat_messages::Column::SenderId, chat_messages::Column::ClientMsgId])
+            .exec_with_returning_many(&tx)
+            .await?
+        {
+            TryInsertResult::Inserted(models) => models,
+            TryInsertResult::Empty | TryInsertResult::Conflicted => Vec::new(),
+        };
+        let mut by_key: HashMap<(Uuid, String), (StoredMessage, bool)> = inserted
+            .into_iter()
+            .map(|m| ((m.sender_id, m.client_msg_id.clone()), (m, true)))
+            .collect();
+
+        let retries: Vec<&NewMessage> = batch
+            .iter()
+            .filter(|m| !by_key.contains_key(&(m.sender.0, m.client_msg_id.clone())))
+            .collect();
+        if !retries.is_empty() {
+            let mut any = Condition::any();
+            for m in &retries {
+                any = any.add(
+                    Condition::all()
+                        .add(chat_messages::Column::SenderId.eq(m.sender.0))
+                        .add(chat_messages::Column::ClientMsgId.eq(m.client_msg_id.as_str())),
+                );
+            }
+            for existing in chat_messages::Entity::find().filter(any).all(&tx).await? {
+                by_key.insert((existing.sender_id, existing.client_msg_id.clone()), (existing, false));
+            }
+        }
+        tx.commit().await?;
+
+        // A batch may hold the same key twice: the first gets the insert, the rest are retries.
+        let mut seen = std::collections::HashSet::new();
+        batch
+            .iter()
+            .map(|m| {
+                let key = (m.sender.0, m.client_msg_id.clone());
+                let (stored, inserted) = by_key.get(&key).cloned().ok_or(DbErr::RecordNotInserted)?;
+                Ok((stored, inserted && seen.insert(key)))
+            })
+            .collect()
+    }
+
+    /// Messages to `user` that no session of theirs has received, oldest first.
+    pub async fn undelivered_for(&self, user: UserId) -> Result<Vec<StoredMessage>, DbErr> {
+        chat_messages::Entity::find()
+            .filter(chat_messages::Column::RecipientId.eq(user.0))
+            .filter(chat_messages::Column::DeliveredAt.is_null())
+            .order_by_asc(chat_messages::Column::Seq)
+            .all(self.conn())
+            .await
+    }
+
+    /// Marks the messages with these seqs delivered. Returns those this call changed (and so
+    /// whose senders are still to be told), leaving out ones delivered before or deleted.
+    pub async fn mark_delivered(&self, seqs: &[i64]) -> Result<Vec<StoredMessage>, DbErr> {
+        let tx = self.conn().begin().await?;
+        let fresh = chat_messages::Entity::find()
+            .filter(chat_messages::Column::Seq.is_in(seqs.iter().copied()))
+            .filter(chat_messages::Column::DeliveredAt.is_null())
+            .all(&tx)
+            .await?;
+        if !fresh.is_empty() {
+            chat_messages::Entity::update_many()
+                .col_expr(chat_messages::Column::DeliveredAt, Expr::value(Utc::now()))
+                .filter(chat_messages::Column::Seq.is_in(fresh.iter().map(|m| m.seq)))
+                .exec(&tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(fresh)
+    }
+
+    /// One page of a conversation, before `before_seq` (0: from the newest), in ascending seq,
+    /// and whether older messages exist.
+    pub async fn history(
+        &self,
+        me: UserId,
+        peer: UserId,
+        before_seq: i64,
+        limit: u64,
+    ) -> Result<(Vec<StoredMessage>, bool), DbErr> {
+        let mut query = chat_messages::Entity::find()
+            .filter(chat_messages::Column::ConversationKey.eq(conversation_key(me, peer)));
+        if before_seq > 0 {
+            query = query.filter(chat_messages::Column::Seq.lt(before_seq));
+        }
+        let mut page = query
+            .order_by_desc(chat_messages::Column::Seq)
+            .limit(limit + 1)
+            .all(self.conn())
+            .await?;
+        let has_more = page.len() as u64 > limit;
+        page.truncate(limit as usize);
+        page.reverse();
+        Ok((page, has_more))
+    }
+
+    /// Deletes messages sent before `cutoff`; returns how many.
+    pub async fn delete_messages_before(&self, cutoff: DateTime<Utc>) -> Result<u64, DbErr> {
+        let result = chat_messages::Entity::delete_many()
+            .filter(chat_messages::Column::SentAt.lt(cutoff))
+            .exec(self.conn())
+            .await?;
+        Ok(result.rows_affected)
+    }
+
+    /// Deletes the messages with these seqs (retention 0: nothing outlives its live delivery).
+    pub async fn delete_messages(&self, seqs: &[i64]) -> Result<(), DbErr> {
+        chat_messages::Entity::delete_many()
+            .filter(chat_messages::Column::Seq.is_in(seqs.iter().copied()))
+            .exec(self.conn())
+            .await
+            .map(|_| ())
+    }
+}

@@ -1,0 +1,7 @@
+//! `impl Database` blocks, one file per domain.
+
+pub mod conversations;
+pub mod messages;
+pub mod presence;
+pub mod read_marks;
+pub mod users;

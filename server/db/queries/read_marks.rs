@@ -1,0 +1,80 @@
+//! Read marks: per reader and peer, the highest seq read. They only move forward.
+
+use chrono::Utc;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
+    sea_query::Expr,
+};
+
+use crate::db::{
+    Database, StoredMessage,
+    ids::UserId,
+    tables::{chat_messages, read_marks},
+};
+
+impl Database {
+    /// `reader`'s read mark on messages from `peer` (0 when none).
+    pub async fn read_mark(&self, reader: UserId, peer: UserId) -> Result<i64, DbErr> {
+        Ok(read_marks::Entity::find_by_id((reader.0, peer.0))
+            .one(self.conn())
+            .await?
+            .map_or(0, |mark| mark.read_up_to_seq))
+    }
+
+    /// Moves `reader`'s mark on `peer` forward to the newest message from `peer` at or below
+    /// `up_to_seq`, and marks what it covers delivered. Returns the mark and, when it moved, the
+    /// newest message it now covers.
+    pub async fn advance_read_mark(
+        &self,
+        reader: UserId,
+        peer: UserId,
+        up_to_seq: i64,
+    ) -> Result<(i64, Option<StoredMessage>), DbErr> {
+        let tx = self.conn().begin().await?;
+        let newest = chat_messages::Entity::find()
+            .filter(chat_messages::Column::SenderId.eq(peer.0))
+            .filter(chat_messages::Column::RecipientId.eq(reader.0))
+            .filter(chat_messages::Column::Seq.lte(up_to_seq))
+            .order_by_desc(chat_messages::Column::Seq)
+            .one(&tx)
+            .await?;
+        let old_mark = read_marks::Entity::find_by_id((reader.0, peer.0))
+            .one(&tx)
+            .await?
+            .map_or(0, |mark| mark.read_up_to_seq);
+        let Some(newest) = newest.filter(|m| m.seq > old_mark) else {
+            tx.commit().await?;
+            return Ok((old_mark, None));
+        };
+
+        let now = Utc::now();
+        read_marks::Entity::insert(read_marks::ActiveModel {
+            reader_id: Set(reader.0),
+            peer_id: Set(peer.0),
+            read_up_to_seq: Set(0),
+            updated_at: Set(now),
+        })
+        .on_conflict_do_nothing()
+        .exec_without_returning(&tx)
+        .await?;
+        // The WHERE keeps the mark from moving back if another call moved it meanwhile.
+        read_marks::Entity::update_many()
+            .col_expr(read_marks::Column::ReadUpToSeq, Expr::value(newest.seq))
+            .col_expr(read_marks::Column::UpdatedAt, Expr::value(now))
+            .filter(read_marks::Column::ReaderId.eq(reader.0))
+            .filter(read_marks::Column::PeerId.eq(peer.0))
+            .filter(read_marks::Column::ReadUpToSeq.lt(newest.seq))
+            .exec(&tx)
+            .await?;
+        chat_messages::Entity::update_many()
+            .col_expr(chat_messages::Column::DeliveredAt, Expr::value(now))
+            .filter(chat_messages::Column::SenderId.eq(peer.0))
+            .filter(chat_messages::Column::RecipientId.eq(reader.0))
+            .filter(chat_messages::Column::Seq.lte(newest.seq))
+            .filter(chat_messages::Column::DeliveredAt.is_null())
+            .exec(&tx)
+            .await?;
+        tx.commit().await?;
+        Ok((newest.seq, Some(newest)))
+    }
+}

@@ -1,0 +1,7 @@
+//! SeaORM entities for the tables created by the `migration` crate.
+
+pub mod chat_messages;
+pub mod read_marks;
+pub mod sessions;
+pub mod users;
+pub mod users_online;

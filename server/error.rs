@@ -1,0 +1,116 @@
+//! One error type for the whole server, mapped to a gRPC status (or a stream's ErrorEvent) here.
+
+use sea_orm::DbErr;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::proto::ErrorEvent;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field of the request is invalid; `field` is its path, for example `send_message.text`.
+    #[error("{field}: {description}")]
+    InvalidArgument { field: String, description: String },
+    /// The request is valid but names something that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// No credentials, or credentials that do not fit.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The server is shutting down.
+    #[error("server is shutting down")]
+    ShuttingDown,
+    /// The database failed; the details go to the log, not the client.
+    #[error("database error: {0}")]
+    Database(#[from] DbErr),
+    /// The message writer is gone (only during shutdown).
+    #[error("message writer stopped")]
+    WriterStopped,
+}
+
+/// Shorthand for results in the server.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An InvalidArgument error for `field`.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+
+    /// The gRPC code the error maps to.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::InvalidArgument { .. } => Code::InvalidArgument,
+            Self::NotFound(_) => Code::NotFound,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::ShuttingDown | Self::WriterStopped => Code::Unavailable,
+            Self::Database(_) => Code::Internal,
+        }
+    }
+
+    /// What a client is told: internal details stay in the log.
+    fn public_message(&self) -> String {
+        match self {
+            Self::Database(err) => {
+                tracing::error!(error = %err, "database error");
+                "internal storage error".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// The event a stream sends instead of ending, for the send with `client_msg_id` (may be empty).
+    pub fn to_event(&self, client_msg_id: &str) -> ErrorEvent {
+        ErrorEvent {
+            code: code_name(self.code()).to_owned(),
+            message: self.public_message(),
+            client_msg_id: client_msg_id.to_owned(),
+            retry_after_ms: 0,
+            field: match self {
+                Self::InvalidArgument { field, .. } => field.clone(),
+                _ => String::new(),
+            },
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        let message = err.public_message();
+        match &err {
+            Error::InvalidArgument { field, description } => Status::with_error_details(
+                Code::InvalidArgument,
+                message,
+                ErrorDetails::with_bad_request_violation(field.clone(), description.clone()),
+            ),
+            _ => Status::new(err.code(), message),
+        }
+    }
+}
+
+/// The canonical upper-snake name of a gRPC code, as `ErrorEvent.code` carries it.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}

@@ -1,0 +1,223 @@
+//! The message path: a single writer commits messages in batches (group commit), then fans each
+//! new one out and acks it; a tracker records deliveries in batches and tells senders.
+
+use std::{sync::Weak, time::Duration};
+
+use chrono::Utc;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::Hub;
+use crate::{
+    convert::{ack, chat_message, message_status, server_event},
+    db::{
+        Database, NewMessage, StoredMessage,
+        ids::{SessionId, UserId},
+    },
+    error::{Error, Result},
+    proto::{MessageStatus, SendMessageResponse, StatusUpdate, server_event::Event},
+};
+
+/// Messages waiting for the writer; senders wait (backpressure) when it is full.
+pub(super) const WRITER_QUEUE: usize = 8192;
+/// Most messages committed in one transaction.
+const MAX_BATCH: usize = 512;
+/// Most deliveries recorded in one transaction.
+const MAX_DELIVERY_BATCH: usize = 1024;
+
+/// A validated message from an authenticated sender.
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage {
+    /// The authenticated sender.
+    pub sender: UserId,
+    /// A known user other than the sender.
+    pub recipient: UserId,
+    /// The sender's idempotency key.
+    pub client_msg_id: String,
+    /// The validated text.
+    pub text: String,
+}
+
+/// Where the ack (or the error) of a message goes.
+#[derive(Debug)]
+pub enum AckTo {
+    /// A Chat stream: as an `ack` or `error` event on that session.
+    Session(SessionId),
+    /// A unary call waiting for its response.
+    Caller(oneshot::Sender<Result<SendMessageResponse>>),
+}
+
+/// One message for the writer.
+#[derive(Debug)]
+pub(super) struct WriteRequest {
+    /// What to store.
+    message: NewMessage,
+    /// The session it came from, which does not get the sender's echo.
+    origin: Option<SessionId>,
+    /// Where the ack goes.
+    ack_to: AckTo,
+}
+
+impl Hub {
+    /// Hands a message to the writer. Its ack comes through `ack_to` after the commit.
+    pub async fn send_message(&self, message: OutgoingMessage, ack_to: AckTo) -> Result<()> {
+        let origin = match &ack_to {
+            AckTo::Session(id) => Some(*id),
+            AckTo::Caller(_) => None,
+        };
+        let request = WriteRequest {
+            message: NewMessage {
+                message_id: Uuid::now_v7(),
+                sender: message.sender,
+                recipient: message.recipient,
+                client_msg_id: message.client_msg_id,
+                text: message.text,
+                sent_at: Utc::now(),
+            },
+            origin,
+            ack_to,
+        };
+        self.writer.send(request).await.map_err(|_| Error::WriterStopped)
+    }
+
+    /// Fans a newly stored message out: to every session of the recipient, and to the sender's
+    /// other sessions. Sending ends the sender's typing. Returns how many recipient sessions took it.
+    fn publish_message(&self, message: &StoredMessage, origin: Option<SessionId>) -> usize {
+        let sender = UserId(message.sender_id);
+        let recipient = UserId(message.recipient_id);
+        let event = server_event(Event::Message(chat_message(message, 0)));
+        let mut state = self.lock();
+        self.stop_typing(&mut state, sender, recipient);
+        let taken = self.push_to_user(&mut state, recipient, &event, None);
+        self.push_to_user(&mut state, sender, &event, origin);
+        taken
+    }
+
+    /// Tells the sender's sessions that `reader` read their messages up to `message`.
+    pub fn publish_read(&self, reader: UserId, message: &StoredMessage) {
+        let update = server_event(Event::Status(StatusUpdate {
+            message_id: message.message_id.to_string(),
+            peer_user_id: reader.to_string(),
+            seq: message.seq as u64,
+            status: MessageStatus::Read as i32,
+        }));
+        self.publish_to_user(UserId(message.sender_id), update);
+    }
+
+    /// Sends an ack (or error) where it belongs.
+    fn deliver_ack(&self, ack_to: AckTo, client_msg_id: &str, result: Result<SendMessageResponse>) {
+        match ack_to {
+            AckTo::Caller(reply) => {
+                let _ = reply.send(result);
+            }
+            AckTo::Session(id) => {
+                let event = match result {
+                    Ok(response) => Event::Ack(response),
+                    Err(err) => Event::Error(err.to_event(client_msg_id)),
+                };
+                self.publish_to_session(id, server_event(event));
+            }
+        }
+    }
+
+    /// The status a retried message has now.
+    async fn current_status(&self, message: &StoredMessage) -> Result<MessageStatus> {
+        let read_mark = self
+            .db
+            .read_mark(UserId(message.recipient_id), UserId(message.sender_id))
+            .await?;
+        Ok(message_status(message, read_mark))
+    }
+}
+
+/// The writer: takes every queued message (up to a batch), commits them in one transaction, then
+/// fans out and acks each. Acks never precede the commit.
+pub(super) async fn run_writer(hub: Weak<Hub>, db: Database, mut requests: mpsc::Receiver<WriteRequest>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let messages: Vec<NewMessage> = batch.iter().map(|r| r.message.clone()).collect();
+        let stored = db.insert_messages(&messages).await;
+        let Some(hub) = hub.upgrade() else { return };
+        match stored {
+            Ok(stored) => {
+                let mut undeliverable = Vec::new();
+                for (request, (message, inserted)) in batch.drain(..).zip(stored) {
+                    let result = if inserted {
+                        let taken = hub.publish_message(&message, request.origin);
+                        if taken == 0 {
+                            undeliverable.push(message.seq);
+                        }
+                        Ok(ack(&message, MessageStatus::Sent))
+                    } else {
+                        hub.current_status(&message).await.map(|status| ack(&message, status))
+                    };
+                    hub.deliver_ack(request.ack_to, &message.client_msg_id, result);
+                }
+                if hub.config.retention_days == 0 && !undeliverable.is_empty() {
+                    // No history: what no session took now is not kept for later.
+                    if let Err(err) = db.delete_messages(&undeliverable).await {
+                        tracing::warn!(error = %err, "could not drop undelivered messages");
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, batch = batch.len(), "message batch failed to commit");
+                for request in batch.drain(..) {
+                    let client_msg_id = request.message.client_msg_id.clone();
+                    let failure = Error::Database(sea_orm::DbErr::Custom(err.to_string()));
+                    hub.deliver_ack(request.ack_to, &client_msg_id, Err(failure));
+                }
+            }
+        }
+    }
+}
+
+/// The delivery tracker: records, in batches, that a recipient session took a message, and tells
+/// the sender's sessions DELIVERED once per message.
+pub(super) async fn run_delivery_tracker(hub: Weak<Hub>, db: Database, mut seqs: mpsc::UnboundedReceiver<i64>) {
+    let mut batch = Vec::with_capacity(MAX_DELIVERY_BATCH);
+    while seqs.recv_many(&mut batch, MAX_DELIVERY_BATCH).await > 0 {
+        batch.sort_unstable();
+        batch.dedup();
+        let delivered = db.mark_delivered(&batch).await;
+        let Some(hub) = hub.upgrade() else { return };
+        match delivered {
+            Ok(delivered) => {
+                for message in &delivered {
+                    let update = server_event(Event::Status(StatusUpdate {
+                        message_id: message.message_id.to_string(),
+                        peer_user_id: message.recipient_id.to_string(),
+                        seq: message.seq as u64,
+                        status: MessageStatus::Delivered as i32,
+                    }));
+                    hub.publish_to_user(UserId(message.sender_id), update);
+                }
+                if hub.config.retention_days == 0 {
+                    let seqs: Vec<i64> = delivered.iter().map(|m| m.seq).collect();
+                    if let Err(err) = db.delete_messages(&seqs).await {
+                        tracing::warn!(error = %err, "could not drop delivered messages");
+                    }
+                }
+            }
+            // The rows stay undelivered, so the messages come again on the next session.
+            Err(err) => tracing::warn!(error = %err, "could not record deliveries"),
+        }
+        batch.clear();
+    }
+}
+
+/// Deletes messages older than the retention period, hourly.
+pub(super) async fn run_retention(hub: Weak<Hub>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        ticker.tick().await;
+        let Some(hub) = hub.upgrade() else { return };
+        let days = hub.config.retention_days.max(1);
+        let cutoff = Utc::now() - chrono::Duration::days(i64::from(days));
+        match hub.db.delete_messages_before(cutoff).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "deleted messages past retention"),
+            Err(err) => tracing::warn!(error = %err, "retention sweep failed"),
+        }
+    }
+}

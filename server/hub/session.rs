@@ -1,0 +1,226 @@
+//! Opening sessions and the stream each one returns to tonic.
+
+use std::{
+    collections::{HashSet, VecDeque},
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+};
+
+use tokio::{sync::mpsc, time::Instant};
+use tokio_stream::Stream;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use super::{Hub, SessionEntry, presence::UserEntry, store::StoreOp};
+use crate::{
+    convert::{chat_message, now_timestamp, server_event},
+    db::ids::{SessionId, UserId},
+    error::{Error, Result},
+    identity::AuthUser,
+    proto::{PresenceEvent, PresenceSnapshot, ServerEvent, User, Welcome, presence_event, server_event::Event},
+};
+
+/// Which events a session takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    /// Chat or Subscribe: everything for its user, presence included.
+    Chat,
+    /// Presence or WatchPresence: presence events only.
+    Presence,
+}
+
+impl SessionKind {
+    fn transport(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Presence => "presence",
+        }
+    }
+}
+
+impl Hub {
+    /// Opens a session for `user` (None: an anonymous presence watcher). The stream starts with
+    /// Welcome (chat sessions), then the presence snapshot, then every stored message no session
+    /// of the user has received, then live events.
+    pub async fn open_session(
+        self: &Arc<Self>,
+        user: Option<&AuthUser>,
+        kind: SessionKind,
+        token: String,
+    ) -> Result<SessionStream> {
+        if self.is_shutting_down() {
+            return Err(Error::ShuttingDown);
+        }
+        let id = SessionId::new_random();
+        let (tx, rx) = mpsc::channel(self.config.session_queue);
+        let closing = Arc::new(Mutex::new(None));
+        let cancel = CancellationToken::new();
+        let snapshot = {
+            let mut state = self.lock();
+            state.sessions.insert(
+                id,
+                SessionEntry {
+                    user: user.map(|u| u.id),
+                    kind,
+                    tx,
+                    closing: closing.clone(),
+                    cancel: cancel.clone(),
+                    away: false,
+                    last_sent: Instant::now(),
+                },
+            );
+            if let Some(user) = user {
+                state
+                    .users
+                    .entry(user.id)
+                    .or_insert_with(|| UserEntry::new(user.display_name.clone()))
+                    .joined(id, &user.display_name);
+                state.dirty.insert(user.id);
+            }
+            self.snapshot(&state, Instant::now())
+        };
+        let mut stream = SessionStream {
+            id,
+            user: user.map(|u| (u.id, u.id.to_string())),
+            prefix: VecDeque::new(),
+            backlog: HashSet::new(),
+            rx,
+            closing,
+            cancel,
+            hub: self.clone(),
+        };
+        let Some(user) = user else {
+            stream.prefix.push_back(presence_snapshot(snapshot));
+            return Ok(stream);
+        };
+        let _ = self.store.send(StoreOp::SessionOpened {
+            id,
+            user: user.id,
+            transport: kind.transport(),
+            at: chrono::Utc::now(),
+        });
+        if kind == SessionKind::Chat {
+            stream.prefix.push_back(server_event(Event::Welcome(Welcome {
+                session_id: id.to_string(),
+                user: Some(User {
+                    user_id: user.id.to_string(),
+                    display_name: user.display_name.clone(),
+                }),
+                token,
+                server_time: Some(now_timestamp()),
+            })));
+        }
+        stream.prefix.push_back(presence_snapshot(snapshot));
+        if kind == SessionKind::Chat {
+            // Registered first, loaded second: a message committed meanwhile is both queued live
+            // and in the backlog, and the stream drops the live copy.
+            for message in self.db.undelivered_for(user.id).await? {
+                stream.backlog.insert(message.seq as u64);
+                stream.prefix.push_back(server_event(Event::Message(chat_message(&message, 0))));
+            }
+        }
+        Ok(stream)
+    }
+
+    /// Ends a session normally (its client stopped sending).
+    pub fn close_session(&self, id: SessionId) {
+        let mut state = self.lock();
+        self.detach(&mut state, id, None);
+    }
+
+    /// Ends a session with `status`, for a client that broke the stream's rules.
+    pub fn end_session(&self, id: SessionId, status: Status) {
+        let mut state = self.lock();
+        self.detach(&mut state, id, Some(status));
+    }
+
+    /// Notes that a recipient session took the message with this seq.
+    fn note_delivered(&self, seq: u64) {
+        let _ = self.delivered.send(seq as i64);
+    }
+}
+
+fn presence_snapshot(users: Vec<crate::proto::Presence>) -> ServerEvent {
+    server_event(Event::Presence(PresenceEvent {
+        event: Some(presence_event::Event::Snapshot(PresenceSnapshot { users })),
+    }))
+}
+
+/// The events of one session, as tonic streams them. Dropping it (the client went away) ends the
+/// session.
+#[derive(Debug)]
+pub struct SessionStream {
+    /// The session's id.
+    id: SessionId,
+    /// The session's user and its id as the messages carry it; None for anonymous watchers.
+    user: Option<(UserId, String)>,
+    /// Welcome, snapshot and stored messages, sent before anything live.
+    prefix: VecDeque<ServerEvent>,
+    /// Seqs of the stored messages in `prefix`, so a live copy of one is not sent twice.
+    backlog: HashSet<u64>,
+    /// Live events.
+    rx: mpsc::Receiver<ServerEvent>,
+    /// Set when the hub ends the session, sent as the stream's final status.
+    closing: Arc<Mutex<Option<Status>>>,
+    /// Cancelled when the session ends.
+    cancel: CancellationToken,
+    /// To detach on drop and to report deliveries.
+    hub: Arc<Hub>,
+}
+
+impl SessionStream {
+    /// The session's id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// Cancelled once the session has ended, for the task reading the client's events.
+    pub fn ended(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// A message addressed to this session's user: remember that it was delivered.
+    fn on_yield(&self, event: &ServerEvent) {
+        if let (Some(Event::Message(message)), Some((_, user_id))) = (&event.event, &self.user)
+            && &message.to_user_id == user_id
+        {
+            self.hub.note_delivered(message.seq);
+        }
+    }
+}
+
+impl Stream for SessionStream {
+    type Item = Result<ServerEvent, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(event) = self.prefix.pop_front() {
+            self.on_yield(&event);
+            return Poll::Ready(Some(Ok(event)));
+        }
+        loop {
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(event)) => {
+                    if let Some(Event::Message(message)) = &event.event
+                        && self.backlog.remove(&message.seq)
+                    {
+                        continue;
+                    }
+                    self.on_yield(&event);
+                    return Poll::Ready(Some(Ok(event)));
+                }
+                Poll::Ready(None) => {
+                    let status = self.closing.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    return Poll::Ready(status.map(Err));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Drop for SessionStream {
+    fn drop(&mut self) {
+        self.hub.close_session(self.id);
+    }
+}

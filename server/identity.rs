@@ -1,0 +1,133 @@
+//! Identity without accounts: the first session or heartbeat for a user id claims it and gets a
+//! random token; every later use of that id must present it. Only the token's hash is stored.
+
+use std::{collections::HashMap, sync::Mutex};
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::{
+    db::{Database, ids::UserId},
+    error::{Error, Result},
+};
+
+/// An authenticated user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthUser {
+    /// The user's id.
+    pub id: UserId,
+    /// The user's current display name.
+    pub display_name: String,
+}
+
+/// Who a Hello or heartbeat claims to be, with its fields already validated.
+#[derive(Debug, Clone, Default)]
+pub struct Claim {
+    /// The requested id; None lets the server pick one.
+    pub user_id: Option<UserId>,
+    /// A display name to claim with or rename to.
+    pub display_name: Option<String>,
+    /// The token presented, if any (from the message or `authorization` metadata).
+    pub token: Option<String>,
+}
+
+/// Claims and checks user ids.
+#[derive(Debug)]
+pub struct Identity {
+    /// Where users and token hashes live.
+    db: Database,
+    /// Token hash to user, so unary calls do not each cost a query. Entries never go stale: a
+    /// token belongs to one user for good; a rename updates the entry.
+    cache: Mutex<HashMap<String, AuthUser>>,
+}
+
+impl Identity {
+    pub fn new(db: Database) -> Self {
+        Self {
+            db,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Resolves a Hello or heartbeat: with a token, checks it (and renames when a new name is
+    /// given); without one, claims the id. Returns the user and, for a claim, the new token.
+    /// `field` prefixes the names of fields in errors (for example `hello.`).
+    pub async fn resolve(&self, claim: Claim, field: &str) -> Result<(AuthUser, Option<String>)> {
+        if let Some(token) = claim.token {
+            let mut user = self.authenticate(&token).await?;
+            if claim.user_id.is_some_and(|id| id != user.id) {
+                return Err(Error::Unauthenticated("the token belongs to another user".into()));
+            }
+            if let Some(name) = claim.display_name.filter(|name| *name != user.display_name) {
+                self.db.rename_user(user.id, &name).await?;
+                user.display_name = name;
+                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                cache.insert(hash_token(&token), user.clone());
+            }
+            return Ok((user, None));
+        }
+
+        let id = claim.user_id.unwrap_or_else(UserId::new_random);
+        let Some(display_name) = claim.display_name else {
+            if self.db.find_user(id).await?.is_some() {
+                return Err(already_claimed());
+            }
+            return Err(Error::invalid(format!("{field}display_name"), "required to claim a new user id"));
+        };
+        let token = new_token();
+        if !self.db.claim_user(id, &display_name, &hash_token(&token)).await? {
+            return Err(already_claimed());
+        }
+        let user = AuthUser { id, display_name };
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.insert(hash_token(&token), user.clone());
+        Ok((user, Some(token)))
+    }
+
+    /// The user a bearer token belongs to.
+    pub async fn authenticate(&self, token: &str) -> Result<AuthUser> {
+        let hash = hash_token(token);
+        if let Some(user) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&hash) {
+            return Ok(user.clone());
+        }
+        let Some(row) = self.db.user_by_token_hash(&hash).await? else {
+            return Err(Error::Unauthenticated("unknown token".into()));
+        };
+        let user = AuthUser {
+            id: UserId(row.id),
+            display_name: row.display_name,
+        };
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(hash, user.clone());
+        Ok(user)
+    }
+
+    /// Whether a user with this id exists.
+    pub async fn exists(&self, id: UserId) -> Result<bool> {
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|user| user.id == id);
+        Ok(cached || self.db.find_user(id).await?.is_some())
+    }
+}
+
+fn already_claimed() -> Error {
+    Error::Unauthenticated("this user id is already claimed; present its token".into())
+}
+
+/// A fresh token: 256 random bits, hex-encoded.
+fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// What the database keeps of a token.
+fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
