@@ -7,7 +7,10 @@ use std::{env, fs, path::PathBuf};
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/fastchat/v1/chat.proto", "proto/fastchat/v1/presence.proto"];
+    let protos = [
+        "proto/fastchat/v1/chat.proto",
+        "proto/fastchat/v1/presence.proto",
+    ];
     let file_descriptors = protox::compile(protos, ["proto"])?;
 
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);

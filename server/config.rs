@@ -67,8 +67,12 @@ pub struct Config {
     pub session_queue: u64,
 
     /// Origins allowed to call from a browser (comma-separated); `*` allows any.
-    #[arg(long, env = "FASTCHAT_CORS_ORIGINS", value_delimiter = ',',
-          default_value = "http://localhost:8000,http://127.0.0.1:8000,http://localhost:5173,http://127.0.0.1:5173")]
+    #[arg(
+        long,
+        env = "FASTCHAT_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = "http://localhost:8000,http://127.0.0.1:8000,http://localhost:5173,http://127.0.0.1:5173"
+    )]
     pub cors_origins: Vec<String>,
 
     /// Write logs as JSON lines instead of text.

@@ -4,7 +4,9 @@ use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 
 use crate::db::StoredMessage;
-use crate::proto::{ChatMessage, MessageStatus, SendMessageResponse, server_event::Event, ServerEvent};
+use crate::proto::{
+    ChatMessage, MessageStatus, SendMessageResponse, ServerEvent, server_event::Event,
+};
 
 /// A protobuf timestamp for `at`.
 pub fn timestamp(at: DateTime<Utc>) -> Timestamp {

@@ -25,12 +25,17 @@ async fn health() -> Json<Value> {
 /// A real query against the database: 503 when it fails.
 async fn health_db(State(app): State<Arc<App>>) -> (StatusCode, Json<Value>) {
     match app.db.ping().await {
-        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ok", "database": app.db_kind() }))),
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({ "status": "ok", "database": app.db_kind() })),
+        ),
         Err(err) => {
             tracing::warn!(error = %err, "database health check failed");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "database": app.db_kind(), "error": "database did not answer" })),
+                Json(
+                    json!({ "status": "unavailable", "database": app.db_kind(), "error": "database did not answer" }),
+                ),
             )
         }
     }
@@ -62,10 +67,15 @@ async fn presence_online(State(app): State<Arc<App>>) -> Json<Value> {
             OnlineUser {
                 user_id: user.user_id,
                 display_name: user.display_name,
-                status: if p.status() == PresenceStatus::Away { "away" } else { "online" },
+                status: if p.status() == PresenceStatus::Away {
+                    "away"
+                } else {
+                    "online"
+                },
                 sessions: p.sessions,
                 last_seen: p.last_seen.and_then(|t| {
-                    chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32).map(|t| t.to_rfc3339())
+                    chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32)
+                        .map(|t| t.to_rfc3339())
                 }),
             }
         })

@@ -56,7 +56,9 @@ impl Identity {
         if let Some(token) = claim.token {
             let mut user = self.authenticate(&token).await?;
             if claim.user_id.is_some_and(|id| id != user.id) {
-                return Err(Error::Unauthenticated("the token belongs to another user".into()));
+                return Err(Error::Unauthenticated(
+                    "the token belongs to another user".into(),
+                ));
             }
             if let Some(name) = claim.display_name.filter(|name| *name != user.display_name) {
                 self.db.rename_user(user.id, &name).await?;
@@ -72,10 +74,17 @@ impl Identity {
             if self.db.find_user(id).await?.is_some() {
                 return Err(already_claimed());
             }
-            return Err(Error::invalid(format!("{field}display_name"), "required to claim a new user id"));
+            return Err(Error::invalid(
+                format!("{field}display_name"),
+                "required to claim a new user id",
+            ));
         };
         let token = new_token();
-        if !self.db.claim_user(id, &display_name, &hash_token(&token)).await? {
+        if !self
+            .db
+            .claim_user(id, &display_name, &hash_token(&token))
+            .await?
+        {
             return Err(already_claimed());
         }
         let user = AuthUser { id, display_name };
@@ -87,7 +96,12 @@ impl Identity {
     /// The user a bearer token belongs to.
     pub async fn authenticate(&self, token: &str) -> Result<AuthUser> {
         let hash = hash_token(token);
-        if let Some(user) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&hash) {
+        if let Some(user) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&hash)
+        {
             return Ok(user.clone());
         }
         let Some(row) = self.db.user_by_token_hash(&hash).await? else {

@@ -27,7 +27,8 @@ pub mod proto {
     tonic::include_proto!("fastchat.v1");
 
     /// The encoded descriptors of the API, served by reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("fastchat_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("fastchat_descriptor");
 }
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -45,7 +46,9 @@ use crate::{
     db::Database,
     hub::{Hub, HubConfig},
     identity::Identity,
-    proto::{chat_service_server::ChatServiceServer, presence_service_server::PresenceServiceServer},
+    proto::{
+        chat_service_server::ChatServiceServer, presence_service_server::PresenceServiceServer,
+    },
 };
 
 /// Largest request the server decodes (64 KiB); larger ones get RESOURCE_EXHAUSTED.
@@ -91,9 +94,14 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
 
 /// Serves FastChat on `listener` until `shutdown` completes, then ends every stream with
 /// UNAVAILABLE, marks this node's sessions offline and returns.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let db = open_database(&config).await?;
-    db.reset_node_presence(&config.node_id, chrono::Utc::now()).await?;
+    db.reset_node_presence(&config.node_id, chrono::Utc::now())
+        .await?;
     let hub = Hub::start(db.clone(), HubConfig::from(&config));
     let app = Arc::new(App {
         identity: Identity::new(db.clone()),
@@ -123,7 +131,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
-    let routes = Routes::from(grpc.into_axum_router().merge(http::router(app.clone())));
+    // tonic-web answers plain HTTP/1.1 requests with 400, so it wraps the gRPC routes only.
+    let grpc = grpc
+        .into_axum_router()
+        .layer(tonic_web::GrpcWebLayer::new());
+    let routes = Routes::from(grpc.merge(http::router(app.clone())));
 
     let local_addr = listener.local_addr()?;
     tracing::info!(%local_addr, database = app.db_kind(), "FastChat listening (gRPC, grpc-web, HTTP)");
@@ -143,7 +155,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .layer(cors(&app.config.cors_origins))
-        .layer(tonic_web::GrpcWebLayer::new())
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
 

@@ -16,9 +16,9 @@ use crate::{
     identity::AuthUser,
     proto::{
         ClientEvent, Conversation, GetHistoryRequest, GetHistoryResponse, ListConversationsRequest,
-        ListConversationsResponse, MarkReadRequest, MarkReadResponse, Pong, Presence, PresenceStatus,
-        SendMessageRequest, SendMessageResponse, ServerEvent, SetTypingRequest, SetTypingResponse,
-        SubscribeRequest, User, chat_service_server::ChatService, client_event,
+        ListConversationsResponse, MarkReadRequest, MarkReadResponse, Pong, Presence,
+        PresenceStatus, SendMessageRequest, SendMessageResponse, ServerEvent, SetTypingRequest,
+        SetTypingResponse, SubscribeRequest, User, chat_service_server::ChatService, client_event,
         server_event::Event,
     },
 };
@@ -40,10 +40,23 @@ impl ChatApi {
 
     /// Checks a message and hands it to the hub; the ack goes to `ack_to` after the commit.
     /// `prefix` is the path of the request in error field names (`send_message.` on a stream).
-    async fn send(&self, sender: &AuthUser, request: &SendMessageRequest, prefix: &str, ack_to: AckTo) -> Result<()> {
-        let client_msg_id = validate::client_msg_id(&format!("{prefix}client_msg_id"), &request.client_msg_id)?;
-        let recipient = self.peer(sender, &format!("{prefix}to_user_id"), &request.to_user_id).await?;
-        let text = validate::text(&format!("{prefix}text"), &request.text, self.app.config.max_message_chars)?;
+    async fn send(
+        &self,
+        sender: &AuthUser,
+        request: &SendMessageRequest,
+        prefix: &str,
+        ack_to: AckTo,
+    ) -> Result<()> {
+        let client_msg_id =
+            validate::client_msg_id(&format!("{prefix}client_msg_id"), &request.client_msg_id)?;
+        let recipient = self
+            .peer(sender, &format!("{prefix}to_user_id"), &request.to_user_id)
+            .await?;
+        let text = validate::text(
+            &format!("{prefix}text"),
+            &request.text,
+            self.app.config.max_message_chars,
+        )?;
         let message = OutgoingMessage {
             sender: sender.id,
             recipient,
@@ -57,7 +70,10 @@ impl ChatApi {
     async fn peer(&self, me: &AuthUser, field: &str, value: &str) -> Result<UserId> {
         let peer = validate::user_id(field, value)?;
         if peer == me.id {
-            return Err(Error::invalid(field, "must be another user than the caller"));
+            return Err(Error::invalid(
+                field,
+                "must be another user than the caller",
+            ));
         }
         if !self.app.identity.exists(peer).await? {
             return Err(Error::NotFound(format!("{field}: no user with id {peer}")));
@@ -65,14 +81,31 @@ impl ChatApi {
         Ok(peer)
     }
 
-    async fn set_typing_for(&self, me: &AuthUser, request: &SetTypingRequest, prefix: &str, session: Option<SessionId>) -> Result<()> {
-        let peer = self.peer(me, &format!("{prefix}to_user_id"), &request.to_user_id).await?;
-        self.app.hub.set_typing(me.id, peer, request.is_typing, session);
+    async fn set_typing_for(
+        &self,
+        me: &AuthUser,
+        request: &SetTypingRequest,
+        prefix: &str,
+        session: Option<SessionId>,
+    ) -> Result<()> {
+        let peer = self
+            .peer(me, &format!("{prefix}to_user_id"), &request.to_user_id)
+            .await?;
+        self.app
+            .hub
+            .set_typing(me.id, peer, request.is_typing, session);
         Ok(())
     }
 
-    async fn mark_read_for(&self, me: &AuthUser, request: &MarkReadRequest, prefix: &str) -> Result<u64> {
-        let peer = self.peer(me, &format!("{prefix}peer_user_id"), &request.peer_user_id).await?;
+    async fn mark_read_for(
+        &self,
+        me: &AuthUser,
+        request: &MarkReadRequest,
+        prefix: &str,
+    ) -> Result<u64> {
+        let peer = self
+            .peer(me, &format!("{prefix}peer_user_id"), &request.peer_user_id)
+            .await?;
         let up_to = validate::seq(&format!("{prefix}up_to_seq"), request.up_to_seq)?;
         let (mark, newly_read) = self.app.db.advance_read_mark(me.id, peer, up_to).await?;
         if let Some(message) = newly_read {
@@ -86,42 +119,81 @@ impl ChatApi {
         use client_event::Event as E;
         let (client_msg_id, result) = match event.event {
             Some(E::SendMessage(request)) => {
-                let result = self.send(me, &request, "send_message.", AckTo::Session(session)).await;
+                let result = self
+                    .send(me, &request, "send_message.", AckTo::Session(session))
+                    .await;
                 (request.client_msg_id, result)
             }
-            Some(E::Typing(request)) => (String::new(), self.set_typing_for(me, &request, "typing.", Some(session)).await),
-            Some(E::MarkRead(request)) => (String::new(), self.mark_read_for(me, &request, "mark_read.").await.map(|_| ())),
+            Some(E::Typing(request)) => (
+                String::new(),
+                self.set_typing_for(me, &request, "typing.", Some(session))
+                    .await,
+            ),
+            Some(E::MarkRead(request)) => (
+                String::new(),
+                self.mark_read_for(me, &request, "mark_read.")
+                    .await
+                    .map(|_| ()),
+            ),
             Some(E::Ping(ping)) => {
                 let pong = Pong {
                     nonce: ping.nonce,
                     server_time: Some(now_timestamp()),
                 };
-                self.app.hub.publish_to_session(session, server_event(Event::Pong(pong)));
+                self.app
+                    .hub
+                    .publish_to_session(session, server_event(Event::Pong(pong)));
                 (String::new(), Ok(()))
             }
             Some(E::Presence(update)) => {
-                let result = away_from_status("presence.status", update.status)
-                    .and_then(|away| self.app.hub.set_away(me.id, Some(session), away).map(|_| ()));
+                let result = away_from_status("presence.status", update.status).and_then(|away| {
+                    self.app
+                        .hub
+                        .set_away(me.id, Some(session), away)
+                        .map(|_| ())
+                });
                 (String::new(), result)
             }
-            Some(E::Hello(_)) => (String::new(), Err(Error::invalid("hello", "only the first event may be a hello"))),
-            None => (String::new(), Err(Error::invalid("event", "empty event: set one of its fields"))),
+            Some(E::Hello(_)) => (
+                String::new(),
+                Err(Error::invalid(
+                    "hello",
+                    "only the first event may be a hello",
+                )),
+            ),
+            None => (
+                String::new(),
+                Err(Error::invalid(
+                    "event",
+                    "empty event: set one of its fields",
+                )),
+            ),
         };
         if let Err(err) = result {
-            self.app
-                .hub
-                .publish_to_session(session, server_event(Event::Error(err.to_event(&client_msg_id))));
+            self.app.hub.publish_to_session(
+                session,
+                server_event(Event::Error(err.to_event(&client_msg_id))),
+            );
         }
     }
 
     /// Opens a session for a Hello and returns its stream.
-    async fn open(&self, hello: &crate::proto::Hello, bearer: Option<String>, prefix: &str) -> Result<(AuthUser, crate::hub::SessionStream)> {
+    async fn open(
+        &self,
+        hello: &crate::proto::Hello,
+        bearer: Option<String>,
+        prefix: &str,
+    ) -> Result<(AuthUser, crate::hub::SessionStream)> {
         let claim = validate::hello(prefix, hello, bearer)?;
         let presented = claim.token.clone();
         let (user, new_token) = self.app.identity.resolve(claim, prefix).await?;
         self.app.hub.rename(user.id, &user.display_name);
         let token = new_token.or(presented).unwrap_or_default();
-        let stream = self.app.hub.open_session(Some(&user), SessionKind::Chat, token).await?;
+        let stream = self
+            .app
+            .hub
+            .open_session(Some(&user), SessionKind::Chat, token)
+            .await?;
         Ok((user, stream))
     }
 }
@@ -131,7 +203,10 @@ pub(super) fn away_from_status(field: &str, status: i32) -> Result<bool> {
     match PresenceStatus::try_from(status) {
         Ok(PresenceStatus::Online) => Ok(false),
         Ok(PresenceStatus::Away) => Ok(true),
-        _ => Err(Error::invalid(field, "must be PRESENCE_STATUS_ONLINE or PRESENCE_STATUS_AWAY")),
+        _ => Err(Error::invalid(
+            field,
+            "must be PRESENCE_STATUS_ONLINE or PRESENCE_STATUS_AWAY",
+        )),
     }
 }
 
@@ -140,12 +215,20 @@ impl ChatService for ChatApi {
     type ChatStream = EventStream;
     type SubscribeStream = EventStream;
 
-    async fn chat(&self, request: Request<Streaming<ClientEvent>>) -> Result<Response<Self::ChatStream>, Status> {
+    async fn chat(
+        &self,
+        request: Request<Streaming<ClientEvent>>,
+    ) -> Result<Response<Self::ChatStream>, Status> {
         let bearer = bearer_token(request.metadata());
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(self.app.config.hello_timeout(), inbound.message())
             .await
-            .map_err(|_| Status::from(Error::invalid("hello", "the first event must be a hello, sent within the hello timeout")))??;
+            .map_err(|_| {
+                Status::from(Error::invalid(
+                    "hello",
+                    "the first event must be a hello, sent within the hello timeout",
+                ))
+            })??;
         let hello = match first.and_then(|e| e.event) {
             Some(client_event::Event::Hello(hello)) => hello,
             _ => return Err(Error::invalid("hello", "the first event must be a hello").into()),
@@ -173,46 +256,79 @@ impl ChatService for ChatApi {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
         let bearer = bearer_token(request.metadata());
         let hello = request.into_inner().hello.unwrap_or_default();
         let (_, stream) = self.open(&hello, bearer, "hello.").await?;
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn send_message(&self, request: Request<SendMessageRequest>) -> Result<Response<SendMessageResponse>, Status> {
+    async fn send_message(
+        &self,
+        request: Request<SendMessageRequest>,
+    ) -> Result<Response<SendMessageResponse>, Status> {
         let me = authenticate(&self.app, request.metadata()).await?;
         let (reply, ack) = oneshot::channel();
-        self.send(&me, request.get_ref(), "", AckTo::Caller(reply)).await?;
-        let response = ack.await.map_err(|_| Status::from(Error::WriterStopped))??;
+        self.send(&me, request.get_ref(), "", AckTo::Caller(reply))
+            .await?;
+        let response = ack
+            .await
+            .map_err(|_| Status::from(Error::WriterStopped))??;
         Ok(Response::new(response))
     }
 
-    async fn set_typing(&self, request: Request<SetTypingRequest>) -> Result<Response<SetTypingResponse>, Status> {
+    async fn set_typing(
+        &self,
+        request: Request<SetTypingRequest>,
+    ) -> Result<Response<SetTypingResponse>, Status> {
         let me = authenticate(&self.app, request.metadata()).await?;
-        self.set_typing_for(&me, request.get_ref(), "", None).await?;
+        self.set_typing_for(&me, request.get_ref(), "", None)
+            .await?;
         Ok(Response::new(SetTypingResponse {}))
     }
 
-    async fn mark_read(&self, request: Request<MarkReadRequest>) -> Result<Response<MarkReadResponse>, Status> {
+    async fn mark_read(
+        &self,
+        request: Request<MarkReadRequest>,
+    ) -> Result<Response<MarkReadResponse>, Status> {
         let me = authenticate(&self.app, request.metadata()).await?;
         let read_up_to_seq = self.mark_read_for(&me, request.get_ref(), "").await?;
         Ok(Response::new(MarkReadResponse { read_up_to_seq }))
     }
 
-    async fn get_history(&self, request: Request<GetHistoryRequest>) -> Result<Response<GetHistoryResponse>, Status> {
+    async fn get_history(
+        &self,
+        request: Request<GetHistoryRequest>,
+    ) -> Result<Response<GetHistoryResponse>, Status> {
         let me = authenticate(&self.app, request.metadata()).await?;
         let request = request.get_ref();
-        let peer = self.peer(&me, "peer_user_id", &request.peer_user_id).await?;
+        let peer = self
+            .peer(&me, "peer_user_id", &request.peer_user_id)
+            .await?;
         let before_seq = validate::seq("before_seq", request.before_seq)?;
         let limit = validate::history_limit("limit", request.limit)?;
         let db = &self.app.db;
-        let (page, has_more) = db.history(me.id, peer, before_seq, u64::from(limit)).await.map_err(Error::from)?;
+        let (page, has_more) = db
+            .history(me.id, peer, before_seq, u64::from(limit))
+            .await
+            .map_err(Error::from)?;
         let my_mark = db.read_mark(me.id, peer).await.map_err(Error::from)?;
         let peer_mark = db.read_mark(peer, me.id).await.map_err(Error::from)?;
         let messages = page
             .iter()
-            .map(|m| chat_message(m, if m.sender_id == me.id.0 { peer_mark } else { my_mark }))
+            .map(|m| {
+                chat_message(
+                    m,
+                    if m.sender_id == me.id.0 {
+                        peer_mark
+                    } else {
+                        my_mark
+                    },
+                )
+            })
             .collect();
         Ok(Response::new(GetHistoryResponse {
             messages,
@@ -221,11 +337,24 @@ impl ChatService for ChatApi {
         }))
     }
 
-    async fn list_conversations(&self, request: Request<ListConversationsRequest>) -> Result<Response<ListConversationsResponse>, Status> {
+    async fn list_conversations(
+        &self,
+        request: Request<ListConversationsRequest>,
+    ) -> Result<Response<ListConversationsResponse>, Status> {
         let me = authenticate(&self.app, request.metadata()).await?;
-        let rows = self.app.db.conversations_of(me.id).await.map_err(Error::from)?;
+        let rows = self
+            .app
+            .db
+            .conversations_of(me.id)
+            .await
+            .map_err(Error::from)?;
         let peer_ids: Vec<UserId> = rows.iter().map(|r| UserId(r.peer.id)).collect();
-        let last_seen = self.app.db.last_seen_of(&peer_ids).await.map_err(Error::from)?;
+        let last_seen = self
+            .app
+            .db
+            .last_seen_of(&peer_ids)
+            .await
+            .map_err(Error::from)?;
         let conversations = rows
             .into_iter()
             .map(|row| {
@@ -239,12 +368,16 @@ impl ChatService for ChatApi {
                 } else {
                     row.read_up_to_seq
                 };
-                let peer_presence = self.app.hub.presence_of(peer_id).unwrap_or_else(|| Presence {
-                    user: Some(peer.clone()),
-                    status: PresenceStatus::Offline as i32,
-                    last_seen: last_seen.get(&peer_id.0).copied().map(timestamp),
-                    sessions: 0,
-                });
+                let peer_presence = self
+                    .app
+                    .hub
+                    .presence_of(peer_id)
+                    .unwrap_or_else(|| Presence {
+                        user: Some(peer.clone()),
+                        status: PresenceStatus::Offline as i32,
+                        last_seen: last_seen.get(&peer_id.0).copied().map(timestamp),
+                        sessions: 0,
+                    });
                 Conversation {
                     last_message: Some(chat_message(&row.last_message, mark_of_recipient)),
                     peer: Some(peer),

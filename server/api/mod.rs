@@ -12,7 +12,11 @@ use tonic::metadata::MetadataMap;
 pub use chat::ChatApi;
 pub use presence::PresenceApi;
 
-use crate::{App, error::{Error, Result}, identity::AuthUser};
+use crate::{
+    App,
+    error::{Error, Result},
+    identity::AuthUser,
+};
 
 /// The token of `authorization: Bearer <token>` metadata, if present.
 fn bearer_token(metadata: &MetadataMap) -> Option<String> {
@@ -24,7 +28,8 @@ fn bearer_token(metadata: &MetadataMap) -> Option<String> {
 
 /// The user a unary call's bearer token belongs to.
 async fn authenticate(app: &Arc<App>, metadata: &MetadataMap) -> Result<AuthUser> {
-    let token = bearer_token(metadata)
-        .ok_or_else(|| Error::Unauthenticated("missing `authorization: Bearer <token>` metadata".into()))?;
+    let token = bearer_token(metadata).ok_or_else(|| {
+        Error::Unauthenticated("missing `authorization: Bearer <token>` metadata".into())
+    })?;
     app.identity.authenticate(&token).await
 }

@@ -51,10 +51,17 @@ impl PresenceService for PresenceApi {
     type PresenceStream = PresenceStream;
     type WatchPresenceStream = PresenceStream;
 
-    async fn presence(&self, request: Request<Streaming<PresenceUpdate>>) -> Result<Response<Self::PresenceStream>, Status> {
+    async fn presence(
+        &self,
+        request: Request<Streaming<PresenceUpdate>>,
+    ) -> Result<Response<Self::PresenceStream>, Status> {
         let me = authenticate(&self.app, request.metadata()).await?;
         let mut updates = request.into_inner();
-        let stream = self.app.hub.open_session(Some(&me), SessionKind::Presence, String::new()).await?;
+        let stream = self
+            .app
+            .hub
+            .open_session(Some(&me), SessionKind::Presence, String::new())
+            .await?;
         let session = stream.id();
         let ended = stream.ended();
         let hub = self.app.hub.clone();
@@ -82,22 +89,38 @@ impl PresenceService for PresenceApi {
         Ok(Response::new(presence_only(stream)))
     }
 
-    async fn watch_presence(&self, request: Request<WatchPresenceRequest>) -> Result<Response<Self::WatchPresenceStream>, Status> {
+    async fn watch_presence(
+        &self,
+        request: Request<WatchPresenceRequest>,
+    ) -> Result<Response<Self::WatchPresenceStream>, Status> {
         drop(request);
-        let stream = self.app.hub.open_session(None, SessionKind::Presence, String::new()).await?;
+        let stream = self
+            .app
+            .hub
+            .open_session(None, SessionKind::Presence, String::new())
+            .await?;
         Ok(Response::new(presence_only(stream)))
     }
 
-    async fn set_status(&self, request: Request<SetStatusRequest>) -> Result<Response<SetStatusResponse>, Status> {
+    async fn set_status(
+        &self,
+        request: Request<SetStatusRequest>,
+    ) -> Result<Response<SetStatusResponse>, Status> {
         let me = authenticate(&self.app, request.metadata()).await?;
         let request = request.get_ref();
         let away = away_from_status("status", request.status)?;
-        let session = validate::optional_user_id("session_id", &request.session_id)?.map(|id| SessionId(id.0));
+        let session = validate::optional_user_id("session_id", &request.session_id)?
+            .map(|id| SessionId(id.0));
         let presence = self.app.hub.set_away(me.id, session, away)?;
-        Ok(Response::new(SetStatusResponse { presence: Some(presence) }))
+        Ok(Response::new(SetStatusResponse {
+            presence: Some(presence),
+        }))
     }
 
-    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
         let bearer = bearer_token(request.metadata());
         let request = request.get_ref();
         let claim = Claim {
@@ -113,8 +136,12 @@ impl PresenceService for PresenceApi {
         }))
     }
 
-    async fn list_online(&self, request: Request<ListOnlineRequest>) -> Result<Response<ListOnlineResponse>, Status> {
-        let exclude = validate::optional_user_id("exclude_user_id", &request.get_ref().exclude_user_id)?;
+    async fn list_online(
+        &self,
+        request: Request<ListOnlineRequest>,
+    ) -> Result<Response<ListOnlineResponse>, Status> {
+        let exclude =
+            validate::optional_user_id("exclude_user_id", &request.get_ref().exclude_user_id)?;
         let users = self.app.hub.list_online(exclude);
         let count = users.len() as u32;
         Ok(Response::new(ListOnlineResponse { users, count }))

@@ -30,7 +30,11 @@ pub fn user_id(field: &str, value: &str) -> Result<UserId> {
 
 /// An optional UUID: empty means none.
 pub fn optional_user_id(field: &str, value: &str) -> Result<Option<UserId>> {
-    if value.is_empty() { Ok(None) } else { user_id(field, value).map(Some) }
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        user_id(field, value).map(Some)
+    }
 }
 
 /// A display name: trimmed, 1 to 50 characters, no control characters. Empty means none.
@@ -50,7 +54,9 @@ pub fn optional_display_name(field: &str, value: &str) -> Result<Option<String>>
 
 /// A Hello's fields, checked; `bearer` is the `authorization` metadata's token, if any.
 pub fn hello(prefix: &str, hello: &Hello, bearer: Option<String>) -> Result<Claim> {
-    let token = Some(hello.token.trim().to_owned()).filter(|t| !t.is_empty()).or(bearer);
+    let token = Some(hello.token.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .or(bearer);
     Ok(Claim {
         user_id: optional_user_id(&format!("{prefix}user_id"), &hello.user_id)?,
         display_name: optional_display_name(&format!("{prefix}display_name"), &hello.display_name)?,
@@ -64,7 +70,10 @@ pub fn text(field: &str, value: &str, max_chars: u32) -> Result<String> {
         return Err(Error::invalid(field, "must not be empty"));
     }
     if value.chars().count() > max_chars as usize {
-        return Err(Error::invalid(field, format!("must be at most {max_chars} characters")));
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {max_chars} characters"),
+        ));
     }
     Ok(value.to_owned())
 }
@@ -72,7 +81,10 @@ pub fn text(field: &str, value: &str, max_chars: u32) -> Result<String> {
 /// A client's idempotency key: 1 to 64 characters, no control characters.
 pub fn client_msg_id(field: &str, value: &str) -> Result<String> {
     if value.is_empty() {
-        return Err(Error::invalid(field, "required (the client's idempotency key)"));
+        return Err(Error::invalid(
+            field,
+            "required (the client's idempotency key)",
+        ));
     }
     if value.chars().count() > MAX_CLIENT_MSG_ID_CHARS {
         return Err(Error::invalid(field, "must be at most 64 characters"));

@@ -12,8 +12,8 @@ use std::time::Duration;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, DbErr};
 
-pub use queries::messages::{NewMessage, StoredMessage};
 pub use queries::conversations::ConversationRow;
+pub use queries::messages::{NewMessage, StoredMessage};
 pub use queries::presence::StoredStatus;
 
 /// The database handle; cheap to clone (a connection pool inside).

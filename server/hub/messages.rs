@@ -77,7 +77,10 @@ impl Hub {
             origin,
             ack_to,
         };
-        self.writer.send(request).await.map_err(|_| Error::WriterStopped)
+        self.writer
+            .send(request)
+            .await
+            .map_err(|_| Error::WriterStopped)
     }
 
     /// Fans a newly stored message out: to every session of the recipient, and to the sender's
@@ -132,7 +135,11 @@ impl Hub {
 
 /// The writer: takes every queued message (up to a batch), commits them in one transaction, then
 /// fans out and acks each. Acks never precede the commit.
-pub(super) async fn run_writer(hub: Weak<Hub>, db: Database, mut requests: mpsc::Receiver<WriteRequest>) {
+pub(super) async fn run_writer(
+    hub: Weak<Hub>,
+    db: Database,
+    mut requests: mpsc::Receiver<WriteRequest>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let messages: Vec<NewMessage> = batch.iter().map(|r| r.message.clone()).collect();
@@ -149,7 +156,9 @@ pub(super) async fn run_writer(hub: Weak<Hub>, db: Database, mut requests: mpsc:
                         }
                         Ok(ack(&message, MessageStatus::Sent))
                     } else {
-                        hub.current_status(&message).await.map(|status| ack(&message, status))
+                        hub.current_status(&message)
+                            .await
+                            .map(|status| ack(&message, status))
                     };
                     hub.deliver_ack(request.ack_to, &message.client_msg_id, result);
                 }
@@ -174,7 +183,11 @@ pub(super) async fn run_writer(hub: Weak<Hub>, db: Database, mut requests: mpsc:
 
 /// The delivery tracker: records, in batches, that a recipient session took a message, and tells
 /// the sender's sessions DELIVERED once per message.
-pub(super) async fn run_delivery_tracker(hub: Weak<Hub>, db: Database, mut seqs: mpsc::UnboundedReceiver<i64>) {
+pub(super) async fn run_delivery_tracker(
+    hub: Weak<Hub>,
+    db: Database,
+    mut seqs: mpsc::UnboundedReceiver<i64>,
+) {
     let mut batch = Vec::with_capacity(MAX_DELIVERY_BATCH);
     while seqs.recv_many(&mut batch, MAX_DELIVERY_BATCH).await > 0 {
         batch.sort_unstable();

@@ -150,8 +150,16 @@ impl Hub {
             store: store_tx,
             shutting_down: AtomicBool::new(false),
         });
-        tokio::spawn(messages::run_writer(Arc::downgrade(&hub), db.clone(), writer_rx));
-        tokio::spawn(messages::run_delivery_tracker(Arc::downgrade(&hub), db.clone(), delivered_rx));
+        tokio::spawn(messages::run_writer(
+            Arc::downgrade(&hub),
+            db.clone(),
+            writer_rx,
+        ));
+        tokio::spawn(messages::run_delivery_tracker(
+            Arc::downgrade(&hub),
+            db.clone(),
+            delivered_rx,
+        ));
         tokio::spawn(store::run(db, store_rx, hub.config.node_id.clone()));
         tokio::spawn(run_ticker(Arc::downgrade(&hub)));
         tokio::spawn(messages::run_retention(Arc::downgrade(&hub)));
@@ -165,7 +173,9 @@ impl Hub {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves maps that are still consistent enough to serve.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Whether shutdown has begun.
@@ -181,7 +191,11 @@ impl Hub {
             let mut state = self.lock();
             let ids: Vec<SessionId> = state.sessions.keys().copied().collect();
             for id in ids {
-                self.detach(&mut state, id, Some(Status::unavailable("server is shutting down; reconnect")));
+                self.detach(
+                    &mut state,
+                    id,
+                    Some(Status::unavailable("server is shutting down; reconnect")),
+                );
             }
             state.users.clear();
         }
@@ -196,7 +210,9 @@ impl Hub {
     /// Queues `event` on one session. A full queue ends the session (it is too slow); returns
     /// whether the event was queued.
     fn push(&self, state: &mut State, id: SessionId, event: ServerEvent) -> bool {
-        let Some(entry) = state.sessions.get_mut(&id) else { return false };
+        let Some(entry) = state.sessions.get_mut(&id) else {
+            return false;
+        };
         match entry.tx.try_send(event) {
             Ok(()) => {
                 entry.last_sent = Instant::now();
@@ -218,7 +234,13 @@ impl Hub {
     }
 
     /// Queues `event` on every chat session of `user` but `except`; returns how many took it.
-    fn push_to_user(&self, state: &mut State, user: UserId, event: &ServerEvent, except: Option<SessionId>) -> usize {
+    fn push_to_user(
+        &self,
+        state: &mut State,
+        user: UserId,
+        event: &ServerEvent,
+        except: Option<SessionId>,
+    ) -> usize {
         let targets: Vec<SessionId> = state
             .users
             .get(&user)
@@ -227,7 +249,12 @@ impl Hub {
                     .iter()
                     .copied()
                     .filter(|id| Some(*id) != except)
-                    .filter(|id| state.sessions.get(id).is_some_and(|s| s.kind == SessionKind::Chat))
+                    .filter(|id| {
+                        state
+                            .sessions
+                            .get(id)
+                            .is_some_and(|s| s.kind == SessionKind::Chat)
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -251,7 +278,9 @@ impl Hub {
 
     /// Removes a session from the maps, ending its stream with `status` (None: a normal end).
     fn detach(&self, state: &mut State, id: SessionId, status: Option<Status>) {
-        let Some(entry) = state.sessions.remove(&id) else { return };
+        let Some(entry) = state.sessions.remove(&id) else {
+            return;
+        };
         if let Some(status) = status {
             *entry.closing.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
         }
@@ -266,7 +295,10 @@ impl Hub {
         }
         state.dirty.insert(user);
         self.end_typing_of_session(state, user, id);
-        let _ = self.store.send(StoreOp::SessionClosed { id, at: chrono::Utc::now() });
+        let _ = self.store.send(StoreOp::SessionClosed {
+            id,
+            at: chrono::Utc::now(),
+        });
     }
 
     /// One pass over the timers: typing expiries, presence changes, heartbeats.
@@ -277,7 +309,10 @@ impl Hub {
         self.publish_presence_changes(&mut state, now);
 
         let interval = self.config.heartbeat_interval;
-        if state.last_heartbeat_sweep.is_none_or(|last| now - last >= interval / 4) {
+        if state
+            .last_heartbeat_sweep
+            .is_none_or(|last| now - last >= interval / 4)
+        {
             state.last_heartbeat_sweep = Some(now);
             let idle: Vec<SessionId> = state
                 .sessions

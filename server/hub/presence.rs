@@ -14,7 +14,10 @@ use crate::{
     },
     error::{Error, Result},
     identity::AuthUser,
-    proto::{Presence, PresenceChange, PresenceEvent, PresenceStatus, User, presence_event, server_event::Event},
+    proto::{
+        Presence, PresenceChange, PresenceEvent, PresenceStatus, User, presence_event,
+        server_event::Event,
+    },
 };
 
 /// What the hub knows of one user's presence.
@@ -69,7 +72,11 @@ impl Hub {
                 .sessions
                 .iter()
                 .all(|id| state.sessions.get(id).is_some_and(|s| s.away));
-            return if all_away { PresenceStatus::Away } else { PresenceStatus::Online };
+            return if all_away {
+                PresenceStatus::Away
+            } else {
+                PresenceStatus::Online
+            };
         }
         if user.heartbeat_until.is_some_and(|until| until > now) {
             return PresenceStatus::Online;
@@ -147,7 +154,12 @@ impl Hub {
     }
 
     /// Sets one session (or, with None, every session of the user) ONLINE or AWAY.
-    pub fn set_away(&self, user: UserId, session: Option<SessionId>, away: bool) -> Result<Presence> {
+    pub fn set_away(
+        &self,
+        user: UserId,
+        session: Option<SessionId>,
+        away: bool,
+    ) -> Result<Presence> {
         let now = Instant::now();
         let mut state = self.lock();
         let Some(entry) = state.users.get(&user) else {
@@ -155,7 +167,11 @@ impl Hub {
         };
         let targets: Vec<SessionId> = match session {
             Some(id) if entry.sessions.contains(&id) => vec![id],
-            Some(_) => return Err(Error::NotFound("no open session of the caller has that session_id".into())),
+            Some(_) => {
+                return Err(Error::NotFound(
+                    "no open session of the caller has that session_id".into(),
+                ));
+            }
             None => entry.sessions.clone(),
         };
         if targets.is_empty() {
@@ -165,7 +181,11 @@ impl Hub {
             if let Some(session) = state.sessions.get_mut(&id) {
                 session.away = away;
             }
-            let _ = self.store.send(StoreOp::SessionAway { id, away, at: Utc::now() });
+            let _ = self.store.send(StoreOp::SessionAway {
+                id,
+                away,
+                at: Utc::now(),
+            });
         }
         state.dirty.insert(user);
         let entry = &state.users[&user];
@@ -197,7 +217,9 @@ impl Hub {
 
         let mut changes = Vec::new();
         for id in candidates {
-            let Some(entry) = state.users.get(&id) else { continue };
+            let Some(entry) = state.users.get(&id) else {
+                continue;
+            };
             let presence = self.presence(state, id, entry, now);
             let status = presence.status();
             let published = Some((status, entry.display_name.clone()));

@@ -18,7 +18,10 @@ use crate::{
     db::ids::{SessionId, UserId},
     error::{Error, Result},
     identity::AuthUser,
-    proto::{PresenceEvent, PresenceSnapshot, ServerEvent, User, Welcome, presence_event, server_event::Event},
+    proto::{
+        PresenceEvent, PresenceSnapshot, ServerEvent, User, Welcome, presence_event,
+        server_event::Event,
+    },
 };
 
 /// Which events a session takes.
@@ -101,15 +104,17 @@ impl Hub {
             at: chrono::Utc::now(),
         });
         if kind == SessionKind::Chat {
-            stream.prefix.push_back(server_event(Event::Welcome(Welcome {
-                session_id: id.to_string(),
-                user: Some(User {
-                    user_id: user.id.to_string(),
-                    display_name: user.display_name.clone(),
-                }),
-                token,
-                server_time: Some(now_timestamp()),
-            })));
+            stream
+                .prefix
+                .push_back(server_event(Event::Welcome(Welcome {
+                    session_id: id.to_string(),
+                    user: Some(User {
+                        user_id: user.id.to_string(),
+                        display_name: user.display_name.clone(),
+                    }),
+                    token,
+                    server_time: Some(now_timestamp()),
+                })));
         }
         stream.prefix.push_back(presence_snapshot(snapshot));
         if kind == SessionKind::Chat {
@@ -117,7 +122,9 @@ impl Hub {
             // and in the backlog, and the stream drops the live copy.
             for message in self.db.undelivered_for(user.id).await? {
                 stream.backlog.insert(message.seq as u64);
-                stream.prefix.push_back(server_event(Event::Message(chat_message(&message, 0))));
+                stream
+                    .prefix
+                    .push_back(server_event(Event::Message(chat_message(&message, 0))));
             }
         }
         Ok(stream)
@@ -210,7 +217,11 @@ impl Stream for SessionStream {
                     return Poll::Ready(Some(Ok(event)));
                 }
                 Poll::Ready(None) => {
-                    let status = self.closing.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    let status = self
+                        .closing
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take();
                     return Poll::Ready(status.map(Err));
                 }
                 Poll::Pending => return Poll::Pending,

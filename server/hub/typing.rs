@@ -21,7 +21,13 @@ pub(super) struct TypingEntry {
 
 impl Hub {
     /// `from` started or stopped typing towards `to`. Only changes reach the peer.
-    pub fn set_typing(&self, from: UserId, to: UserId, is_typing: bool, session: Option<SessionId>) {
+    pub fn set_typing(
+        &self,
+        from: UserId,
+        to: UserId,
+        is_typing: bool,
+        session: Option<SessionId>,
+    ) {
         let mut state = self.lock();
         if is_typing {
             let entry = TypingEntry {
@@ -66,13 +72,19 @@ impl Hub {
 
     /// A session of `user` ended: end the typing it set, and, when it was the user's last
     /// session, the typing set by unary calls too.
-    pub(super) fn end_typing_of_session(&self, state: &mut State, user: UserId, session: SessionId) {
+    pub(super) fn end_typing_of_session(
+        &self,
+        state: &mut State,
+        user: UserId,
+        session: SessionId,
+    ) {
         let last_session = state.users.get(&user).is_none_or(|u| u.sessions.is_empty());
         let ended: Vec<(UserId, UserId)> = state
             .typing
             .iter()
             .filter(|((from, _), entry)| {
-                *from == user && (entry.session == Some(session) || (entry.session.is_none() && last_session))
+                *from == user
+                    && (entry.session == Some(session) || (entry.session.is_none() && last_session))
             })
             .map(|(key, _)| *key)
             .collect();

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 
 use sea_orm::{
     ColumnTrait, Condition, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
-    
 };
 use uuid::Uuid;
 
@@ -52,7 +51,13 @@ impl Database {
             .await?;
         last_messages.sort_by_key(|m| std::cmp::Reverse(m.seq));
 
-        let peer_of = |m: &StoredMessage| if m.sender_id == me.0 { m.recipient_id } else { m.sender_id };
+        let peer_of = |m: &StoredMessage| {
+            if m.sender_id == me.0 {
+                m.recipient_id
+            } else {
+                m.sender_id
+            }
+        };
         let peer_ids: Vec<Uuid> = last_messages.iter().map(peer_of).collect();
         let peers: HashMap<Uuid, users::Model> = users::Entity::find()
             .filter(users::Column::Id.is_in(peer_ids.iter().copied()))
@@ -79,7 +84,9 @@ impl Database {
         let mut rows = Vec::with_capacity(last_messages.len());
         for last_message in last_messages {
             let peer_id = peer_of(&last_message);
-            let Some(peer) = peers.get(&peer_id).cloned() else { continue };
+            let Some(peer) = peers.get(&peer_id).cloned() else {
+                continue;
+            };
             let read_up_to_seq = mark(me.0, peer_id);
             let unread_count = chat_messages::Entity::find()
                 .filter(chat_messages::Column::SenderId.eq(peer_id))

@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, Condition, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait, TryInsertResult, sea_query::Expr,
+    TransactionTrait, TryInsertResult,
+    sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -39,7 +40,10 @@ pub struct NewMessage {
 impl Database {
     /// Stores a batch of messages in one transaction (group commit). Returns, in the batch's order,
     /// each stored message and whether this call inserted it (false: a retry of a stored one).
-    pub async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<(StoredMessage, bool)>, DbErr> {
+    pub async fn insert_messages(
+        &self,
+        batch: &[NewMessage],
+    ) -> Result<Vec<(StoredMessage, bool)>, DbErr> {
         let rows = batch.iter().map(|m| chat_messages::ActiveModel {
             seq: NotSet,
             message_id: Set(m.message_id),
@@ -53,7 +57,10 @@ impl Database {
         });
         let tx = self.conn().begin().await?;
         let inserted = match chat_messages::Entity::insert_many(rows)
-            .on_conflict_do_nothing_on([chat_messages::Column::SenderId, chat_messages::Column::ClientMsgId])
+            .on_conflict_do_nothing_on([
+                chat_messages::Column::SenderId,
+                chat_messages::Column::ClientMsgId,
+            ])
             .exec_with_returning_many(&tx)
             .await?
         {
@@ -79,7 +86,10 @@ impl Database {
                 );
             }
             for existing in chat_messages::Entity::find().filter(any).all(&tx).await? {
-                by_key.insert((existing.sender_id, existing.client_msg_id.clone()), (existing, false));
+                by_key.insert(
+                    (existing.sender_id, existing.client_msg_id.clone()),
+                    (existing, false),
+                );
             }
         }
         tx.commit().await?;
@@ -90,7 +100,8 @@ impl Database {
             .iter()
             .map(|m| {
                 let key = (m.sender.0, m.client_msg_id.clone());
-                let (stored, inserted) = by_key.get(&key).cloned().ok_or(DbErr::RecordNotInserted)?;
+                let (stored, inserted) =
+                    by_key.get(&key).cloned().ok_or(DbErr::RecordNotInserted)?;
                 Ok((stored, inserted && seen.insert(key)))
             })
             .collect()
@@ -107,23 +118,15 @@ impl Database {
     }
 
     /// Marks the messages with these seqs delivered. Returns those this call changed (and so
-    /// whose senders are still to be told), leaving out ones delivered before or deleted.
+    /// whose senders are still to be told), leaving out ones delivered before or deleted. One
+    /// `UPDATE ... RETURNING`, so two trackers could never both claim a message.
     pub async fn mark_delivered(&self, seqs: &[i64]) -> Result<Vec<StoredMessage>, DbErr> {
-        let tx = self.conn().begin().await?;
-        let fresh = chat_messages::Entity::find()
+        chat_messages::Entity::update_many()
+            .col_expr(chat_messages::Column::DeliveredAt, Expr::value(Utc::now()))
             .filter(chat_messages::Column::Seq.is_in(seqs.iter().copied()))
             .filter(chat_messages::Column::DeliveredAt.is_null())
-            .all(&tx)
-            .await?;
-        if !fresh.is_empty() {
-            chat_messages::Entity::update_many()
-                .col_expr(chat_messages::Column::DeliveredAt, Expr::value(Utc::now()))
-                .filter(chat_messages::Column::Seq.is_in(fresh.iter().map(|m| m.seq)))
-                .exec(&tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(fresh)
+            .exec_with_returning(self.conn())
+            .await
     }
 
     /// One page of a conversation, before `before_seq` (0: from the newest), in ascending seq,

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, sea_query::{Expr, OnConflict},
+    ActiveValue::Set,
+    ColumnTrait, DbErr, EntityTrait, QueryFilter,
+    sea_query::{Expr, OnConflict},
 };
 use uuid::Uuid;
 
@@ -59,7 +61,12 @@ impl Database {
     }
 
     /// Records that a session said it is away (or back).
-    pub async fn session_away(&self, id: SessionId, away: bool, at: DateTime<Utc>) -> Result<(), DbErr> {
+    pub async fn session_away(
+        &self,
+        id: SessionId,
+        away: bool,
+        at: DateTime<Utc>,
+    ) -> Result<(), DbErr> {
         sessions::Entity::update_many()
             .col_expr(sessions::Column::Away, Expr::value(away))
             .col_expr(sessions::Column::LastActiveAt, Expr::value(at))
@@ -111,7 +118,10 @@ impl Database {
     }
 
     /// When each of these users was last seen, for those `users_online` knows.
-    pub async fn last_seen_of(&self, users: &[UserId]) -> Result<HashMap<Uuid, DateTime<Utc>>, DbErr> {
+    pub async fn last_seen_of(
+        &self,
+        users: &[UserId],
+    ) -> Result<HashMap<Uuid, DateTime<Utc>>, DbErr> {
         Ok(users_online::Entity::find()
             .filter(users_online::Column::UserId.is_in(users.iter().map(|u| u.0)))
             .all(self.conn())
@@ -131,7 +141,10 @@ impl Database {
             .exec(self.conn())
             .await?;
         users_online::Entity::update_many()
-            .col_expr(users_online::Column::Status, Expr::value(StoredStatus::Offline.as_str()))
+            .col_expr(
+                users_online::Column::Status,
+                Expr::value(StoredStatus::Offline.as_str()),
+            )
             .col_expr(users_online::Column::Sessions, Expr::value(0))
             .col_expr(users_online::Column::UpdatedAt, Expr::value(at))
             .filter(users_online::Column::Status.ne(StoredStatus::Offline.as_str()))

@@ -30,24 +30,10 @@ impl Database {
         peer: UserId,
         up_to_seq: i64,
     ) -> Result<(i64, Option<StoredMessage>), DbErr> {
-        let tx = self.conn().begin().await?;
-        let newest = chat_messages::Entity::find()
-            .filter(chat_messages::Column::SenderId.eq(peer.0))
-            .filter(chat_messages::Column::RecipientId.eq(reader.0))
-            .filter(chat_messages::Column::Seq.lte(up_to_seq))
-            .order_by_desc(chat_messages::Column::Seq)
-            .one(&tx)
-            .await?;
-        let old_mark = read_marks::Entity::find_by_id((reader.0, peer.0))
-            .one(&tx)
-            .await?
-            .map_or(0, |mark| mark.read_up_to_seq);
-        let Some(newest) = newest.filter(|m| m.seq > old_mark) else {
-            tx.commit().await?;
-            return Ok((old_mark, None));
-        };
-
         let now = Utc::now();
+        let tx = self.conn().begin().await?;
+        // Write first: on SQLite a transaction that reads before its first write can fail to
+        // upgrade to a writer when another connection commits in between.
         read_marks::Entity::insert(read_marks::ActiveModel {
             reader_id: Set(reader.0),
             peer_id: Set(peer.0),
@@ -57,6 +43,22 @@ impl Database {
         .on_conflict_do_nothing()
         .exec_without_returning(&tx)
         .await?;
+        let old_mark = read_marks::Entity::find_by_id((reader.0, peer.0))
+            .one(&tx)
+            .await?
+            .map_or(0, |mark| mark.read_up_to_seq);
+        let newest = chat_messages::Entity::find()
+            .filter(chat_messages::Column::SenderId.eq(peer.0))
+            .filter(chat_messages::Column::RecipientId.eq(reader.0))
+            .filter(chat_messages::Column::Seq.lte(up_to_seq))
+            .order_by_desc(chat_messages::Column::Seq)
+            .one(&tx)
+            .await?;
+        let Some(newest) = newest.filter(|m| m.seq > old_mark) else {
+            tx.commit().await?;
+            return Ok((old_mark, None));
+        };
+
         // The WHERE keeps the mark from moving back if another call moved it meanwhile.
         read_marks::Entity::update_many()
             .col_expr(read_marks::Column::ReadUpToSeq, Expr::value(newest.seq))

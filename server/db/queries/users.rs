@@ -7,7 +7,12 @@ use crate::db::{Database, ids::UserId, tables::users};
 
 impl Database {
     /// Claims `id` for a new user. Returns false when the id was already claimed.
-    pub async fn claim_user(&self, id: UserId, display_name: &str, token_hash: &str) -> Result<bool, DbErr> {
+    pub async fn claim_user(
+        &self,
+        id: UserId,
+        display_name: &str,
+        token_hash: &str,
+    ) -> Result<bool, DbErr> {
         let now = Utc::now();
         let user = users::ActiveModel {
             id: Set(id.0),
@@ -24,7 +29,10 @@ impl Database {
     }
 
     /// The user whose token hashes to `token_hash`.
-    pub async fn user_by_token_hash(&self, token_hash: &str) -> Result<Option<users::Model>, DbErr> {
+    pub async fn user_by_token_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<users::Model>, DbErr> {
         users::Entity::find()
             .filter(users::Column::TokenHash.eq(token_hash))
             .one(self.conn())
@@ -52,6 +60,9 @@ impl Database {
             updated_at: Set(Utc::now()),
             ..Default::default()
         };
-        users::Entity::update(user).exec(self.conn()).await.map(|_| ())
+        users::Entity::update(user)
+            .exec(self.conn())
+            .await
+            .map(|_| ())
     }
 }

@@ -1,0 +1,420 @@
+//! Shared test harness: the real server on `127.0.0.1:0` over SQLite (a temporary directory) or
+//! PostgreSQL (a fresh database per test, dropped afterwards), and small clients to drive it.
+#![allow(dead_code)] // each test binary uses part of the harness
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use fastchat::{
+    config::Config,
+    proto::{
+        ClientEvent, Hello, SendMessageRequest, ServerEvent, Welcome,
+        chat_service_client::ChatServiceClient, client_event,
+        presence_service_client::PresenceServiceClient, server_event::Event,
+    },
+};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Status, Streaming, transport::Channel};
+
+/// How long a test waits for an event it expects.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named `async fn name(backend: Backend)` twice: `name::sqlite` and `name::postgres`.
+/// PostgreSQL comes from `FASTCHAT_TEST_DATABASE_URL`; without it the PostgreSQL variant fails
+/// under CI (`CI` set) and is skipped, with a note, elsewhere.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::common::Backend::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if $crate::common::postgres_base_url().is_some() {
+                        super::$name($crate::common::Backend::Postgres).await;
+                    }
+                }
+            }
+        )*
+    };
+}
+
+/// The PostgreSQL server tests create databases on. None (outside CI) skips PostgreSQL tests.
+pub fn postgres_base_url() -> Option<String> {
+    match std::env::var("FASTCHAT_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!(
+                "FASTCHAT_TEST_DATABASE_URL must be set in CI: PostgreSQL tests may not be skipped"
+            )
+        }
+        _ => {
+            eprintln!("FASTCHAT_TEST_DATABASE_URL is not set: skipping the PostgreSQL variant");
+            None
+        }
+    }
+}
+
+/// A fresh PostgreSQL database, dropped when this is dropped (even when the test panicked).
+struct PgDatabase {
+    /// The server the database lives on.
+    base_url: String,
+    /// The database's name.
+    name: String,
+}
+
+impl PgDatabase {
+    async fn create(base_url: &str) -> Self {
+        let name = format!("fastchat_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = sea_orm::Database::connect(base_url)
+            .await
+            .expect("PostgreSQL must be reachable");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        admin.close().await.ok();
+        Self {
+            base_url: base_url.to_owned(),
+            name,
+        }
+    }
+
+    fn url(&self) -> String {
+        let (server, _) = self
+            .base_url
+            .rsplit_once('/')
+            .expect("URL has a database path");
+        format!("{server}/{}", self.name)
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let base_url = self.base_url.clone();
+        let name = self.name.clone();
+        // Drop runs outside async context rules: use a runtime of our own on another thread.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(admin) = sea_orm::Database::connect(&base_url).await {
+                    let _ = admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A running server.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its database URL, for checking what it stored.
+    pub database_url: String,
+    /// Ends `run`.
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// `run` itself.
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Keeps the SQLite directory alive.
+    _data_dir: Option<tempfile::TempDir>,
+    /// Drops the PostgreSQL database last.
+    _pg: Option<PgDatabase>,
+}
+
+/// The config tests start from: quick timers so tests do not wait long.
+pub fn test_config() -> Config {
+    let mut config = Config::default_for_tests();
+    config.offline_grace_ms = 300;
+    config.typing_timeout_ms = 800;
+    config
+}
+
+impl TestServer {
+    /// Starts the server with the test config.
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts the server with the test config, changed by `tweak`.
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .try_init();
+        let mut config = test_config();
+        let (data_dir, pg) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                config.data_dir = dir.path().join("data");
+                (Some(dir), None)
+            }
+            Backend::Postgres => {
+                let base =
+                    postgres_base_url().expect("PostgreSQL tests need FASTCHAT_TEST_DATABASE_URL");
+                let pg = PgDatabase::create(&base).await;
+                config.database_url = pg.url();
+                (None, Some(pg))
+            }
+        };
+        tweak(&mut config);
+        let database_url = config.database_url();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(fastchat::run(config, listener, async {
+            let _ = stop.await;
+        }));
+        let server = Self {
+            addr,
+            database_url,
+            shutdown: Some(shutdown),
+            task: Some(task),
+            _data_dir: data_dir,
+            _pg: pg,
+        };
+        server.wait_until_serving().await;
+        server
+    }
+
+    /// Waits until `/health/db` answers, i.e. migrations ran and the server serves.
+    async fn wait_until_serving(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut client) = self.presence().await
+                && client
+                    .list_online(fastchat::proto::ListOnlineRequest::default())
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A gRPC channel to the server.
+    pub async fn channel(&self) -> Result<Channel, tonic::transport::Error> {
+        Channel::from_shared(self.url()).unwrap().connect().await
+    }
+
+    pub async fn chat(&self) -> Result<ChatServiceClient<Channel>, tonic::transport::Error> {
+        Ok(ChatServiceClient::new(self.channel().await?))
+    }
+
+    pub async fn presence(
+        &self,
+    ) -> Result<PresenceServiceClient<Channel>, tonic::transport::Error> {
+        Ok(PresenceServiceClient::new(self.channel().await?))
+    }
+
+    /// A direct connection to the server's database, for checking what it stored.
+    pub async fn db(&self) -> DatabaseConnection {
+        sea_orm::Database::connect(&self.database_url)
+            .await
+            .unwrap()
+    }
+
+    /// Signals shutdown and waits for `run` to return; returns how long that took.
+    pub async fn stop(mut self) -> Duration {
+        let started = std::time::Instant::now();
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task panicked")
+                .expect("server failed");
+        }
+        started.elapsed()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn authed<T>(token: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// One Chat stream, as a native client holds it.
+pub struct ChatSession {
+    /// What the client sends.
+    tx: mpsc::Sender<ClientEvent>,
+    /// What the server sends.
+    rx: Streaming<ServerEvent>,
+    /// The session's Welcome.
+    pub welcome: Welcome,
+}
+
+impl ChatSession {
+    /// Opens a Chat stream with `hello` and reads its Welcome.
+    pub async fn open(server: &TestServer, hello: Hello) -> Result<Self, Status> {
+        let (tx, rx) = mpsc::channel(64);
+        tx.send(ClientEvent {
+            event: Some(client_event::Event::Hello(hello)),
+        })
+        .await
+        .unwrap();
+        let mut client = server.chat().await.unwrap();
+        let mut rx = client.chat(ReceiverStream::new(rx)).await?.into_inner();
+        let first = tokio::time::timeout(WAIT, rx.message())
+            .await
+            .expect("no welcome in time")?
+            .expect("stream ended before welcome");
+        let Some(Event::Welcome(welcome)) = first.event else {
+            panic!("first event was not a welcome: {first:?}")
+        };
+        Ok(Self { tx, rx, welcome })
+    }
+
+    /// Claims a new user named `name` and opens a session as them.
+    pub async fn new_user(server: &TestServer, name: &str) -> Self {
+        Self::open(
+            server,
+            Hello {
+                display_name: name.to_owned(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("claiming a new user")
+    }
+
+    /// Another session of the same user.
+    pub async fn again(&self, server: &TestServer) -> Self {
+        Self::open(
+            server,
+            Hello {
+                user_id: self.user_id(),
+                token: self.token(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("opening another session")
+    }
+
+    pub fn user_id(&self) -> String {
+        self.welcome.user.as_ref().unwrap().user_id.clone()
+    }
+
+    pub fn token(&self) -> String {
+        self.welcome.token.clone()
+    }
+
+    /// Sends one client event.
+    pub async fn send(&self, event: client_event::Event) {
+        self.tx
+            .send(ClientEvent { event: Some(event) })
+            .await
+            .unwrap();
+    }
+
+    /// Sends a message.
+    pub async fn send_message(&self, to: &str, client_msg_id: &str, text: &str) {
+        self.send(client_event::Event::SendMessage(SendMessageRequest {
+            client_msg_id: client_msg_id.to_owned(),
+            to_user_id: to.to_owned(),
+            text: text.to_owned(),
+        }))
+        .await;
+    }
+
+    /// Stops sending: the client's half of the stream ends.
+    pub fn close_sending(self) -> Streaming<ServerEvent> {
+        self.rx
+    }
+
+    /// The next event, whatever it is.
+    pub async fn next(&mut self) -> Result<Event, Status> {
+        let message = tokio::time::timeout(WAIT, self.rx.message())
+            .await
+            .expect("timed out waiting for an event")?
+            .expect("stream ended");
+        Ok(message.event.expect("event without payload"))
+    }
+
+    /// The next event `pick` accepts, skipping others (presence changes, heartbeats, ...).
+    pub async fn next_where<T>(&mut self, mut pick: impl FnMut(Event) -> Option<T>) -> T {
+        loop {
+            let event = self.next().await.expect("stream failed");
+            if let Some(found) = pick(event) {
+                return found;
+            }
+        }
+    }
+
+    /// Asserts that no event `pick` accepts arrives within `within`.
+    pub async fn assert_none_where(
+        &mut self,
+        within: Duration,
+        mut pick: impl FnMut(&Event) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + within;
+        while let Ok(next) = tokio::time::timeout_at(deadline, self.rx.message()).await {
+            let Ok(Some(message)) = next else { return };
+            if let Some(event) = message.event {
+                assert!(!pick(&event), "unexpected event: {event:?}");
+            }
+        }
+    }
+
+    /// How the stream ended: its final status.
+    pub async fn final_status(&mut self) -> Option<Status> {
+        loop {
+            match tokio::time::timeout(WAIT, self.rx.message())
+                .await
+                .expect("stream did not end")
+            {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    }
+}
+
+/// Runs `body` with a deadline, so a hung test fails instead of hanging CI.
+pub async fn within<T>(limit: Duration, body: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, body)
+        .await
+        .expect("test took too long")
+}
