@@ -1,7 +1,10 @@
 //! Identity without accounts: the first session or heartbeat for a user id claims it and gets a
 //! random token; every later use of that id must present it. Only the token's hash is stored.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Mutex, MutexGuard},
+};
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -36,16 +39,32 @@ pub struct Claim {
 pub struct Identity {
     /// Where users and token hashes live.
     db: Database,
-    /// Token hash to user, so unary calls do not each cost a query. Entries never go stale: a
-    /// token belongs to one user for good; a rename updates the entry.
-    cache: Mutex<HashMap<String, AuthUser>>,
+    /// What is known not to change, so calls do not each cost a query.
+    cache: Mutex<Cache>,
+}
+
+/// Facts that never go stale: a token belongs to one user for good, and users are never deleted
+/// while the server runs. A rename updates `by_token`.
+#[derive(Debug, Default)]
+struct Cache {
+    /// Token hash to user.
+    by_token: HashMap<String, AuthUser>,
+    /// Ids known to exist.
+    known: HashSet<UserId>,
+}
+
+impl Cache {
+    fn remember(&mut self, token_hash: String, user: AuthUser) {
+        self.known.insert(user.id);
+        self.by_token.insert(token_hash, user);
+    }
 }
 
 impl Identity {
     pub fn new(db: Database) -> Self {
         Self {
             db,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
         }
     }
 
@@ -63,8 +82,7 @@ impl Identity {
             if let Some(name) = claim.display_name.filter(|name| *name != user.display_name) {
                 self.db.rename_user(user.id, &name).await?;
                 user.display_name = name;
-                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-                cache.insert(hash_token(&token), user.clone());
+                self.cache().remember(hash_token(&token), user.clone());
             }
             return Ok((user, None));
         }
@@ -88,21 +106,16 @@ impl Identity {
             return Err(already_claimed());
         }
         let user = AuthUser { id, display_name };
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.insert(hash_token(&token), user.clone());
+        self.cache().remember(hash_token(&token), user.clone());
         Ok((user, Some(token)))
     }
 
     /// The user a bearer token belongs to.
     pub async fn authenticate(&self, token: &str) -> Result<AuthUser> {
         let hash = hash_token(token);
-        if let Some(user) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&hash)
-        {
-            return Ok(user.clone());
+        let cached = self.cache().by_token.get(&hash).cloned();
+        if let Some(user) = cached {
+            return Ok(user);
         }
         let Some(row) = self.db.user_by_token_hash(&hash).await? else {
             return Err(Error::Unauthenticated("unknown token".into()));
@@ -111,22 +124,24 @@ impl Identity {
             id: UserId(row.id),
             display_name: row.display_name,
         };
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(hash, user.clone());
+        self.cache().remember(hash, user.clone());
         Ok(user)
     }
 
     /// Whether a user with this id exists.
     pub async fn exists(&self, id: UserId) -> Result<bool> {
-        let cached = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .any(|user| user.id == id);
-        Ok(cached || self.db.find_user(id).await?.is_some())
+        if self.cache().known.contains(&id) {
+            return Ok(true);
+        }
+        let exists = self.db.find_user(id).await?.is_some();
+        if exists {
+            self.cache().known.insert(id);
+        }
+        Ok(exists)
+    }
+
+    fn cache(&self) -> MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

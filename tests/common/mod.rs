@@ -348,6 +348,11 @@ impl ChatSession {
             .unwrap();
     }
 
+    /// Sends a client event as it is, even an empty one.
+    pub async fn send_raw(&self, event: ClientEvent) {
+        self.tx.send(event).await.unwrap();
+    }
+
     /// Sends a message.
     pub async fn send_message(&self, to: &str, client_msg_id: &str, text: &str) {
         self.send(client_event::Event::SendMessage(SendMessageRequest {
