@@ -19,7 +19,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         file_descriptors.encode_to_vec(),
     )?;
 
-    tonic_prost_build::configure().compile_fds(file_descriptors)?;
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::LenientCodec")
+        .compile_fds(file_descriptors)?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

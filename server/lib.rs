@@ -8,11 +8,13 @@
 //! - [`identity`]: user ids claimed with a token, and checking that token.
 //! - [`http`]: `/health`, `/health/db` and `/presence/online`.
 //! - [`error`]: the one error type and its mapping to gRPC statuses.
+//! - [`codec`]: the protobuf codec, lenient with undecodable client events.
 //!
 //! [`run`] serves on a listener the caller binds, until a shutdown future completes, so tests
 //! bind `127.0.0.1:0` and stop the server when they like.
 
 pub mod api;
+pub mod codec;
 pub mod config;
 mod convert;
 pub mod db;

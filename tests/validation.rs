@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::{Backend, ChatSession, TestServer, authed};
 use fastchat::proto::{
-    ClientEvent, ErrorEvent, GetHistoryRequest, Hello, MarkReadRequest, Ping, SendMessageRequest,
-    SetTypingRequest, client_event, server_event::Event,
+    ClientEvent, ErrorEvent, GetHistoryRequest, Hello, MarkReadRequest, Ping, Pong,
+    SendMessageRequest, SetTypingRequest, client_event, server_event::Event,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
@@ -311,7 +311,96 @@ async fn oversize_requests_are_refused(backend: Backend) {
     server.stop().await;
 }
 
+/// Sends raw bytes as messages, to put frames on a stream that no generated client would send.
+#[derive(Debug, Clone, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = fastchat::proto::ServerEvent;
+    type Encoder = RawEncoder;
+    type Decoder = tonic_prost::ProstDecoder<fastchat::proto::ServerEvent>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+#[derive(Debug)]
+struct RawEncoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+/// A frame that is not a ClientEvent at all gets an ErrorEvent; the stream goes on.
+async fn undecodable_frames_get_an_error_event(backend: Backend) {
+    use prost::Message;
+    let server = TestServer::start(backend).await;
+    let mut grpc = tonic::client::Grpc::new(server.channel().await.unwrap());
+    grpc.ready().await.unwrap();
+    let event = |event| ClientEvent { event: Some(event) }.encode_to_vec();
+    let hello = client_event::Event::Hello(Hello {
+        display_name: "Raw".into(),
+        ..Default::default()
+    });
+    let frames = vec![
+        event(hello),
+        vec![0xff, 0xff, 0xff, 0xff],
+        event(client_event::Event::Ping(Ping { nonce: 9 })),
+    ];
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    for frame in frames {
+        tx.send(frame).await.unwrap();
+    }
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/fastchat.v1.ChatService/Chat");
+    let mut stream = grpc
+        .streaming(tonic::Request::new(ReceiverStream::new(rx)), path, RawCodec)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let next = tokio::time::timeout(common::WAIT, stream.message())
+            .await
+            .unwrap()
+            .unwrap();
+        seen.push(next.expect("stream ended early").event.unwrap());
+    }
+    assert!(matches!(seen[0], Event::Welcome(_)));
+    assert!(matches!(seen[1], Event::Presence(_)));
+    let Event::Error(error) = &seen[2] else {
+        panic!("expected an error event, got {:?}", seen[2])
+    };
+    assert_eq!(
+        (error.code.as_str(), error.field.as_str()),
+        ("INVALID_ARGUMENT", "event")
+    );
+    assert!(
+        matches!(seen[3], Event::Pong(Pong { nonce: 9, .. })),
+        "the stream goes on"
+    );
+    drop(tx);
+    server.stop().await;
+}
+
 on_both_databases!(
+    undecodable_frames_get_an_error_event,
     bad_sends_on_a_stream_get_error_events,
     bad_unary_requests_name_the_field,
     bad_hellos_are_refused,

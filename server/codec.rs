@@ -1,0 +1,74 @@
+//! The protobuf codec for every generated service: tonic-prost's, except that a client event
+//! that does not decode becomes an empty `ClientEvent`. The Chat stream then answers it with an
+//! ErrorEvent and goes on, instead of tonic ending the whole stream on one bad frame.
+
+use std::{any::TypeId, marker::PhantomData};
+
+use bytes::Buf;
+use prost::Message;
+use tonic::{
+    Status,
+    codec::{BufferSettings, Codec, DecodeBuf, Decoder},
+};
+use tonic_prost::{ProstCodec, ProstEncoder};
+
+use crate::proto::ClientEvent;
+
+/// tonic-prost's codec with lenient decoding of `ClientEvent`s.
+#[derive(Debug, Clone)]
+pub struct LenientCodec<T, U> {
+    _types: PhantomData<(T, U)>,
+}
+
+impl<T, U> Default for LenientCodec<T, U> {
+    fn default() -> Self {
+        Self {
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<T, U> Codec for LenientCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = LenientDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstCodec::<T, U>::raw_encoder(BufferSettings::default())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        LenientDecoder { _type: PhantomData }
+    }
+}
+
+/// Decodes `U`; an undecodable `ClientEvent` becomes an empty one.
+#[derive(Debug)]
+pub struct LenientDecoder<U> {
+    _type: PhantomData<U>,
+}
+
+impl<U: Message + Default + 'static> Decoder for LenientDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        match U::decode(&mut *buf) {
+            Ok(message) => Ok(Some(message)),
+            Err(err) if TypeId::of::<U>() == TypeId::of::<ClientEvent>() => {
+                tracing::debug!(error = %err, "undecodable client event");
+                // Skip the rest of the frame so the next one starts cleanly.
+                buf.advance(buf.remaining());
+                Ok(Some(U::default()))
+            }
+            Err(err) => Err(Status::invalid_argument(format!(
+                "request does not decode: {err}"
+            ))),
+        }
+    }
+}
