@@ -103,10 +103,14 @@ async fn offline_recipient_gets_stored_messages_on_connect(backend: Backend) {
     let bob = ChatSession::new_user(&server, "Bob").await;
     let (bob_id, bob_token) = (bob.user_id(), bob.token());
     drop(bob);
+    wait_until_disconnected(&server, &bob_id).await;
 
+    let mut acks = Vec::new();
     for (i, text) in ["first", "second", "third"].iter().enumerate() {
         alice.send_message(&bob_id, &format!("m-{i}"), text).await;
-        assert_eq!(alice.next_where(ack).await.status(), MessageStatus::Sent);
+        let acked = alice.next_where(ack).await;
+        assert_eq!(acked.status(), MessageStatus::Sent);
+        acks.push(acked);
     }
     alice
         .assert_none_where(std::time::Duration::from_millis(300), |e| {
@@ -140,11 +144,16 @@ async fn offline_recipient_gets_stored_messages_on_connect(backend: Backend) {
     }
     assert_eq!(texts, ["first", "second", "third"], "oldest first");
 
-    let mut delivered = Vec::new();
-    while delivered.len() < 3 {
+    // DELIVERED covers every earlier message of the conversation: wait for the newest.
+    let newest = acks.last().unwrap().seq;
+    loop {
         let update = alice.next_where(status).await;
         assert_eq!(update.status(), MessageStatus::Delivered);
-        delivered.push(update.seq);
+        assert!(update.seq <= newest);
+        if update.seq == newest {
+            assert_eq!(update.message_id, acks.last().unwrap().message_id);
+            break;
+        }
     }
 
     // Delivered once: a later session of Bob's does not get them again.
@@ -207,7 +216,170 @@ async fn retried_send_is_idempotent(backend: Backend) {
     server.stop().await;
 }
 
+/// An idle stream gets heartbeat events at the configured interval.
+async fn idle_streams_get_heartbeats(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| c.heartbeat_interval_secs = 1).await;
+    let mut alice = ChatSession::new_user(&server, "Alice").await;
+    let started = std::time::Instant::now();
+    for _ in 0..2 {
+        alice
+            .next_where(|e| match e {
+                Event::Heartbeat(h) => Some(h),
+                _ => None,
+            })
+            .await;
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= std::time::Duration::from_millis(1500),
+        "two heartbeats too soon: {elapsed:?}"
+    );
+    server.stop().await;
+}
+
+/// Waits until the server has no session of `user_id` left.
+async fn wait_until_disconnected(server: &TestServer, user_id: &str) {
+    let mut presence = server.presence().await.unwrap();
+    common::within(common::WAIT, async {
+        loop {
+            let online = presence
+                .list_online(fastchat::proto::ListOnlineRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            let connected = online
+                .users
+                .iter()
+                .any(|p| p.user.as_ref().unwrap().user_id == user_id && p.sessions > 0);
+            if !connected {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// With a retention of 0 days nothing is kept: online recipients get messages live, offline ones
+/// never, and history stays empty.
+async fn retention_zero_keeps_no_history(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| c.retention_days = 0).await;
+    let mut alice = ChatSession::new_user(&server, "Alice").await;
+    let mut bob = ChatSession::new_user(&server, "Bob").await;
+    let carol = ChatSession::new_user(&server, "Carol").await;
+    let carol_hello = fastchat::proto::Hello {
+        user_id: carol.user_id(),
+        token: carol.token(),
+        ..Default::default()
+    };
+    drop(carol);
+    wait_until_disconnected(&server, &carol_hello.user_id).await;
+
+    alice
+        .send_message(&bob.user_id(), "live", "for now only")
+        .await;
+    assert_eq!(alice.next_where(ack).await.status(), MessageStatus::Sent);
+    assert_eq!(bob.next_where(message).await.text, "for now only");
+    assert_eq!(
+        alice.next_where(status).await.status(),
+        MessageStatus::Delivered
+    );
+
+    alice
+        .send_message(&carol_hello.user_id, "offline", "you will not see this")
+        .await;
+    assert_eq!(alice.next_where(ack).await.status(), MessageStatus::Sent);
+
+    let mut carol = ChatSession::open(&server, carol_hello).await.unwrap();
+    carol
+        .assert_none_where(std::time::Duration::from_millis(500), |e| {
+            matches!(e, Event::Message(_))
+        })
+        .await;
+    let mut client = server.chat().await.unwrap();
+    let request = fastchat::proto::GetHistoryRequest {
+        peer_user_id: bob.user_id(),
+        ..Default::default()
+    };
+    let history = client
+        .get_history(authed(&alice.token(), request))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(history.messages.is_empty(), "kept: {:?}", history.messages);
+    server.stop().await;
+}
+
+/// A session that does not read is ended once its bounded queue is full, with
+/// RESOURCE_EXHAUSTED; nothing acknowledged is lost: what it did not take comes on reconnect.
+async fn slow_consumer_is_dropped_without_losing_messages(backend: Backend) {
+    const COUNT: usize = 3000;
+    let server = TestServer::start_with(backend, |c| c.session_queue = 256).await;
+    let mut alice = ChatSession::new_user(&server, "Alice").await;
+    // Small HTTP/2 windows, so the client's buffers fill long before the server's queue.
+    let narrow = tonic::transport::Channel::from_shared(server.url())
+        .unwrap()
+        .initial_stream_window_size(16 * 1024)
+        .initial_connection_window_size(16 * 1024)
+        .connect()
+        .await
+        .unwrap();
+    let hello = fastchat::proto::Hello {
+        display_name: "Bob".into(),
+        ..Default::default()
+    };
+    let mut bob = ChatSession::open_on(narrow, hello).await.unwrap();
+    // Bob reads nothing while Alice sends (and reads her acks).
+    let sender = alice.sender();
+    let bob_id = bob.user_id();
+    tokio::spawn(async move {
+        for i in 0..COUNT {
+            let request = fastchat::proto::SendMessageRequest {
+                client_msg_id: format!("m-{i}"),
+                to_user_id: bob_id.clone(),
+                text: format!("message {i:05} {}", "x".repeat(1000)),
+            };
+            let event = fastchat::proto::client_event::Event::SendMessage(request);
+            let _ = sender
+                .send(fastchat::proto::ClientEvent { event: Some(event) })
+                .await;
+        }
+    });
+    let mut acked = 0;
+    while acked < COUNT {
+        alice.next_where(ack).await;
+        acked += 1;
+    }
+
+    let mut received = std::collections::HashSet::new();
+    let ended = loop {
+        match bob.next().await {
+            Ok(Event::Message(m)) => {
+                received.insert(m.seq);
+            }
+            Ok(_) => {}
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), tonic::Code::ResourceExhausted, "{ended:?}");
+    assert!(
+        received.len() < COUNT,
+        "the slow session cannot have taken everything"
+    );
+
+    let mut bob_again = bob.again(&server).await;
+    while received.len() < COUNT {
+        let m = bob_again.next_where(message).await;
+        received.insert(m.seq);
+    }
+    assert_eq!(received.len(), COUNT);
+    server.stop().await;
+}
+
 on_both_databases!(
+    idle_streams_get_heartbeats,
+    retention_zero_keeps_no_history,
+    slow_consumer_is_dropped_without_losing_messages,
     message_goes_sent_delivered_read,
     every_session_of_both_users_sees_the_message,
     offline_recipient_gets_stored_messages_on_connect,

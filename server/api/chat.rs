@@ -2,7 +2,7 @@
 
 use std::{pin::Pin, sync::Arc};
 
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -22,6 +22,10 @@ use crate::{
         server_event::Event,
     },
 };
+
+/// Sends of one Chat stream that may wait for their ack at once. It bounds how many acks can
+/// reach the session in one burst, well below its queue.
+const MAX_IN_FLIGHT_SENDS: usize = 64;
 
 /// The events of a session, as the service returns them.
 type EventStream = Pin<Box<dyn Stream<Item = Result<ServerEvent, Status>> + Send>>;
@@ -115,13 +119,27 @@ impl ChatApi {
     }
 
     /// Acts on one event of a Chat stream. Errors go back to the client as ErrorEvents.
-    async fn handle_event(&self, me: &AuthUser, session: SessionId, event: ClientEvent) {
+    async fn handle_event(
+        &self,
+        me: &AuthUser,
+        session: SessionId,
+        in_flight: &Arc<Semaphore>,
+        event: ClientEvent,
+    ) {
         use client_event::Event as E;
         let (client_msg_id, result) = match event.event {
             Some(E::SendMessage(request)) => {
-                let result = self
-                    .send(me, &request, "send_message.", AckTo::Session(session))
-                    .await;
+                // Waiting here stops reading the stream, which slows the client down.
+                let permit = in_flight
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("never closed");
+                let ack_to = AckTo::Session {
+                    session,
+                    in_flight: permit,
+                };
+                let result = self.send(me, &request, "send_message.", ack_to).await;
                 (request.client_msg_id, result)
             }
             Some(E::Typing(request)) => (
@@ -238,11 +256,12 @@ impl ChatService for ChatApi {
         let ended = stream.ended();
         let api = self.clone();
         tokio::spawn(async move {
+            let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT_SENDS));
             loop {
                 tokio::select! {
                     _ = ended.cancelled() => break,
                     next = inbound.message() => match next {
-                        Ok(Some(event)) => api.handle_event(&user, session, event).await,
+                        Ok(Some(event)) => api.handle_event(&user, session, &in_flight, event).await,
                         Ok(None) => break,
                         Err(status) => {
                             tracing::debug!(%session, %status, "inbound stream failed");

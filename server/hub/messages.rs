@@ -1,10 +1,10 @@
 //! The message path: a single writer commits messages in batches (group commit), then fans each
 //! new one out and acks it; a tracker records deliveries in batches and tells senders.
 
-use std::{sync::Weak, time::Duration};
+use std::{collections::HashMap, sync::Weak, time::Duration};
 
 use chrono::Utc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::Hub;
@@ -42,7 +42,12 @@ pub struct OutgoingMessage {
 #[derive(Debug)]
 pub enum AckTo {
     /// A Chat stream: as an `ack` or `error` event on that session.
-    Session(SessionId),
+    Session {
+        /// The session that sent the message.
+        session: SessionId,
+        /// Held until the ack is queued, bounding the session's sends in flight.
+        in_flight: OwnedSemaphorePermit,
+    },
     /// A unary call waiting for its response.
     Caller(oneshot::Sender<Result<SendMessageResponse>>),
 }
@@ -62,7 +67,7 @@ impl Hub {
     /// Hands a message to the writer. Its ack comes through `ack_to` after the commit.
     pub async fn send_message(&self, message: OutgoingMessage, ack_to: AckTo) -> Result<()> {
         let origin = match &ack_to {
-            AckTo::Session(id) => Some(*id),
+            AckTo::Session { session, .. } => Some(*session),
             AckTo::Caller(_) => None,
         };
         let request = WriteRequest {
@@ -113,12 +118,13 @@ impl Hub {
             AckTo::Caller(reply) => {
                 let _ = reply.send(result);
             }
-            AckTo::Session(id) => {
+            AckTo::Session { session, in_flight } => {
                 let event = match result {
                     Ok(response) => Event::Ack(response),
                     Err(err) => Event::Error(err.to_event(client_msg_id)),
                 };
-                self.publish_to_session(id, server_event(event));
+                self.publish_to_session(session, server_event(event));
+                drop(in_flight);
             }
         }
     }
@@ -182,7 +188,7 @@ pub(super) async fn run_writer(
 }
 
 /// The delivery tracker: records, in batches, that a recipient session took a message, and tells
-/// the sender's sessions DELIVERED once per message.
+/// the sender's sessions DELIVERED, once per message at most.
 pub(super) async fn run_delivery_tracker(
     hub: Weak<Hub>,
     db: Database,
@@ -196,7 +202,18 @@ pub(super) async fn run_delivery_tracker(
         let Some(hub) = hub.upgrade() else { return };
         match delivered {
             Ok(delivered) => {
+                // One update per conversation: DELIVERED covers every earlier message in it, so
+                // a burst of deliveries reaches the sender as one event, not one each.
+                let mut newest: HashMap<(Uuid, Uuid), &StoredMessage> = HashMap::new();
                 for message in &delivered {
+                    let entry = newest
+                        .entry((message.sender_id, message.recipient_id))
+                        .or_insert(message);
+                    if message.seq > entry.seq {
+                        *entry = message;
+                    }
+                }
+                for message in newest.into_values() {
                     let update = server_event(Event::Status(StatusUpdate {
                         message_id: message.message_id.to_string(),
                         peer_user_id: message.recipient_id.to_string(),

@@ -124,6 +124,45 @@ impl Drop for PgDatabase {
     }
 }
 
+/// An empty database of the given kind, and what keeps it alive (drop it to remove it).
+pub struct FreshDatabase {
+    /// Its URL.
+    pub url: String,
+    /// The SQLite directory.
+    _dir: Option<tempfile::TempDir>,
+    /// The PostgreSQL database.
+    _pg: Option<PgDatabase>,
+}
+
+impl FreshDatabase {
+    pub async fn create(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("fastchat.db").display()
+                );
+                Self {
+                    url,
+                    _dir: Some(dir),
+                    _pg: None,
+                }
+            }
+            Backend::Postgres => {
+                let base =
+                    postgres_base_url().expect("PostgreSQL tests need FASTCHAT_TEST_DATABASE_URL");
+                let pg = PgDatabase::create(&base).await;
+                Self {
+                    url: pg.url(),
+                    _dir: None,
+                    _pg: Some(pg),
+                }
+            }
+        }
+    }
+}
+
 /// A running server.
 pub struct TestServer {
     /// Where it listens.
@@ -134,10 +173,8 @@ pub struct TestServer {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     /// `run` itself.
     task: Option<JoinHandle<anyhow::Result<()>>>,
-    /// Keeps the SQLite directory alive.
-    _data_dir: Option<tempfile::TempDir>,
-    /// Drops the PostgreSQL database last.
-    _pg: Option<PgDatabase>,
+    /// Keeps the database alive until the server is gone.
+    _database: FreshDatabase,
 }
 
 /// The config tests start from: quick timers so tests do not wait long.
@@ -161,20 +198,8 @@ impl TestServer {
             .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .try_init();
         let mut config = test_config();
-        let (data_dir, pg) = match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().unwrap();
-                config.data_dir = dir.path().join("data");
-                (Some(dir), None)
-            }
-            Backend::Postgres => {
-                let base =
-                    postgres_base_url().expect("PostgreSQL tests need FASTCHAT_TEST_DATABASE_URL");
-                let pg = PgDatabase::create(&base).await;
-                config.database_url = pg.url();
-                (None, Some(pg))
-            }
-        };
+        let database = FreshDatabase::create(backend).await;
+        config.database_url = database.url.clone();
         tweak(&mut config);
         let database_url = config.database_url();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -188,8 +213,7 @@ impl TestServer {
             database_url,
             shutdown: Some(shutdown),
             task: Some(task),
-            _data_dir: data_dir,
-            _pg: pg,
+            _database: database,
         };
         server.wait_until_serving().await;
         server
@@ -287,13 +311,18 @@ pub struct ChatSession {
 impl ChatSession {
     /// Opens a Chat stream with `hello` and reads its Welcome.
     pub async fn open(server: &TestServer, hello: Hello) -> Result<Self, Status> {
+        Self::open_on(server.channel().await.unwrap(), hello).await
+    }
+
+    /// Opens a Chat stream with `hello` on `channel` and reads its Welcome.
+    pub async fn open_on(channel: Channel, hello: Hello) -> Result<Self, Status> {
         let (tx, rx) = mpsc::channel(64);
         tx.send(ClientEvent {
             event: Some(client_event::Event::Hello(hello)),
         })
         .await
         .unwrap();
-        let mut client = server.chat().await.unwrap();
+        let mut client = ChatServiceClient::new(channel);
         let mut rx = client.chat(ReceiverStream::new(rx)).await?.into_inner();
         let first = tokio::time::timeout(WAIT, rx.message())
             .await
@@ -346,6 +375,11 @@ impl ChatSession {
             .send(ClientEvent { event: Some(event) })
             .await
             .unwrap();
+    }
+
+    /// A handle to send events from another task.
+    pub fn sender(&self) -> mpsc::Sender<ClientEvent> {
+        self.tx.clone()
     }
 
     /// Sends a client event as it is, even an empty one.
