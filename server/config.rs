@@ -100,8 +100,8 @@ impl Config {
         }
     }
 
-    /// The config used when nothing is given: what `fastchat` with no flags does.
-    pub fn default_for_tests() -> Self {
+    /// The config of `fastchat` run without flags: environment variables, else defaults.
+    pub fn from_env() -> Self {
         Self::parse_from(["fastchat"])
     }
 

@@ -179,7 +179,7 @@ pub struct TestServer {
 
 /// The config tests start from: quick timers so tests do not wait long.
 pub fn test_config() -> Config {
-    let mut config = Config::default_for_tests();
+    let mut config = Config::from_env();
     config.offline_grace_ms = 300;
     config.typing_timeout_ms = 800;
     config
