@@ -171,11 +171,11 @@ pub async fn run(
     Ok(())
 }
 
-/// Reports SERVING only while the database answers.
+/// Reports SERVING only while the database answers, until shutdown.
 async fn watch_database(app: Arc<App>, health: HealthReporter) {
     let services = ["", "fastchat.v1.ChatService", "fastchat.v1.PresenceService"];
     let mut last = None;
-    loop {
+    while !app.hub.is_shutting_down() {
         let status = match app.db.ping().await {
             Ok(()) => ServingStatus::Serving,
             Err(err) => {

@@ -14,6 +14,21 @@ pub(crate) enum Users {
     UpdatedAt,
 }
 
+/// The foreign key `fk_<table>_<column>` from `table.column` to `users.id`: rows that belong to a
+/// user go when the user goes.
+pub(crate) fn user_foreign_key(
+    name: &str,
+    table: impl IntoIden,
+    column: impl IntoIden,
+) -> ForeignKeyCreateStatement {
+    ForeignKey::create()
+        .name(name)
+        .from(table, column)
+        .to(Users::Table, Users::Id)
+        .on_delete(ForeignKeyAction::Cascade)
+        .to_owned()
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {

@@ -1,6 +1,6 @@
 use sea_orm_migration::{prelude::*, schema::*};
 
-use crate::m20261125_000001_create_users::Users;
+use crate::m20261125_000001_create_users::user_foreign_key;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -27,13 +27,11 @@ impl MigrationTrait for Migration {
                     .col(integer(UsersOnline::Sessions).default(0))
                     .col(timestamp_with_time_zone(UsersOnline::LastSeen))
                     .col(timestamp_with_time_zone(UsersOnline::UpdatedAt))
-                    .foreign_key(
-                        ForeignKey::create()
-                            .name("fk_users_online_user_id")
-                            .from(UsersOnline::Table, UsersOnline::UserId)
-                            .to(Users::Table, Users::Id)
-                            .on_delete(ForeignKeyAction::Cascade),
-                    )
+                    .foreign_key(&mut user_foreign_key(
+                        "fk_users_online_user_id",
+                        UsersOnline::Table,
+                        UsersOnline::UserId,
+                    ))
                     .to_owned(),
             )
             .await

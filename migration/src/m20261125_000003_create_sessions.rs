@@ -1,6 +1,6 @@
 use sea_orm_migration::{prelude::*, schema::*};
 
-use crate::m20261125_000001_create_users::Users;
+use crate::m20261125_000001_create_users::user_foreign_key;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -33,13 +33,11 @@ impl MigrationTrait for Migration {
                     .col(timestamp_with_time_zone(Sessions::ConnectedAt))
                     .col(timestamp_with_time_zone(Sessions::LastActiveAt))
                     .col(timestamp_with_time_zone_null(Sessions::EndedAt))
-                    .foreign_key(
-                        ForeignKey::create()
-                            .name("fk_sessions_user_id")
-                            .from(Sessions::Table, Sessions::UserId)
-                            .to(Users::Table, Users::Id)
-                            .on_delete(ForeignKeyAction::Cascade),
-                    )
+                    .foreign_key(&mut user_foreign_key(
+                        "fk_sessions_user_id",
+                        Sessions::Table,
+                        Sessions::UserId,
+                    ))
                     .to_owned(),
             )
             .await?;

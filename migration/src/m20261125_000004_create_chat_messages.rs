@@ -1,6 +1,6 @@
 use sea_orm_migration::{prelude::*, schema::*};
 
-use crate::m20261125_000001_create_users::Users;
+use crate::m20261125_000001_create_users::user_foreign_key;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -37,20 +37,16 @@ impl MigrationTrait for Migration {
                     .col(text(ChatMessages::Text))
                     .col(timestamp_with_time_zone(ChatMessages::SentAt))
                     .col(timestamp_with_time_zone_null(ChatMessages::DeliveredAt))
-                    .foreign_key(
-                        ForeignKey::create()
-                            .name("fk_chat_messages_sender_id")
-                            .from(ChatMessages::Table, ChatMessages::SenderId)
-                            .to(Users::Table, Users::Id)
-                            .on_delete(ForeignKeyAction::Cascade),
-                    )
-                    .foreign_key(
-                        ForeignKey::create()
-                            .name("fk_chat_messages_recipient_id")
-                            .from(ChatMessages::Table, ChatMessages::RecipientId)
-                            .to(Users::Table, Users::Id)
-                            .on_delete(ForeignKeyAction::Cascade),
-                    )
+                    .foreign_key(&mut user_foreign_key(
+                        "fk_chat_messages_sender_id",
+                        ChatMessages::Table,
+                        ChatMessages::SenderId,
+                    ))
+                    .foreign_key(&mut user_foreign_key(
+                        "fk_chat_messages_recipient_id",
+                        ChatMessages::Table,
+                        ChatMessages::RecipientId,
+                    ))
                     .to_owned(),
             )
             .await?;

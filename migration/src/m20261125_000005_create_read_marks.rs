@@ -1,6 +1,6 @@
 use sea_orm_migration::{prelude::*, schema::*};
 
-use crate::m20261125_000001_create_users::Users;
+use crate::m20261125_000001_create_users::user_foreign_key;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -31,20 +31,16 @@ impl MigrationTrait for Migration {
                             .col(ReadMarks::ReaderId)
                             .col(ReadMarks::PeerId),
                     )
-                    .foreign_key(
-                        ForeignKey::create()
-                            .name("fk_read_marks_reader_id")
-                            .from(ReadMarks::Table, ReadMarks::ReaderId)
-                            .to(Users::Table, Users::Id)
-                            .on_delete(ForeignKeyAction::Cascade),
-                    )
-                    .foreign_key(
-                        ForeignKey::create()
-                            .name("fk_read_marks_peer_id")
-                            .from(ReadMarks::Table, ReadMarks::PeerId)
-                            .to(Users::Table, Users::Id)
-                            .on_delete(ForeignKeyAction::Cascade),
-                    )
+                    .foreign_key(&mut user_foreign_key(
+                        "fk_read_marks_reader_id",
+                        ReadMarks::Table,
+                        ReadMarks::ReaderId,
+                    ))
+                    .foreign_key(&mut user_foreign_key(
+                        "fk_read_marks_peer_id",
+                        ReadMarks::Table,
+                        ReadMarks::PeerId,
+                    ))
                     .to_owned(),
             )
             .await
