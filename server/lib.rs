@@ -113,7 +113,7 @@ pub async fn run(
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    tokio::spawn(watch_database(app.clone(), health));
+    tokio::spawn(watch_database(app.clone(), health.clone()));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -149,6 +149,7 @@ pub async fn run(
             shutdown.await;
             tracing::info!("shutting down: ending streams");
             hub.shutdown().await;
+            end_health_watches(health).await;
             let _ = stopping_tx.send(());
         }
     };
@@ -171,9 +172,11 @@ pub async fn run(
     Ok(())
 }
 
+/// The names the gRPC health service reports on: the whole server ("") and each service.
+const HEALTH_SERVICES: [&str; 3] = ["", "fastchat.v1.ChatService", "fastchat.v1.PresenceService"];
+
 /// Reports SERVING only while the database answers, until shutdown.
 async fn watch_database(app: Arc<App>, health: HealthReporter) {
-    let services = ["", "fastchat.v1.ChatService", "fastchat.v1.PresenceService"];
     let mut last = None;
     while !app.hub.is_shutting_down() {
         let status = match app.db.ping().await {
@@ -184,12 +187,23 @@ async fn watch_database(app: Arc<App>, health: HealthReporter) {
             }
         };
         if last != Some(status) {
-            for service in services {
+            for service in HEALTH_SERVICES {
                 health.set_service_status(service, status).await;
             }
             last = Some(status);
         }
         tokio::time::sleep(HEALTH_CHECK_INTERVAL).await;
+    }
+}
+
+/// At shutdown: tells health watchers NOT_SERVING, then ends their streams (tonic-health ends a
+/// Watch stream only when its status is cleared), so they do not hold the server open.
+async fn end_health_watches(mut health: HealthReporter) {
+    for service in HEALTH_SERVICES {
+        health
+            .set_service_status(service, ServingStatus::NotServing)
+            .await;
+        health.clear_service_status(service).await;
     }
 }
 

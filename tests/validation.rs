@@ -261,8 +261,7 @@ async fn streams_must_start_with_a_timely_hello(backend: Backend) {
     let status = client
         .chat(ReceiverStream::new(rx))
         .await
-        .err()
-        .expect("silent stream must fail");
+        .expect_err("silent stream must fail");
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(started.elapsed() >= Duration::from_millis(900));
     drop(tx);
@@ -276,8 +275,7 @@ async fn streams_must_start_with_a_timely_hello(backend: Backend) {
     let status = client
         .chat(ReceiverStream::new(rx))
         .await
-        .err()
-        .expect("ping first must fail");
+        .expect_err("ping first must fail");
     assert_eq!(status.code(), Code::InvalidArgument);
     server.stop().await;
 }
