@@ -5,97 +5,18 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, ChatSession, TestServer, WAIT, authed, postgres_base_url, within};
+use common::{Backend, ChatSession, FreshDatabase, TestServer, WAIT, authed, within};
 use fastchat::{
     db::tables::{sessions, users_online},
     proto::{GetHistoryRequest, Hello, PresenceUpdate, SubscribeRequest, WatchPresenceRequest},
 };
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, Streaming, transport::Channel};
 
 /// The spec's bound on a graceful shutdown.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
-
-/// A database that outlives the servers started on it, so a test can look at it after a shutdown
-/// and start a new server on it. Removed when dropped.
-struct SharedDatabase {
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-    /// (server URL, database name) of a PostgreSQL database to drop.
-    pg: Option<(String, String)>,
-}
-
-impl SharedDatabase {
-    async fn create(backend: Backend) -> Self {
-        match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().unwrap();
-                let url = format!(
-                    "sqlite://{}?mode=rwc",
-                    dir.path().join("fastchat.db").display()
-                );
-                Self {
-                    url,
-                    _dir: Some(dir),
-                    pg: None,
-                }
-            }
-            Backend::Postgres => {
-                let base = postgres_base_url().expect("PostgreSQL tests need a server");
-                let name = format!("fastchat_test_{}", uuid::Uuid::new_v4().simple());
-                let admin = sea_orm::Database::connect(&base).await.unwrap();
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .unwrap();
-                admin.close().await.ok();
-                let (server, _) = base.rsplit_once('/').unwrap();
-                Self {
-                    url: format!("{server}/{name}"),
-                    _dir: None,
-                    pg: Some((base, name)),
-                }
-            }
-        }
-    }
-
-    /// Starts a server (with the test config) on this database.
-    async fn serve(&self, backend: Backend) -> TestServer {
-        let url = self.url.clone();
-        TestServer::start_with(backend, move |config| config.database_url = url).await
-    }
-
-    async fn connect(&self) -> DatabaseConnection {
-        sea_orm::Database::connect(&self.url).await.unwrap()
-    }
-}
-
-impl Drop for SharedDatabase {
-    fn drop(&mut self) {
-        let Some((base, name)) = self.pg.take() else {
-            return;
-        };
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok(admin) = sea_orm::Database::connect(&base).await {
-                    let _ = admin
-                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                    let _ = admin.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
 
 /// Reads a stream to its end and returns its final status.
 async fn final_status<T>(stream: &mut Streaming<T>) -> Option<Status> {
@@ -146,10 +67,10 @@ async fn users_shown_present(db: &DatabaseConnection) -> u64 {
 /// UNAVAILABLE within 10 s, refuses new connections, and leaves the database with this node's
 /// sessions ended and nobody online.
 async fn shutdown_ends_streams_and_marks_sessions_offline(backend: Backend) {
-    let database = SharedDatabase::create(backend).await;
-    let server = database.serve(backend).await;
+    let database = FreshDatabase::create(backend).await;
+    let server = TestServer::start_on(&database.url, |_| {}).await;
     let node = common::test_config().node_id;
-    let db = database.connect().await;
+    let db = sea_orm::Database::connect(&database.url).await.unwrap();
 
     let mut alice = ChatSession::new_user(&server, "Alice").await;
     let mut bob = ChatSession::new_user(&server, "Bob").await;
@@ -234,8 +155,8 @@ async fn shutdown_ends_streams_and_marks_sessions_offline(backend: Backend) {
 /// A message acknowledged before the shutdown is in the history after a restart on the same
 /// database, and is delivered to its offline recipient by the new server.
 async fn acknowledged_message_survives_restart(backend: Backend) {
-    let database = SharedDatabase::create(backend).await;
-    let server = database.serve(backend).await;
+    let database = FreshDatabase::create(backend).await;
+    let server = TestServer::start_on(&database.url, |_| {}).await;
     let mut alice = ChatSession::new_user(&server, "Alice").await;
     let bob = ChatSession::new_user(&server, "Bob").await;
     let (bob_id, bob_token) = (bob.user_id(), bob.token());
@@ -254,7 +175,7 @@ async fn acknowledged_message_survives_restart(backend: Backend) {
     let took = server.stop().await;
     assert!(took < SHUTDOWN_LIMIT, "shutdown took {took:?}");
 
-    let server = database.serve(backend).await;
+    let server = TestServer::start_on(&database.url, |_| {}).await;
     let history = server
         .chat()
         .await

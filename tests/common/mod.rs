@@ -174,7 +174,7 @@ pub struct TestServer {
     /// `run` itself.
     task: Option<JoinHandle<anyhow::Result<()>>>,
     /// Keeps the database alive until the server is gone.
-    _database: FreshDatabase,
+    _database: Option<FreshDatabase>,
 }
 
 /// The config tests start from: quick timers so tests do not wait long.
@@ -193,13 +193,20 @@ impl TestServer {
 
     /// Starts the server with the test config, changed by `tweak`.
     pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
+        let database = FreshDatabase::create(backend).await;
+        let mut server = Self::start_on(&database.url, tweak).await;
+        server._database = Some(database);
+        server
+    }
+
+    /// Starts the server on an existing database (one that outlives this server).
+    pub async fn start_on(database_url: &str, tweak: impl FnOnce(&mut Config)) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .try_init();
         let mut config = test_config();
-        let database = FreshDatabase::create(backend).await;
-        config.database_url = database.url.clone();
+        config.database_url = database_url.to_owned();
         tweak(&mut config);
         let database_url = config.database_url();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -213,7 +220,7 @@ impl TestServer {
             database_url,
             shutdown: Some(shutdown),
             task: Some(task),
-            _database: database,
+            _database: None,
         };
         server.wait_until_serving().await;
         server
