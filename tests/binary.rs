@@ -1,0 +1,111 @@
+//! The `fastchat` binary itself: `migrate`, and graceful shutdown on SIGTERM and SIGINT.
+
+mod common;
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::ChatSession;
+use fastchat::proto::Hello;
+use tonic::Code;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_fastchat");
+
+/// A free port on loopback (bound, then released for the binary to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `fastchat` on a fresh data directory and waits until it serves.
+async fn start_binary(data_dir: &std::path::Path) -> (Child, u16) {
+    let port = free_port();
+    let child = Command::new(BINARY)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "fastchat did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, port)
+}
+
+/// `fastchat migrate` creates the SQLite database in the data directory and exits.
+#[test]
+fn migrate_creates_the_database_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("nested").join("data");
+    let status = Command::new(BINARY)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("migrate")
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let file = data_dir.join("fastchat.db");
+    assert!(
+        file.metadata().unwrap().len() > 0,
+        "no database at {}",
+        file.display()
+    );
+}
+
+/// SIGTERM and SIGINT end open streams with UNAVAILABLE and exit cleanly within 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_shut_down_gracefully() {
+    for signal in ["TERM", "INT"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut child, port) = start_binary(dir.path()).await;
+        let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let hello = Hello {
+            display_name: "Sig".into(),
+            ..Default::default()
+        };
+        let mut session = ChatSession::open_on(channel, hello).await.unwrap();
+
+        let sent = Instant::now();
+        let kill = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let ended = session
+            .final_status()
+            .await
+            .expect("the stream must end with a status");
+        assert_eq!(ended.code(), Code::Unavailable, "SIG{signal}: {ended:?}");
+
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                sent.elapsed() < Duration::from_secs(10),
+                "SIG{signal}: still running after 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(status.success(), "SIG{signal}: exit status {status}");
+    }
+}
