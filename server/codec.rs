@@ -12,7 +12,7 @@ use tonic::{
 };
 use tonic_prost::{ProstCodec, ProstEncoder};
 
-use crate::proto::ClientEvent;
+use crate::{error::Error, proto::ClientEvent};
 
 /// tonic-prost's codec with lenient decoding of `ClientEvent`s.
 #[derive(Debug, Clone)]
@@ -66,9 +66,7 @@ impl<U: Message + Default + 'static> Decoder for LenientDecoder<U> {
                 buf.advance(buf.remaining());
                 Ok(Some(U::default()))
             }
-            Err(err) => Err(Status::invalid_argument(format!(
-                "request does not decode: {err}"
-            ))),
+            Err(err) => Err(Error::invalid("request", format!("does not decode: {err}")).into()),
         }
     }
 }

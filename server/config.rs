@@ -24,7 +24,7 @@ pub struct Config {
     #[arg(long, env = "FASTCHAT_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
 
-    /// Name of this server in the `sessions` table, so a restart closes only its own sessions.
+    /// Name of this server in the `sessions` table; start-up and shutdown end its sessions there.
     #[arg(long, env = "FASTCHAT_NODE_ID", default_value = "node-1")]
     pub node_id: String,
 
@@ -34,7 +34,8 @@ pub struct Config {
     pub max_message_chars: u32,
 
     /// Days to keep messages; 0 keeps no history and delivers only to sessions online at the time.
-    #[arg(long, env = "FASTCHAT_RETENTION_DAYS", default_value_t = 30)]
+    #[arg(long, env = "FASTCHAT_RETENTION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(0..=36_500))]
     pub retention_days: u32,
 
     /// Seconds a stream may take to send its Hello.
@@ -53,7 +54,8 @@ pub struct Config {
     pub presence_ttl_secs: u64,
 
     /// Milliseconds a user whose last session closed stays ONLINE, so a quick reconnect does not flap.
-    #[arg(long, env = "FASTCHAT_OFFLINE_GRACE_MS", default_value_t = 5000)]
+    #[arg(long, env = "FASTCHAT_OFFLINE_GRACE_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub offline_grace_ms: u64,
 
     /// Milliseconds after the last `is_typing = true` at which the server ends the typing state.
@@ -61,9 +63,10 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub typing_timeout_ms: u64,
 
-    /// Events a session may have queued before it counts as too slow and is ended.
+    /// Events a session may have queued before it counts as too slow and is ended. At least 256:
+    /// a burst of acks for one stream's sends in flight (64) must always fit.
     #[arg(long, env = "FASTCHAT_SESSION_QUEUE", default_value_t = 1024,
-          value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
+          value_parser = clap::value_parser!(u64).range(256..=1_000_000))]
     pub session_queue: u64,
 
     /// Origins allowed to call from a browser (comma-separated); `*` allows any.

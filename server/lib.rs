@@ -53,7 +53,7 @@ use crate::{
     },
 };
 
-/// Largest request the server decodes (64 KiB); larger ones get RESOURCE_EXHAUSTED.
+/// Largest request the server decodes (64 KiB); tonic refuses larger ones with OUT_OF_RANGE.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// How long shutdown may wait for connections to finish after every stream was ended.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(8);
@@ -113,6 +113,12 @@ pub async fn run(
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
+    // tonic-health starts the server as SERVING; it is not until the database has answered.
+    for service in HEALTH_SERVICES {
+        health
+            .set_service_status(service, ServingStatus::NotServing)
+            .await;
+    }
     tokio::spawn(watch_database(app.clone(), health.clone()));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()

@@ -180,6 +180,25 @@ async fn retried_send_is_idempotent(backend: Backend) {
     assert_eq!(first.message_id, second.message_id);
     assert_eq!(first.seq, second.seq);
 
+    // The same key for a different message is refused, not silently swallowed.
+    alice
+        .send_message(&bob.user_id(), "same-key", "something else")
+        .await;
+    let refused = alice
+        .next_where(|e| match e {
+            Event::Error(e) => Some(e),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        (
+            refused.code.as_str(),
+            refused.field.as_str(),
+            refused.client_msg_id.as_str()
+        ),
+        ("INVALID_ARGUMENT", "send_message.client_msg_id", "same-key")
+    );
+
     let mut client = server.chat().await.unwrap();
     let unary = client
         .send_message(authed(
@@ -213,6 +232,31 @@ async fn retried_send_is_idempotent(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(history.messages.len(), 1, "stored once");
+    server.stop().await;
+}
+
+/// When the client closes its side right after sending, it still gets its acks, then the end.
+async fn half_closed_stream_still_gets_its_acks(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = ChatSession::new_user(&server, "Alice").await;
+    let bob = ChatSession::new_user(&server, "Bob").await;
+    for i in 0..5 {
+        alice
+            .send_message(&bob.user_id(), &format!("m-{i}"), "bye")
+            .await;
+    }
+    let mut events = alice.close_sending();
+    let mut acks = 0;
+    loop {
+        let next = tokio::time::timeout(common::WAIT, events.message())
+            .await
+            .expect("stream must end");
+        match next.expect("the stream ends cleanly") {
+            Some(event) => acks += usize::from(matches!(event.event, Some(Event::Ack(_)))),
+            None => break,
+        }
+    }
+    assert_eq!(acks, 5);
     server.stop().await;
 }
 
@@ -278,12 +322,24 @@ async fn retention_zero_keeps_no_history(backend: Backend) {
     alice
         .send_message(&bob.user_id(), "live", "for now only")
         .await;
-    assert_eq!(alice.next_where(ack).await.status(), MessageStatus::Sent);
+    let first = alice.next_where(ack).await;
+    assert_eq!(first.status(), MessageStatus::Sent);
     assert_eq!(bob.next_where(message).await.text, "for now only");
     assert_eq!(
         alice.next_where(status).await.status(),
         MessageStatus::Delivered
     );
+
+    // The text is gone, but a retry is still recognised: same message, not delivered again.
+    alice
+        .send_message(&bob.user_id(), "live", "for now only")
+        .await;
+    let retry = alice.next_where(ack).await;
+    assert_eq!(retry.message_id, first.message_id);
+    bob.assert_none_where(std::time::Duration::from_millis(300), |e| {
+        matches!(e, Event::Message(_))
+    })
+    .await;
 
     alice
         .send_message(&carol_hello.user_id, "offline", "you will not see this")
@@ -377,6 +433,7 @@ async fn slow_consumer_is_dropped_without_losing_messages(backend: Backend) {
 }
 
 on_both_databases!(
+    half_closed_stream_still_gets_its_acks,
     idle_streams_get_heartbeats,
     retention_zero_keeps_no_history,
     slow_consumer_is_dropped_without_losing_messages,

@@ -63,6 +63,13 @@ async fn bad_sends_on_a_stream_get_error_events(backend: Backend) {
             "send_message.text",
         ),
         (
+            "c-nul",
+            &peer,
+            "a\0b",
+            "INVALID_ARGUMENT",
+            "send_message.text",
+        ),
+        (
             "c-uuid",
             "not-a-uuid",
             "hi",
@@ -306,6 +313,17 @@ async fn oversize_requests_are_refused(backend: Backend) {
         .send_message(authed(&alice.token(), request))
         .await
         .expect("a large but allowed message");
+
+    // On a stream, an oversize event ends the stream with the same status.
+    let mut stream = alice;
+    stream
+        .send_message(&bob.user_id(), "huge", &"x".repeat(70 * 1024))
+        .await;
+    let ended = stream
+        .final_status()
+        .await
+        .expect("the stream must end with a status");
+    assert_eq!(ended.code(), Code::OutOfRange, "{ended:?}");
     server.stop().await;
 }
 

@@ -53,14 +53,14 @@ impl ChatApi {
     ) -> Result<()> {
         let client_msg_id =
             validate::client_msg_id(&format!("{prefix}client_msg_id"), &request.client_msg_id)?;
-        let recipient = self
-            .peer(sender, &format!("{prefix}to_user_id"), &request.to_user_id)
-            .await?;
         let text = validate::text(
             &format!("{prefix}text"),
             &request.text,
             self.app.config.max_message_chars,
         )?;
+        let recipient = self
+            .peer(sender, &format!("{prefix}to_user_id"), &request.to_user_id)
+            .await?;
         let message = OutgoingMessage {
             sender: sender.id,
             recipient,
@@ -262,10 +262,17 @@ impl ChatService for ChatApi {
                     _ = ended.cancelled() => break,
                     next = inbound.message() => match next {
                         Ok(Some(event)) => api.handle_event(&user, session, &in_flight, event).await,
-                        Ok(None) => break,
-                        Err(status) => {
-                            tracing::debug!(%session, %status, "inbound stream failed");
+                                                Ok(None) => {
+                            // The client is done sending: end the session once every send it
+                            // made has its ack.
+                            let all = MAX_IN_FLIGHT_SENDS as u32;
+                            let _ = in_flight.acquire_many(all).await;
                             break;
+                        }
+                        Err(status) => {
+                            // Oversize or broken frames: the stream ends with tonic's reason.
+                            api.app.hub.end_session(session, status);
+                            return;
                         }
                     },
                 }
@@ -329,6 +336,9 @@ impl ChatService for ChatApi {
             .await?;
         let before_seq = validate::seq("before_seq", request.before_seq)?;
         let limit = validate::history_limit("limit", request.limit)?;
+        if self.app.config.retention_days == 0 {
+            return Ok(Response::new(GetHistoryResponse::default())); // no history is kept
+        }
         let db = &self.app.db;
         let (page, has_more) = db
             .history(me.id, peer, before_seq, u64::from(limit))
@@ -361,6 +371,9 @@ impl ChatService for ChatApi {
         request: Request<ListConversationsRequest>,
     ) -> Result<Response<ListConversationsResponse>, Status> {
         let me = authenticate(&self.app, request.metadata()).await?;
+        if self.app.config.retention_days == 0 {
+            return Ok(Response::new(ListConversationsResponse::default())); // no history is kept
+        }
         let rows = self
             .app
             .db

@@ -8,7 +8,6 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{authenticate, bearer_token, chat::away_from_status, validate};
 use crate::{
     App,
-    db::ids::SessionId,
     error::Result,
     hub::{SessionKind, SessionStream},
     identity::Claim,
@@ -80,7 +79,12 @@ impl PresenceService for PresenceApi {
                                 return;
                             }
                         }
-                        Ok(None) | Err(_) => break,
+                                                // The client is done sending: the session lives on while it listens.
+                        Ok(None) => return,
+                        Err(status) => {
+                            hub.end_session(session, status);
+                            return;
+                        }
                     },
                 }
             }
@@ -109,8 +113,7 @@ impl PresenceService for PresenceApi {
         let me = authenticate(&self.app, request.metadata()).await?;
         let request = request.get_ref();
         let away = away_from_status("status", request.status)?;
-        let session = validate::optional_user_id("session_id", &request.session_id)?
-            .map(|id| SessionId(id.0));
+        let session = validate::optional_session_id("session_id", &request.session_id)?;
         let presence = self.app.hub.set_away(me.id, session, away)?;
         Ok(Response::new(SetStatusResponse {
             presence: Some(presence),

@@ -3,7 +3,7 @@
 use uuid::Uuid;
 
 use crate::{
-    db::ids::UserId,
+    db::ids::{SessionId, UserId},
     error::{Error, Result},
     identity::Claim,
     proto::Hello,
@@ -35,6 +35,11 @@ pub fn optional_user_id(field: &str, value: &str) -> Result<Option<UserId>> {
     } else {
         user_id(field, value).map(Some)
     }
+}
+
+/// An optional session id (a UUID): empty means none.
+pub fn optional_session_id(field: &str, value: &str) -> Result<Option<SessionId>> {
+    Ok(optional_user_id(field, value)?.map(|id| SessionId(id.0)))
 }
 
 /// A display name: trimmed, 1 to 50 characters, no control characters. Empty means none.
@@ -74,6 +79,10 @@ pub fn text(field: &str, value: &str, max_chars: u32) -> Result<String> {
             field,
             format!("must be at most {max_chars} characters"),
         ));
+    }
+    if value.contains('\0') {
+        // PostgreSQL text cannot hold NUL; refusing it here keeps it out of the writer's batch.
+        return Err(Error::invalid(field, "must not contain NUL characters"));
     }
     Ok(value.to_owned())
 }

@@ -4,6 +4,7 @@
 use std::{collections::HashMap, sync::Weak, time::Duration};
 
 use chrono::Utc;
+use sea_orm::DbErr;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use uuid::Uuid;
 
@@ -129,6 +130,29 @@ impl Hub {
         }
     }
 
+    /// The ack of a retry: the stored message with its status now, unless the key was used for a
+    /// different message (another recipient or text), which would otherwise be silently lost.
+    async fn retry_ack(
+        &self,
+        request: &WriteRequest,
+        stored: &StoredMessage,
+    ) -> Result<SendMessageResponse> {
+        let erased = stored.text.is_empty(); // retention 0 keeps only the key
+        let same = stored.recipient_id == request.message.recipient.0
+            && (erased || stored.text == request.message.text);
+        if !same {
+            let field = match request.ack_to {
+                AckTo::Session { .. } => "send_message.client_msg_id",
+                AckTo::Caller(_) => "client_msg_id",
+            };
+            return Err(Error::invalid(
+                field,
+                "already used for a different message; use a new key",
+            ));
+        }
+        Ok(ack(stored, self.current_status(stored).await?))
+    }
+
     /// The status a retried message has now.
     async fn current_status(&self, message: &StoredMessage) -> Result<MessageStatus> {
         let read_mark = self
@@ -149,41 +173,48 @@ pub(super) async fn run_writer(
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let messages: Vec<NewMessage> = batch.iter().map(|r| r.message.clone()).collect();
-        let stored = db.insert_messages(&messages).await;
+        let outcomes = insert_batch(&db, &messages).await;
         let Some(hub) = hub.upgrade() else { return };
-        match stored {
-            Ok(stored) => {
-                let mut undeliverable = Vec::new();
-                for (request, (message, inserted)) in batch.drain(..).zip(stored) {
-                    let result = if inserted {
-                        let taken = hub.publish_message(&message, request.origin);
-                        if taken == 0 {
-                            undeliverable.push(message.seq);
-                        }
-                        Ok(ack(&message, MessageStatus::Sent))
-                    } else {
-                        hub.current_status(&message)
-                            .await
-                            .map(|status| ack(&message, status))
-                    };
-                    hub.deliver_ack(request.ack_to, &message.client_msg_id, result);
-                }
-                if hub.config.retention_days == 0 && !undeliverable.is_empty() {
-                    // No history: what no session took now is not kept for later.
-                    if let Err(err) = db.delete_messages(&undeliverable).await {
-                        tracing::warn!(error = %err, "could not drop undelivered messages");
+        let mut to_erase = Vec::new();
+        for (request, outcome) in batch.drain(..).zip(outcomes) {
+            let result = match outcome {
+                Ok((stored, true)) => {
+                    let taken = hub.publish_message(&stored, request.origin);
+                    if taken == 0 && hub.config.retention_days == 0 {
+                        // No history: what no session took now is not kept for later.
+                        to_erase.push(stored.seq);
                     }
+                    Ok(ack(&stored, MessageStatus::Sent))
                 }
-            }
-            Err(err) => {
-                tracing::error!(error = %err, batch = batch.len(), "message batch failed to commit");
-                for request in batch.drain(..) {
-                    let client_msg_id = request.message.client_msg_id.clone();
-                    let failure = Error::Database(sea_orm::DbErr::Custom(err.to_string()));
-                    hub.deliver_ack(request.ack_to, &client_msg_id, Err(failure));
-                }
-            }
+                Ok((stored, false)) => hub.retry_ack(&request, &stored).await,
+                Err(err) => Err(Error::Database(err)),
+            };
+            hub.deliver_ack(request.ack_to, &request.message.client_msg_id, result);
         }
+        if let Err(err) = db.erase_messages(&to_erase).await {
+            tracing::warn!(error = %err, "could not erase undelivered messages");
+        }
+    }
+}
+
+/// Commits a batch in one transaction. If that fails, commits each message on its own, so one
+/// bad row fails only its own send.
+async fn insert_batch(
+    db: &Database,
+    messages: &[NewMessage],
+) -> Vec<Result<(StoredMessage, bool), DbErr>> {
+    match db.insert_messages(messages).await {
+        Ok(stored) => stored.into_iter().map(Ok).collect(),
+        Err(err) if messages.len() > 1 => {
+            tracing::warn!(error = %err, batch = messages.len(), "batch failed; committing one by one");
+            let mut outcomes = Vec::with_capacity(messages.len());
+            for message in messages {
+                let single = db.insert_messages(std::slice::from_ref(message)).await;
+                outcomes.push(single.map(|mut stored| stored.remove(0)));
+            }
+            outcomes
+        }
+        Err(err) => vec![Err(err)],
     }
 }
 
@@ -200,6 +231,9 @@ pub(super) async fn run_delivery_tracker(
         batch.dedup();
         let delivered = db.mark_delivered(&batch).await;
         let Some(hub) = hub.upgrade() else { return };
+        // Recorded (or, on failure, left undelivered for the next session to load).
+        hub.lock_in_delivery()
+            .retain(|seq| batch.binary_search(seq).is_err());
         match delivered {
             Ok(delivered) => {
                 // One update per conversation: DELIVERED covers every earlier message in it, so
@@ -224,8 +258,8 @@ pub(super) async fn run_delivery_tracker(
                 }
                 if hub.config.retention_days == 0 {
                     let seqs: Vec<i64> = delivered.iter().map(|m| m.seq).collect();
-                    if let Err(err) = db.delete_messages(&seqs).await {
-                        tracing::warn!(error = %err, "could not drop delivered messages");
+                    if let Err(err) = db.erase_messages(&seqs).await {
+                        tracing::warn!(error = %err, "could not erase delivered messages");
                     }
                 }
             }

@@ -45,6 +45,9 @@ pub use messages::{AckTo, OutgoingMessage};
 pub use session::{SessionKind, SessionStream};
 use store::StoreOp;
 
+/// How long shutdown waits for the presence rows to be reset.
+const STORE_FLUSH_LIMIT: Duration = Duration::from_secs(3);
+
 /// How often the ticker looks at timers; bounds how late a presence change or typing expiry is.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -95,6 +98,9 @@ pub struct Hub {
     writer: mpsc::Sender<messages::WriteRequest>,
     /// Seqs of messages a recipient session has taken, for the delivery tracker.
     delivered: mpsc::UnboundedSender<i64>,
+    /// The same seqs until the tracker has recorded them, so a session opening meanwhile does not
+    /// load them again as undelivered. Its own lock: it is touched for every message taken.
+    in_delivery: Mutex<HashSet<i64>>,
     /// Presence writes for `users_online` and `sessions`, applied in order by one task.
     store: mpsc::UnboundedSender<StoreOp>,
     /// Set once shutdown begins: new sessions are refused.
@@ -147,6 +153,7 @@ impl Hub {
             db: db.clone(),
             writer: writer_tx,
             delivered: delivered_tx,
+            in_delivery: Mutex::new(HashSet::new()),
             store: store_tx,
             shutting_down: AtomicBool::new(false),
         });
@@ -166,14 +173,15 @@ impl Hub {
         hub
     }
 
-    /// The hub's settings.
-    pub fn config(&self) -> &HubConfig {
-        &self.config
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves maps that are still consistent enough to serve.
         self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lock_in_delivery(&self) -> MutexGuard<'_, HashSet<i64>> {
+        self.in_delivery
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -186,9 +194,9 @@ impl Hub {
     /// Ends every session with UNAVAILABLE (so clients reconnect elsewhere or later), refuses new
     /// ones and marks this node's sessions and users offline in the database.
     pub async fn shutdown(&self) {
-        self.shutting_down.store(true, Ordering::SeqCst);
         {
             let mut state = self.lock();
+            self.shutting_down.store(true, Ordering::SeqCst);
             let ids: Vec<SessionId> = state.sessions.keys().copied().collect();
             for id in ids {
                 self.detach(
@@ -204,7 +212,13 @@ impl Hub {
             node_id: self.config.node_id.clone(),
             done: done_tx,
         });
-        let _ = done_rx.await;
+        // Bounded, so a database that hangs cannot stretch the shutdown past its limit.
+        if tokio::time::timeout(STORE_FLUSH_LIMIT, done_rx)
+            .await
+            .is_err()
+        {
+            tracing::warn!("presence rows not reset within the shutdown limit");
+        }
     }
 
     /// Queues `event` on one session. A full queue ends the session (it is too slow); returns

@@ -227,7 +227,7 @@ impl Hub {
                 continue;
             }
             if entry.published.is_none() && status == PresenceStatus::Offline {
-                // Came and went between two ticks: no watcher ever saw them online.
+                // Never shown online (possible only without a grace period): nothing to tell.
                 state.users.remove(&id);
                 continue;
             }

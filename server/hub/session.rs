@@ -15,7 +15,7 @@ use tonic::Status;
 use super::{Hub, SessionEntry, presence::UserEntry, store::StoreOp};
 use crate::{
     convert::{chat_message, now_timestamp, server_event},
-    db::ids::{SessionId, UserId},
+    db::ids::SessionId,
     error::{Error, Result},
     identity::AuthUser,
     proto::{
@@ -52,15 +52,16 @@ impl Hub {
         kind: SessionKind,
         token: String,
     ) -> Result<SessionStream> {
-        if self.is_shutting_down() {
-            return Err(Error::ShuttingDown);
-        }
         let id = SessionId::new_random();
         let (tx, rx) = mpsc::channel(self.config.session_queue);
         let closing = Arc::new(Mutex::new(None));
         let cancel = CancellationToken::new();
         let snapshot = {
             let mut state = self.lock();
+            // Checked under the lock shutdown takes, so no session slips in after it.
+            if self.is_shutting_down() {
+                return Err(Error::ShuttingDown);
+            }
             state.sessions.insert(
                 id,
                 SessionEntry {
@@ -80,12 +81,19 @@ impl Hub {
                     .or_insert_with(|| UserEntry::new(user.display_name.clone()))
                     .joined(id, &user.display_name);
                 state.dirty.insert(user.id);
+                // Queued under the lock, so it is written before this session's SessionClosed.
+                let _ = self.store.send(StoreOp::SessionOpened {
+                    id,
+                    user: user.id,
+                    transport: kind.transport(),
+                    at: chrono::Utc::now(),
+                });
             }
             self.snapshot(&state, Instant::now())
         };
         let mut stream = SessionStream {
             id,
-            user: user.map(|u| (u.id, u.id.to_string())),
+            user_id: user.map(|u| u.id.to_string()),
             prefix: VecDeque::new(),
             backlog: HashSet::new(),
             rx,
@@ -97,12 +105,7 @@ impl Hub {
             stream.prefix.push_back(presence_snapshot(snapshot));
             return Ok(stream);
         };
-        let _ = self.store.send(StoreOp::SessionOpened {
-            id,
-            user: user.id,
-            transport: kind.transport(),
-            at: chrono::Utc::now(),
-        });
+
         if kind == SessionKind::Chat {
             stream
                 .prefix
@@ -117,10 +120,13 @@ impl Hub {
                 })));
         }
         stream.prefix.push_back(presence_snapshot(snapshot));
-        if kind == SessionKind::Chat {
+        if kind == SessionKind::Chat && self.config.retention_days > 0 {
             // Registered first, loaded second: a message committed meanwhile is both queued live
-            // and in the backlog, and the stream drops the live copy.
-            for message in self.db.undelivered_for(user.id).await? {
+            // and in the backlog, and the stream drops the live copy. Messages another session
+            // took but the tracker has not recorded yet are left out.
+            let taken = self.lock_in_delivery().clone();
+            let backlog = self.db.undelivered_for(user.id).await?;
+            for message in backlog.into_iter().filter(|m| !taken.contains(&m.seq)) {
                 stream.backlog.insert(message.seq as u64);
                 stream
                     .prefix
@@ -144,6 +150,7 @@ impl Hub {
 
     /// Notes that a recipient session took the message with this seq.
     fn note_delivered(&self, seq: u64) {
+        self.lock_in_delivery().insert(seq as i64);
         let _ = self.delivered.send(seq as i64);
     }
 }
@@ -160,8 +167,8 @@ fn presence_snapshot(users: Vec<crate::proto::Presence>) -> ServerEvent {
 pub struct SessionStream {
     /// The session's id.
     id: SessionId,
-    /// The session's user and its id as the messages carry it; None for anonymous watchers.
-    user: Option<(UserId, String)>,
+    /// The session's user id as messages carry it; None for anonymous watchers.
+    user_id: Option<String>,
     /// Welcome, snapshot and stored messages, sent before anything live.
     prefix: VecDeque<ServerEvent>,
     /// Seqs of the stored messages in `prefix`, so a live copy of one is not sent twice.
@@ -189,7 +196,7 @@ impl SessionStream {
 
     /// A message addressed to this session's user: remember that it was delivered.
     fn on_yield(&self, event: &ServerEvent) {
-        if let (Some(Event::Message(message)), Some((_, user_id))) = (&event.event, &self.user)
+        if let (Some(Event::Message(message)), Some(user_id)) = (&event.event, &self.user_id)
             && &message.to_user_id == user_id
         {
             self.hub.note_delivered(message.seq);

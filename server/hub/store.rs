@@ -12,21 +12,22 @@ use crate::db::{
 /// A write for `sessions` or `users_online`.
 #[derive(Debug)]
 pub(super) enum StoreOp {
+    /// A session started: insert its row.
     SessionOpened {
         id: SessionId,
         user: UserId,
         transport: &'static str,
         at: DateTime<Utc>,
     },
+    /// A session said it is away (or back).
     SessionAway {
         id: SessionId,
         away: bool,
         at: DateTime<Utc>,
     },
-    SessionClosed {
-        id: SessionId,
-        at: DateTime<Utc>,
-    },
+    /// A session ended.
+    SessionClosed { id: SessionId, at: DateTime<Utc> },
+    /// A user's presence changed.
     Presence {
         user: UserId,
         status: StoredStatus,

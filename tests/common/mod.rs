@@ -226,17 +226,19 @@ impl TestServer {
         server
     }
 
-    /// Waits until `/health/db` answers, i.e. migrations ran and the server serves.
+    /// Waits until the gRPC health service says SERVING: migrations ran and the database answers.
     async fn wait_until_serving(&self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(mut client) = self.presence().await
-                && client
-                    .list_online(fastchat::proto::ListOnlineRequest::default())
-                    .await
-                    .is_ok()
-            {
-                return;
+            if let Ok(channel) = self.channel().await {
+                let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+                let request = tonic_health::pb::HealthCheckRequest::default();
+                if let Ok(answer) = health.check(request).await
+                    && answer.into_inner().status()
+                        == tonic_health::pb::health_check_response::ServingStatus::Serving
+                {
+                    return;
+                }
             }
             assert!(
                 tokio::time::Instant::now() < deadline,

@@ -163,9 +163,14 @@ impl Database {
         Ok(result.rows_affected)
     }
 
-    /// Deletes the messages with these seqs (retention 0: nothing outlives its live delivery).
-    pub async fn delete_messages(&self, seqs: &[i64]) -> Result<(), DbErr> {
-        chat_messages::Entity::delete_many()
+    /// Erases the text of these messages, keeping their rows so a retried send still finds its
+    /// key (retention 0: no content outlives its live delivery).
+    pub async fn erase_messages(&self, seqs: &[i64]) -> Result<(), DbErr> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        chat_messages::Entity::update_many()
+            .col_expr(chat_messages::Column::Text, Expr::value(""))
             .filter(chat_messages::Column::Seq.is_in(seqs.iter().copied()))
             .exec(self.conn())
             .await

@@ -131,8 +131,9 @@ impl Database {
             .collect())
     }
 
-    /// At start-up: ends the sessions a previous run of this node left open and marks everyone
-    /// offline (one node for now: no other node can hold a session).
+    /// Ends this node's open sessions and marks every user offline: at start-up for what a previous
+    /// run left behind, and at shutdown. Every user, because there is one node for now; with
+    /// several, `users_online` will need the node too.
     pub async fn reset_node_presence(&self, node_id: &str, at: DateTime<Utc>) -> Result<(), DbErr> {
         sessions::Entity::update_many()
             .col_expr(sessions::Column::EndedAt, Expr::value(at))

@@ -59,15 +59,26 @@ impl Database {
             return Ok((old_mark, None));
         };
 
-        // The WHERE keeps the mark from moving back if another call moved it meanwhile.
-        read_marks::Entity::update_many()
+        // The WHERE keeps the mark from moving back if another call moved it meanwhile; then
+        // that call's mark stands and this one reports it.
+        let moved = read_marks::Entity::update_many()
             .col_expr(read_marks::Column::ReadUpToSeq, Expr::value(newest.seq))
             .col_expr(read_marks::Column::UpdatedAt, Expr::value(now))
             .filter(read_marks::Column::ReaderId.eq(reader.0))
             .filter(read_marks::Column::PeerId.eq(peer.0))
             .filter(read_marks::Column::ReadUpToSeq.lt(newest.seq))
             .exec(&tx)
-            .await?;
+            .await?
+            .rows_affected
+            > 0;
+        if !moved {
+            let mark = read_marks::Entity::find_by_id((reader.0, peer.0))
+                .one(&tx)
+                .await?
+                .map_or(old_mark, |mark| mark.read_up_to_seq);
+            tx.commit().await?;
+            return Ok((mark, None));
+        }
         chat_messages::Entity::update_many()
             .col_expr(chat_messages::Column::DeliveredAt, Expr::value(now))
             .filter(chat_messages::Column::SenderId.eq(peer.0))

@@ -44,14 +44,6 @@ impl Database {
         users::Entity::find_by_id(id.0).one(self.conn()).await
     }
 
-    /// Users by id, in no particular order; unknown ids are left out.
-    pub async fn find_users(&self, ids: &[UserId]) -> Result<Vec<users::Model>, DbErr> {
-        users::Entity::find()
-            .filter(users::Column::Id.is_in(ids.iter().map(|id| id.0)))
-            .all(self.conn())
-            .await
-    }
-
     /// Changes a user's display name.
     pub async fn rename_user(&self, id: UserId, display_name: &str) -> Result<(), DbErr> {
         let user = users::ActiveModel {
