@@ -11,7 +11,7 @@ use fastchat::{
     proto::{
         HeartbeatRequest, Hello, ListOnlineRequest, Ping, Presence, PresenceEvent, PresenceStatus,
         PresenceUpdate, SetStatusRequest, WatchPresenceRequest, client_event, presence_event,
-        server_event::Event,
+        presence_service_client::PresenceServiceClient, server_event::Event,
     },
 };
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
@@ -652,6 +652,20 @@ async fn presence_stream_is_an_authenticated_session(backend: Backend) {
     server.stop().await;
 }
 
+/// SetStatus that must succeed; returns the caller's presence.
+async fn set_status_ok(
+    client: &mut PresenceServiceClient<tonic::transport::Channel>,
+    request: tonic::Request<SetStatusRequest>,
+) -> Presence {
+    client
+        .set_status(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .presence
+        .unwrap()
+}
+
 /// SetStatus sets one session (by Welcome.session_id) or all of the caller's sessions.
 async fn set_status_per_session_and_for_all(backend: Backend) {
     let server = TestServer::start(backend).await;
@@ -675,23 +689,19 @@ async fn set_status_per_session_and_for_all(backend: Backend) {
     };
 
     // One session of two away: still ONLINE.
-    let one = client
-        .set_status(set(PresenceStatus::Away, &bob.welcome.session_id))
-        .await
-        .unwrap()
-        .into_inner()
-        .presence
-        .unwrap();
+    let one = set_status_ok(
+        &mut client,
+        set(PresenceStatus::Away, &bob.welcome.session_id),
+    )
+    .await;
     assert_eq!(one.status(), PresenceStatus::Online);
     assert_eq!(user_id_of(&one), bob_id);
     // The other one too: AWAY.
-    let both = client
-        .set_status(set(PresenceStatus::Away, &bob_phone.welcome.session_id))
-        .await
-        .unwrap()
-        .into_inner()
-        .presence
-        .unwrap();
+    let both = set_status_ok(
+        &mut client,
+        set(PresenceStatus::Away, &bob_phone.welcome.session_id),
+    )
+    .await;
     assert_eq!(both.status(), PresenceStatus::Away);
     assert_eq!(
         next_change_for(&mut alice, &bob_id).await.status(),
@@ -699,25 +709,13 @@ async fn set_status_per_session_and_for_all(backend: Backend) {
     );
 
     // Without session_id: every session, back ONLINE at once.
-    let all = client
-        .set_status(set(PresenceStatus::Online, ""))
-        .await
-        .unwrap()
-        .into_inner()
-        .presence
-        .unwrap();
+    let all = set_status_ok(&mut client, set(PresenceStatus::Online, "")).await;
     assert_eq!(all.status(), PresenceStatus::Online);
     assert_eq!(
         next_change_for(&mut alice, &bob_id).await.status(),
         PresenceStatus::Online
     );
-    let all_away = client
-        .set_status(set(PresenceStatus::Away, ""))
-        .await
-        .unwrap()
-        .into_inner()
-        .presence
-        .unwrap();
+    let all_away = set_status_ok(&mut client, set(PresenceStatus::Away, "")).await;
     assert_eq!(all_away.status(), PresenceStatus::Away);
     assert_eq!(
         next_change_for(&mut alice, &bob_id).await.status(),
