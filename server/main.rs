@@ -1,6 +1,7 @@
 //! The `fastchat` binary: reads the config, sets up logging, binds the port and serves until
 //! SIGINT or SIGTERM.
 
+use anyhow::Context;
 use clap::Parser;
 use fastchat::config::{Command, Config};
 use tokio::net::TcpListener;
@@ -24,7 +25,9 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Serve) | None => {
-            let listener = TcpListener::bind(config.listen).await?;
+                        let listener = TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
             fastchat::run(config, listener, shutdown_signal()).await
         }
     }
