@@ -78,6 +78,10 @@ pub struct Config {
     )]
     pub cors_origins: Vec<String>,
 
+    /// Directory of the built web client, served at `/` (`npm run build` in web-client/ makes it).
+    #[arg(long, env = "FASTCHAT_WEB_DIR", default_value = "web-client/dist")]
+    pub web_dir: PathBuf,
+
     /// Write logs as JSON lines instead of text.
     #[arg(long, env = "FASTCHAT_LOG_JSON")]
     pub log_json: bool,

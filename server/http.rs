@@ -1,10 +1,25 @@
-//! Plain HTTP on the gRPC port: liveness, a database check, and who is online, as JSON.
+//! Plain HTTP on the gRPC port: liveness, a database check, who is online (JSON), and the built
+//! web client.
 
 use std::sync::Arc;
 
-use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
+use std::{
+    path::{Path, PathBuf},
+    pin::Pin,
+};
+
+use axum::{
+    Json, Router,
+    extract::{Request, State},
+    http::{StatusCode, header},
+    response::{Html, IntoResponse, Response},
+    routing::get,
+};
 use serde::Serialize;
 use serde_json::{Value, json};
+use tonic::Status;
+use tower::ServiceExt;
+use tower_http::services::{ServeDir, ServeFile};
 
 use crate::{App, proto::PresenceStatus};
 
@@ -15,6 +30,54 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/health/db", get(health_db))
         .route("/presence/online", get(presence_online))
         .with_state(app)
+}
+
+/// What every path no route claims gets: gRPC UNIMPLEMENTED for gRPC requests (an unknown method),
+/// otherwise the web client from `web_dir`, where unknown paths get index.html so the client's
+/// own routes survive a reload.
+pub fn fallback(
+    web_dir: PathBuf,
+) -> impl Fn(Request) -> Pin<Box<dyn Future<Output = Response> + Send>> + Clone + Send + Sync + 'static
+{
+    let index = web_dir.join("index.html");
+    let built = index.is_file();
+    let files = ServeDir::new(&web_dir).fallback(ServeFile::new(index));
+    move |request: Request| {
+        let files = files.clone();
+        let web_dir = web_dir.clone();
+        Box::pin(async move {
+            let grpc = request
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|value| value.to_str().ok())
+                .is_some_and(|value| value.starts_with("application/grpc"));
+            if grpc {
+                let path = request.uri().path().to_owned();
+                return Status::unimplemented(format!("no such method: {path}"))
+                    .into_http::<axum::body::Body>()
+                    .into_response();
+            }
+            if !built {
+                return web_client_missing(&web_dir).into_response();
+            }
+            match files.oneshot(request).await {
+                Ok(response) => response.into_response(),
+                Err(never) => match never {},
+            }
+        })
+    }
+}
+
+/// What `/` shows when the web client has not been built.
+fn web_client_missing(web_dir: &Path) -> (StatusCode, Html<String>) {
+    let page = format!(
+        "<!doctype html><title>FastChat</title><h1>FastChat is running</h1>\
+         <p>The web client is not built: no <code>{}</code>. Build it with \
+         <code>npm ci &amp;&amp; npm run build</code> in <code>web-client/</code>, or point \
+         <code>--web-dir</code> at a build. gRPC and grpc-web clients can connect now.</p>",
+        web_dir.join("index.html").display()
+    );
+    (StatusCode::NOT_FOUND, Html(page))
 }
 
 /// The process is up.

@@ -143,7 +143,10 @@ pub async fn run(
     let grpc = grpc
         .into_axum_router()
         .layer(tonic_web::GrpcWebLayer::new());
-    let routes = Routes::from(grpc.merge(http::router(app.clone())));
+    let routes = grpc
+        .merge(http::router(app.clone()))
+        .fallback(http::fallback(app.config.web_dir.clone()));
+    let routes = Routes::from(routes);
 
     let local_addr = listener.local_addr()?;
     tracing::info!(%local_addr, database = app.db_kind(), "FastChat listening (gRPC, grpc-web, HTTP)");

@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Serve) | None => {
-                        let listener = TcpListener::bind(config.listen)
+            let listener = TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             fastchat::run(config, listener, shutdown_signal()).await
