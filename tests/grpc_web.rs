@@ -1,5 +1,5 @@
 //! The grpc-web path: a real grpc-web client (tonic-web's client layer over a hyper client that
-//! speaks only HTTP/1.1) against the server's one port, plus raw HTTP/1.1 requests and CORS.
+//! speaks HTTP/1.1, or HTTP/2 in one test) against the server's one port, plus raw HTTP/1.1 requests and CORS.
 
 mod common;
 
@@ -35,10 +35,24 @@ type WebChannel = GrpcWebClientService<
 fn assert_grpc_web_over_http11(
     response: Response<hyper::body::Incoming>,
 ) -> Response<hyper::body::Incoming> {
+    assert_grpc_web(response, Version::HTTP_11)
+}
+
+/// The same for a client that speaks HTTP/2 (as browsers do over TLS).
+fn assert_grpc_web_over_http2(
+    response: Response<hyper::body::Incoming>,
+) -> Response<hyper::body::Incoming> {
+    assert_grpc_web(response, Version::HTTP_2)
+}
+
+fn assert_grpc_web(
+    response: Response<hyper::body::Incoming>,
+    version: Version,
+) -> Response<hyper::body::Incoming> {
     assert_eq!(
         response.version(),
-        Version::HTTP_11,
-        "grpc-web responses must come over HTTP/1.1"
+        version,
+        "grpc-web over the expected HTTP version"
     );
     let content_type = response
         .headers()
@@ -54,12 +68,23 @@ fn assert_grpc_web_over_http11(
 
 /// A grpc-web channel to `server`, as a browser's grpc-web library would use it: HTTP/1.1 only.
 fn web_channel(server: &TestServer) -> (WebChannel, http::Uri) {
+    web_channel_over(server, Version::HTTP_11)
+}
+
+/// A grpc-web channel speaking `version` (HTTP/1.1, or HTTP/2 with prior knowledge).
+fn web_channel_over(server: &TestServer, version: Version) -> (WebChannel, http::Uri) {
     // The legacy client speaks HTTP/1.1 unless told `http2_only`, and plain http has no ALPN.
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    let client = Client::builder(TokioExecutor::new()).build(connector);
-    let check: fn(Response<hyper::body::Incoming>) -> Response<hyper::body::Incoming> =
-        assert_grpc_web_over_http11;
+    let http2 = version == Version::HTTP_2;
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(http2)
+        .build(connector);
+    let check: fn(Response<hyper::body::Incoming>) -> Response<hyper::body::Incoming> = if http2 {
+        assert_grpc_web_over_http2
+    } else {
+        assert_grpc_web_over_http11
+    };
     let channel = ServiceBuilder::new()
         .layer(GrpcWebClientLayer::new())
         .map_response(check)
@@ -75,6 +100,34 @@ fn web_chat(server: &TestServer) -> ChatServiceClient<WebChannel> {
 fn web_presence(server: &TestServer) -> PresenceServiceClient<WebChannel> {
     let (channel, origin) = web_channel(server);
     PresenceServiceClient::with_origin(channel, origin)
+}
+
+/// grpc-web also works over HTTP/2 (what browsers use over TLS): a unary call and a stream.
+async fn grpc_web_works_over_http2(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (channel, origin) = web_channel_over(&server, Version::HTTP_2);
+    let mut presence = PresenceServiceClient::with_origin(channel.clone(), origin.clone());
+    let claimed = presence
+        .heartbeat(HeartbeatRequest {
+            user_id: String::new(),
+            display_name: "Twotimes".into(),
+        })
+        .await
+        .expect("Heartbeat over grpc-web on HTTP/2")
+        .into_inner();
+    let mut chat = ChatServiceClient::with_origin(channel, origin);
+    let mut stream = chat
+        .subscribe(authed(
+            &claimed.token,
+            SubscribeRequest {
+                hello: Some(Hello::default()),
+            },
+        ))
+        .await
+        .expect("Subscribe over grpc-web on HTTP/2")
+        .into_inner();
+    assert!(matches!(next_event(&mut stream).await, Event::Welcome(_)));
+    server.stop().await;
 }
 
 /// The next event of a grpc-web server stream.
@@ -331,6 +384,7 @@ on_both_databases!(
     subscribe_over_grpc_web_streams_welcome_snapshot_and_messages,
     send_message_over_grpc_web_reaches_native_recipient,
     invalid_argument_over_grpc_web_names_the_field,
+    grpc_web_works_over_http2,
 );
 
 /// A raw HTTP/1.1 exchange: the request written on the socket as is, the response read to the end.
