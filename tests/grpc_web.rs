@@ -1,5 +1,6 @@
 //! The grpc-web path: a real grpc-web client (tonic-web's client layer over a hyper client that
-//! speaks HTTP/1.1, or HTTP/2 in one test) against the server's one port, plus raw HTTP/1.1 requests and CORS.
+//! speaks HTTP/1.1, or HTTP/2 in one test) against the server's one port, plus raw HTTP/1.1
+//! requests and CORS.
 
 mod common;
 
