@@ -109,3 +109,93 @@ async fn signals_shut_down_gracefully() {
         assert!(status.success(), "SIG{signal}: exit status {status}");
     }
 }
+
+/// `--help` lists every setting with its environment variable.
+#[test]
+fn help_lists_every_setting_with_its_environment_variable() {
+    let output = Command::new(BINARY).arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for variable in [
+        "FASTCHAT_LISTEN",
+        "DATABASE_URL",
+        "FASTCHAT_DATA_DIR",
+        "FASTCHAT_NODE_ID",
+        "FASTCHAT_MAX_MESSAGE_CHARS",
+        "FASTCHAT_RETENTION_DAYS",
+        "FASTCHAT_HELLO_TIMEOUT_SECS",
+        "FASTCHAT_HEARTBEAT_INTERVAL_SECS",
+        "FASTCHAT_PRESENCE_TTL_SECS",
+        "FASTCHAT_OFFLINE_GRACE_MS",
+        "FASTCHAT_TYPING_TIMEOUT_MS",
+        "FASTCHAT_SESSION_QUEUE",
+        "FASTCHAT_CORS_ORIGINS",
+        "FASTCHAT_WEB_DIR",
+        "FASTCHAT_LOG_JSON",
+    ] {
+        assert!(
+            help.contains(&format!("[env: {variable}")),
+            "--help lacks {variable}"
+        );
+    }
+}
+
+/// Bad settings are refused with a message, before anything starts.
+#[test]
+fn invalid_settings_are_refused() {
+    for args in [
+        ["--session-queue", "10"],
+        ["--retention-days", "40000"],
+        ["--listen", "nowhere"],
+    ] {
+        let output = Command::new(BINARY).args(args).output().unwrap();
+        assert!(!output.status.success(), "{args:?} must be refused");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(args[0]), "{args:?}: {stderr}");
+    }
+}
+
+/// `--log-json` writes one JSON object per log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_json_writes_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(BINARY)
+        .args(["--log-json", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "fastchat did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        child.wait().unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    let lines: Vec<&str> = output.lines().collect();
+    assert!(
+        lines.iter().any(|l| l.contains("FastChat listening")),
+        "{output}"
+    );
+    for line in lines {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+}

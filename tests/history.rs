@@ -183,4 +183,58 @@ async fn conversations_unread_and_read_marks(backend: Backend) {
     server.stop().await;
 }
 
-on_both_databases!(history_pages_backwards, conversations_unread_and_read_marks);
+/// Messages older than the retention period are deleted (the sweep runs at start-up, then
+/// hourly); younger ones stay.
+async fn retention_deletes_messages_past_their_days(backend: Backend) {
+    use fastchat::db::tables::chat_messages;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+
+    let database = common::FreshDatabase::create(backend).await;
+    let server = TestServer::start_on(&database.url, |_| {}).await;
+    let alice = ChatSession::new_user(&server, "Alice").await;
+    let bob = ChatSession::new_user(&server, "Bob").await;
+    let seqs = send_many(&server, &alice, &bob, 2).await;
+    let (alice_token, bob_id) = (alice.token(), bob.user_id());
+    drop((alice, bob));
+    server.stop().await;
+
+    // Age the first message past the 30-day default.
+    let db = sea_orm::Database::connect(&database.url).await.unwrap();
+    let long_ago = chrono::Utc::now() - chrono::Duration::days(31);
+    chat_messages::Entity::update_many()
+        .col_expr(chat_messages::Column::SentAt, Expr::value(long_ago))
+        .filter(chat_messages::Column::Seq.eq(seqs[0] as i64))
+        .exec(&db)
+        .await
+        .unwrap();
+
+    let server = TestServer::start_on(&database.url, |_| {}).await;
+    let mut client = server.chat().await.unwrap();
+    common::within(common::WAIT, async {
+        loop {
+            let request = GetHistoryRequest {
+                peer_user_id: bob_id.clone(),
+                ..Default::default()
+            };
+            let history = client
+                .get_history(authed(&alice_token, request))
+                .await
+                .unwrap()
+                .into_inner();
+            let kept: Vec<u64> = history.messages.iter().map(|m| m.seq).collect();
+            if kept == [seqs[1]] {
+                return;
+            }
+            assert!(kept == seqs, "only the old message may go: {kept:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    server.stop().await;
+}
+
+on_both_databases!(
+    history_pages_backwards,
+    conversations_unread_and_read_marks,
+    retention_deletes_messages_past_their_days,
+);
