@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every FastChat test on a fresh machine: the Rust tests on SQLite and PostgreSQL, the
-# Python and grpcurl client tests, rustfmt and clippy. Works from any directory:
+# Runs every FastChat test on a fresh machine: the web client's checks and unit tests, the Rust
+# tests on SQLite and PostgreSQL, the Python and grpcurl client tests, rustfmt and clippy. Works from any directory:
 #
 #     bash tests/run-all.sh
 #
@@ -60,6 +60,21 @@ step() {
         failed+=("$*")
     fi
 }
+# The web client: dependencies, generated code up to date, types, lint, unit tests, build.
+# Chained with && because `set -e` does not apply inside `step`'s `if`.
+web_client() {
+    (
+        cd web-client &&
+            npm ci --no-audit --no-fund --loglevel=error &&
+            npm run check-generated &&
+            npm run typecheck &&
+            npm run lint &&
+            npm test &&
+            npm run build
+    )
+}
+
+step web_client
 step cargo fmt --all --check
 step cargo test --workspace --all-targets --no-fail-fast
 step cargo clippy --workspace --all-targets -- -D warnings

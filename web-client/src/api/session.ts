@@ -1,0 +1,400 @@
+/**
+ * The connection manager. It keeps one `Subscribe` stream open (the browser's one server stream;
+ * everything else is unary), feeds its events to the store, and when the stream ends or fails it
+ * reconnects with exponential backoff and full jitter, or at once when the browser comes back
+ * online or the tab becomes visible. After every Welcome it resets the backoff, sends the queued
+ * messages with their original client_msg_id, and refreshes the conversations (ListConversations,
+ * plus GetHistory for the open one) so nothing sent meanwhile is missed.
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+import { PresenceStatus } from "../gen/fastchat/v1/presence_pb";
+import { Backoff } from "../lib/backoff";
+import { createTypingThrottle, type TypingThrottle } from "../lib/typingThrottle";
+import type { ApiError, ChatStore } from "../store/chat";
+import type { ApiClients } from "./transport";
+
+/** Calls `onWake` whenever reconnecting at once is worth a try; returns an unsubscribe. */
+export type WakeSource = (onWake: () => void) => () => void;
+
+/** Browser wake-ups: the `online` event, and the tab becoming visible. */
+export const browserWakeSource: WakeSource = (onWake) => {
+  const onVisibility = () => {
+    if (document.visibilityState === "visible") onWake();
+  };
+  window.addEventListener("online", onWake);
+  document.addEventListener("visibilitychange", onVisibility);
+  return () => {
+    window.removeEventListener("online", onWake);
+    document.removeEventListener("visibilitychange", onVisibility);
+  };
+};
+
+export interface ChatSessionOptions {
+  store: ChatStore;
+  clients: ApiClients;
+  backoff?: Backoff;
+  wake?: WakeSource;
+  now?: () => number;
+  /** A stream silent this long (ms) counts as dead; the server sends heartbeats every 20 s. */
+  idleTimeoutMs?: number;
+  /** Delay (ms) before sending again after a send failed for a transient reason. */
+  sendRetryMs?: number;
+  /** GetHistory page size. */
+  historyPageSize?: number;
+  /** Typing throttle clock and interval (tests). */
+  typingIntervalMs?: number;
+}
+
+/** Codes that say "the server or the network is not there right now": try again later. */
+const TRANSIENT = new Set<Code>([
+  Code.Unavailable,
+  Code.Unknown,
+  Code.Canceled,
+  Code.DeadlineExceeded,
+  Code.Aborted,
+]);
+
+/** A ConnectError as the store's ApiError (code in UPPER_SNAKE like the stream's ErrorEvent). */
+export function toApiError(err: unknown): ApiError {
+  const e = ConnectError.from(err);
+  const code = Code[e.code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
+  return { code, message: e.rawMessage, retryAfterMs: 0, field: "" };
+}
+
+export class ChatSession {
+  private readonly store: ChatStore;
+  private readonly clients: ApiClients;
+  private readonly backoff: Backoff;
+  private readonly wake: WakeSource | undefined;
+  private readonly now: () => number;
+  private readonly idleTimeoutMs: number;
+  private readonly sendRetryMs: number;
+  private readonly historyPageSize: number;
+  private readonly typingIntervalMs: number | undefined;
+
+  private running = false;
+  private stream: AbortController | null = null;
+  private wakeSleep: (() => void) | null = null;
+  private unsubscribeWake: (() => void) | null = null;
+  private loop: Promise<void> | null = null;
+  private flushing: Promise<void> | null = null;
+  private flushAgain = false;
+  private sendRetryTimer: ReturnType<typeof setTimeout> | null = null;
+  private readonly typing = new Map<string, TypingThrottle>();
+  /** Welcomes seen (1 after the first connection; more after reconnects). */
+  welcomes = 0;
+
+  constructor(options: ChatSessionOptions) {
+    this.store = options.store;
+    this.clients = options.clients;
+    this.backoff = options.backoff ?? new Backoff();
+    this.wake = options.wake;
+    this.now = options.now ?? Date.now;
+    this.idleTimeoutMs = options.idleTimeoutMs ?? 45_000;
+    this.sendRetryMs = options.sendRetryMs ?? 2_000;
+    this.historyPageSize = options.historyPageSize ?? 50;
+    this.typingIntervalMs = options.typingIntervalMs;
+  }
+
+  /** Opens the stream and keeps it open until stop(). */
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.unsubscribeWake =
+      this.wake?.(() => {
+        this.reconnectNow();
+      }) ?? null;
+    this.loop = this.run();
+  }
+
+  /** Closes the stream for good; resolves when the loop has ended. */
+  async stop(): Promise<void> {
+    this.running = false;
+    this.unsubscribeWake?.();
+    this.unsubscribeWake = null;
+    if (this.sendRetryTimer) clearTimeout(this.sendRetryTimer);
+    this.stream?.abort();
+    this.wakeSleep?.();
+    await this.loop;
+    this.store.getState().setConnection({ kind: "idle" });
+  }
+
+  /** Skips the wait before the next attempt (no effect while connected). */
+  reconnectNow(): void {
+    this.wakeSleep?.();
+  }
+
+  /** Ends the current stream and connects again (for example after a rename). */
+  restart(): void {
+    this.stream?.abort();
+  }
+
+  private async run(): Promise<void> {
+    let attempt = 0;
+    while (this.running) {
+      const stream = new AbortController();
+      this.stream = stream;
+      this.store.getState().setConnection({ kind: "connecting", attempt });
+      let reason = "the connection ended";
+      try {
+        await this.subscribeOnce(stream);
+      } catch (err) {
+        if (!this.isRunning()) break;
+        const e = ConnectError.from(err);
+        reason = e.rawMessage || Code[e.code];
+        if (e.code === Code.Unauthenticated || e.code === Code.PermissionDenied) {
+          // The server no longer knows this token (new database): start as a new user.
+          this.store.getState().forgetCredentials();
+        }
+      } finally {
+        this.stream = null;
+      }
+      if (!this.isRunning()) break;
+      attempt += 1;
+      const delay = this.backoff.next();
+      this.store
+        .getState()
+        .setConnection({ kind: "reconnecting", attempt, retryAt: this.now() + delay, reason });
+      await this.sleep(delay);
+    }
+  }
+
+  private async subscribeOnce(stream: AbortController): Promise<void> {
+    const { self } = this.store.getState();
+    const idle: { timer: ReturnType<typeof setTimeout> | null } = { timer: null };
+    const armIdle = () => {
+      if (idle.timer) clearTimeout(idle.timer);
+      if (this.idleTimeoutMs > 0) {
+        idle.timer = setTimeout(() => {
+          stream.abort();
+        }, this.idleTimeoutMs);
+      }
+    };
+    armIdle();
+    try {
+      const events = this.clients.chat.subscribe(
+        { hello: { userId: self.userId, displayName: self.displayName, token: self.token } },
+        { signal: stream.signal },
+      );
+      for await (const event of events) {
+        armIdle();
+        this.store.getState().applyServerEvent(event);
+        if (event.event.case === "welcome") {
+          this.welcomes += 1;
+          this.backoff.reset();
+          void this.afterWelcome();
+        }
+      }
+    } finally {
+      if (idle.timer) clearTimeout(idle.timer);
+    }
+  }
+
+  /** Waits `ms`, or less if woken. */
+  private sleep(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.wakeSleep = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    }).finally(() => {
+      this.wakeSleep = null;
+    });
+  }
+
+  /** Read through a method: the field changes while awaits are pending. */
+  private isRunning(): boolean {
+    return this.running;
+  }
+
+  private flushRequested(): boolean {
+    return this.flushAgain;
+  }
+
+  private isOnline(): boolean {
+    return this.store.getState().connection.kind === "online";
+  }
+
+  private async afterWelcome(): Promise<void> {
+    await Promise.all([this.flush(), this.refresh()]);
+  }
+
+  /** Refreshes the conversation list, and the open conversation's newest page. */
+  async refresh(): Promise<void> {
+    try {
+      const list = await this.clients.chat.listConversations({});
+      this.store.getState().applyConversations(list.conversations);
+      const open = this.store.getState().openPeerId;
+      if (open) await this.loadNewest(open);
+    } catch (err) {
+      this.store.setState({ lastError: toApiError(err) });
+    }
+  }
+
+  // --- Sending -------------------------------------------------------------------------------
+
+  /** Writes a message: shown at once as SENDING, sent now when online, otherwise on reconnect. */
+  sendMessage(peerId: string, text: string): string {
+    this.typing.get(peerId)?.stop();
+    const id = this.store.getState().queueMessage(peerId, text);
+    void this.flush();
+    return id;
+  }
+
+  /** Sends a FAILED message again with its original client_msg_id. */
+  retryMessage(clientMsgId: string): void {
+    this.store.getState().retryMessage(clientMsgId);
+    void this.flush();
+  }
+
+  /** Sends the outbox in order, each message at most once at a time. */
+  flush(): Promise<void> {
+    if (this.flushing) {
+      this.flushAgain = true;
+      return this.flushing;
+    }
+    this.flushing = this.flushLoop().finally(() => {
+      this.flushing = null;
+    });
+    return this.flushing;
+  }
+
+  private async flushLoop(): Promise<void> {
+    do {
+      this.flushAgain = false;
+      for (const id of [...this.store.getState().outbox]) {
+        if (!this.running || !this.isOnline()) return;
+        const state = this.store.getState();
+        if (!state.outbox.includes(id)) continue; // an echo or ack took it meanwhile
+        const message = Object.values(state.conversations)
+          .flatMap((c) => c.messages)
+          .find((m) => m.own && m.clientMsgId === id);
+        if (!message) {
+          this.store.setState((s) => ({ outbox: s.outbox.filter((x) => x !== id) }));
+          continue;
+        }
+        try {
+          const ack = await this.clients.chat.sendMessage({
+            clientMsgId: id,
+            toUserId: message.toUserId,
+            text: message.text,
+          });
+          this.store.getState().applyAck(ack);
+        } catch (err) {
+          const e = ConnectError.from(err);
+          if (TRANSIENT.has(e.code)) {
+            // Keep it queued (order matters): the next Welcome or the retry timer sends it.
+            this.scheduleSendRetry();
+            return;
+          }
+          this.store.getState().markFailed(id, toApiError(e));
+        }
+      }
+    } while (this.flushRequested());
+  }
+
+  private scheduleSendRetry(): void {
+    if (this.sendRetryTimer || !this.running) return;
+    this.sendRetryTimer = setTimeout(() => {
+      this.sendRetryTimer = null;
+      void this.flush();
+    }, this.sendRetryMs);
+  }
+
+  // --- Reading, history, typing, presence ----------------------------------------------------
+
+  /** Shows a conversation: loads its newest page and marks it read. */
+  async openPeer(peerId: string | null): Promise<void> {
+    this.store.getState().setOpenPeer(peerId);
+    if (!peerId) return;
+    try {
+      await this.loadNewest(peerId);
+    } catch (err) {
+      this.store.setState({ lastError: toApiError(err) });
+      return;
+    }
+    await this.markRead(peerId);
+  }
+
+  private async loadNewest(peerId: string): Promise<void> {
+    const page = await this.clients.chat.getHistory({
+      peerUserId: peerId,
+      beforeSeq: 0n,
+      limit: this.historyPageSize,
+    });
+    this.store.getState().applyHistory(peerId, page, false);
+  }
+
+  /** Loads the page before the oldest loaded message; returns whether older ones remain. */
+  async loadOlder(peerId: string): Promise<boolean> {
+    const conv = this.store.getState().conversations[peerId];
+    const oldest = conv?.messages.find((m) => m.seq !== null)?.seq ?? 0n;
+    if (conv?.hasMoreHistory === false || oldest === 1n) return false;
+    const page = await this.clients.chat.getHistory({
+      peerUserId: peerId,
+      beforeSeq: oldest,
+      limit: this.historyPageSize,
+    });
+    this.store.getState().applyHistory(peerId, page, true);
+    return page.hasMore;
+  }
+
+  /** Moves the read mark up to the newest loaded message from the peer and tells the server. */
+  async markRead(peerId: string): Promise<void> {
+    const mark = this.store.getState().markRead(peerId);
+    if (mark === null) return;
+    try {
+      await this.clients.chat.markRead({ peerUserId: peerId, upToSeq: mark });
+    } catch (err) {
+      this.store.setState({ lastError: toApiError(err) });
+    }
+  }
+
+  private throttle(peerId: string): TypingThrottle {
+    let t = this.typing.get(peerId);
+    if (!t) {
+      t = createTypingThrottle(
+        (isTyping) => {
+          if (!this.isOnline()) return;
+          this.clients.chat.setTyping({ toUserId: peerId, isTyping }).catch(() => {
+            // Typing is best effort: the server ends it by itself after 6 s.
+          });
+        },
+        { now: this.now, ...(this.typingIntervalMs ? { intervalMs: this.typingIntervalMs } : {}) },
+      );
+      this.typing.set(peerId, t);
+    }
+    return t;
+  }
+
+  /** Call on every keystroke in the conversation with `peerId`. */
+  typed(peerId: string): void {
+    this.throttle(peerId).input();
+  }
+
+  /** Call when the person stops typing (cleared, blurred, idle). */
+  stoppedTyping(peerId: string): void {
+    this.typing.get(peerId)?.stop();
+  }
+
+  /** Sets this tab's session AWAY (hidden for a while) or ONLINE. */
+  async setAway(away: boolean): Promise<void> {
+    const { sessionId } = this.store.getState().self;
+    if (!sessionId || !this.isOnline()) return;
+    try {
+      await this.clients.presence.setStatus({
+        status: away ? PresenceStatus.AWAY : PresenceStatus.ONLINE,
+        sessionId,
+      });
+    } catch (err) {
+      this.store.setState({ lastError: toApiError(err) });
+    }
+  }
+
+  /** Changes the display name: the next Hello carries it, so the stream is reopened. */
+  rename(name: string): void {
+    this.store.getState().setDisplayName(name);
+    this.restart();
+  }
+}
