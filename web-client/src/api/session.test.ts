@@ -274,6 +274,20 @@ describe("ChatSession against an in-memory server", () => {
     expect(store.getState().self.displayName).toBe("Old");
   });
 
+  it("keeps one stream when restarted before the previous stop finished (StrictMode)", async () => {
+    const server = createFakeServer();
+    const a = connect(server, "Ann");
+    await waitFor(online(a), 2000, "online");
+    const stopping = a.session.stop();
+    a.session.start();
+    await stopping;
+    await waitFor(online(a), 2000, "online again");
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(a.store.getState().connection.kind).toBe("online");
+    expect(server.sessions.size).toBe(1);
+    expect(server.calls.get("subscribe")).toBe(2);
+  });
+
   it("sets the session AWAY and back with SetStatus", async () => {
     const server = createFakeServer();
     const alice = connect(server, "Alice");

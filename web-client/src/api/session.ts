@@ -73,6 +73,8 @@ export class ChatSession {
   private readonly typingIntervalMs: number | undefined;
 
   private running = false;
+  /** Bumped by every start(), so a loop left over from a quick stop()+start() ends by itself. */
+  private generation = 0;
   private stream: AbortController | null = null;
   private wakeSleep: (() => void) | null = null;
   private unsubscribeWake: (() => void) | null = null;
@@ -104,7 +106,8 @@ export class ChatSession {
       this.wake?.(() => {
         this.reconnectNow();
       }) ?? null;
-    this.loop = this.run();
+    this.generation += 1;
+    this.loop = this.run(this.generation);
   }
 
   /** Closes the stream for good; resolves when the loop has ended. */
@@ -116,7 +119,8 @@ export class ChatSession {
     this.stream?.abort();
     this.wakeSleep?.();
     await this.loop;
-    this.store.getState().setConnection({ kind: "idle" });
+    // start() may have been called again meanwhile (React StrictMode remounts): keep its state.
+    if (!this.isRunning()) this.store.getState().setConnection({ kind: "idle" });
   }
 
   /** Skips the wait before the next attempt (no effect while connected). */
@@ -129,9 +133,9 @@ export class ChatSession {
     this.stream?.abort();
   }
 
-  private async run(): Promise<void> {
+  private async run(generation: number): Promise<void> {
     let attempt = 0;
-    while (this.running) {
+    while (this.isCurrent(generation)) {
       const stream = new AbortController();
       this.stream = stream;
       this.store.getState().setConnection({ kind: "connecting", attempt });
@@ -139,7 +143,7 @@ export class ChatSession {
       try {
         await this.subscribeOnce(stream);
       } catch (err) {
-        if (!this.isRunning()) break;
+        if (!this.isCurrent(generation)) break;
         const e = ConnectError.from(err);
         reason = e.rawMessage || Code[e.code];
         if (e.code === Code.Unauthenticated || e.code === Code.PermissionDenied) {
@@ -147,9 +151,9 @@ export class ChatSession {
           this.store.getState().forgetCredentials();
         }
       } finally {
-        this.stream = null;
+        if (this.stream === stream) this.stream = null;
       }
-      if (!this.isRunning()) break;
+      if (!this.isCurrent(generation)) break;
       attempt += 1;
       const delay = this.backoff.next();
       this.store
@@ -192,20 +196,27 @@ export class ChatSession {
 
   /** Waits `ms`, or less if woken. */
   private sleep(ms: number): Promise<void> {
+    let wake: (() => void) | null = null;
     return new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, ms);
-      this.wakeSleep = () => {
+      wake = () => {
         clearTimeout(timer);
         resolve();
       };
+      this.wakeSleep = wake;
     }).finally(() => {
-      this.wakeSleep = null;
+      if (this.wakeSleep === wake) this.wakeSleep = null;
     });
   }
 
   /** Read through a method: the field changes while awaits are pending. */
   private isRunning(): boolean {
     return this.running;
+  }
+
+  /** Whether the loop of start() number `generation` should go on. */
+  private isCurrent(generation: number): boolean {
+    return this.running && this.generation === generation;
   }
 
   private flushRequested(): boolean {
