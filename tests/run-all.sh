@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every FastChat test on a fresh machine: the web client's checks and unit tests, the Rust
-# tests on SQLite and PostgreSQL, the Python and grpcurl client tests, rustfmt and clippy. Works from any directory:
+# tests on SQLite and PostgreSQL, the Python and grpcurl client tests, rustfmt and clippy, and the
+# browser end-to-end test (headless Chromium against the real server). Works from any directory:
 #
 #     bash tests/run-all.sh
 #
@@ -11,6 +12,7 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo=$PWD
 
 say() { printf '==> %s\n' "$*"; }
 
@@ -78,6 +80,13 @@ step web_client
 step cargo fmt --all --check
 step cargo test --workspace --all-targets --no-fail-fast
 step cargo clippy --workspace --all-targets -- -D warnings
+# The end-to-end test: the server binary (`cargo build` is a no-op after the cargo tests above)
+# serving web-client/dist (built by web_client), driven by headless Chromium.
+web_client_e2e() {
+    cargo build --bin fastchat &&
+        (cd web-client && FASTCHAT_BIN="$repo/target/debug/fastchat" npm run e2e)
+}
+step web_client_e2e
 
 if ((${#failed[@]})); then
     printf 'FAILED: %s\n' "${failed[@]}" >&2
