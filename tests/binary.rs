@@ -22,27 +22,41 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts `fastchat` on a fresh data directory and waits until it serves.
-async fn start_binary(data_dir: &std::path::Path) -> (Child, u16) {
+/// Starts `fastchat` (with `extra` flags) on a fresh data directory and waits until it serves.
+async fn start_binary(data_dir: &std::path::Path, extra: &[&str], stdout: Stdio) -> (Child, u16) {
     let port = free_port();
     let child = Command::new(BINARY)
+        .args(extra)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(data_dir)
         .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .env("RUST_LOG", "info")
+        .stdout(stdout)
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
+    while !health_ok(port).await {
         assert!(Instant::now() < deadline, "fastchat did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     (child, port)
+}
+
+/// Whether `GET /health` answers 200: the port is bound before migrations run, so a connection
+/// alone does not mean the server serves yet.
+async fn health_ok(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let request = b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request).await.is_err() {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    response.starts_with("HTTP/1.1 200")
 }
 
 /// `fastchat migrate` creates the SQLite database in the data directory and exits.
@@ -72,7 +86,7 @@ fn migrate_creates_the_database_and_exits() {
 async fn signals_shut_down_gracefully() {
     for signal in ["TERM", "INT"] {
         let dir = tempfile::tempdir().unwrap();
-        let (mut child, port) = start_binary(dir.path()).await;
+        let (mut child, port) = start_binary(dir.path(), &[], Stdio::null()).await;
         let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
             .unwrap()
             .connect()
@@ -159,24 +173,7 @@ fn invalid_settings_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_json_writes_json_lines() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = Command::new(BINARY)
-        .args(["--log-json", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "fastchat did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (mut child, _) = start_binary(dir.path(), &["--log-json"], Stdio::piped()).await;
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
