@@ -5,11 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use common::{Backend, ChatSession, TestServer, WAIT, authed, postgres_base_url};
+use common::{Backend, ChatSession, TestServer, authed, http_get, postgres_base_url};
 use fastchat::proto::{PresenceStatus, SetStatusRequest};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use tonic_health::pb::{
@@ -21,19 +18,7 @@ const HEALTH_SERVICES: [&str; 3] = ["", "fastchat.v1.ChatService", "fastchat.v1.
 
 /// GETs `path` over HTTP/1.1; returns the status code and the body as JSON.
 async fn get(server: &TestServer, path: &str) -> (u16, Value) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let uri: http::Uri = format!("{}{path}", server.url()).parse().unwrap();
-    let response = tokio::time::timeout(WAIT, client.get(uri))
-        .await
-        .unwrap_or_else(|_| panic!("GET {path} timed out"))
-        .unwrap_or_else(|err| panic!("GET {path} failed: {err}"));
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let (status, content_type, body) = http_get(server, path).await;
     assert!(
         content_type.starts_with("application/json"),
         "GET {path}: content-type {content_type:?}"

@@ -3,26 +3,11 @@
 
 mod common;
 
-use bytes::Bytes;
-use common::{Backend, TestServer, WAIT};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use common::{Backend, TestServer, http_get};
 
-/// GETs `path` over HTTP/1.1: status, content type and body.
+/// GETs `path` over HTTP/1.1: status, content type and body as text.
 async fn get(server: &TestServer, path: &str) -> (u16, String, String) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let uri: http::Uri = format!("{}{path}", server.url()).parse().unwrap();
-    let response = tokio::time::timeout(WAIT, client.get(uri))
-        .await
-        .unwrap()
-        .unwrap();
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let (status, content_type, body) = http_get(server, path).await;
     (
         status,
         content_type,

@@ -336,7 +336,7 @@ impl ChatService for ChatApi {
             .await?;
         let before_seq = validate::seq("before_seq", request.before_seq)?;
         let limit = validate::history_limit("limit", request.limit)?;
-        if self.app.config.retention_days == 0 {
+        if !self.app.hub.config().keeps_history() {
             return Ok(Response::new(GetHistoryResponse::default())); // no history is kept
         }
         let db = &self.app.db;
@@ -371,7 +371,7 @@ impl ChatService for ChatApi {
         request: Request<ListConversationsRequest>,
     ) -> Result<Response<ListConversationsResponse>, Status> {
         let me = authenticate(&self.app, request.metadata()).await?;
-        if self.app.config.retention_days == 0 {
+        if !self.app.hub.config().keeps_history() {
             return Ok(Response::new(ListConversationsResponse::default())); // no history is kept
         }
         let rows = self

@@ -180,7 +180,7 @@ pub(super) async fn run_writer(
             let result = match outcome {
                 Ok((stored, true)) => {
                     let taken = hub.publish_message(&stored, request.origin);
-                    if taken == 0 && hub.config.retention_days == 0 {
+                    if taken == 0 && !hub.config.keeps_history() {
                         // No history: what no session took now is not kept for later.
                         to_erase.push(stored.seq);
                     }
@@ -256,7 +256,7 @@ pub(super) async fn run_delivery_tracker(
                     }));
                     hub.publish_to_user(UserId(message.sender_id), update);
                 }
-                if hub.config.retention_days == 0 {
+                if !hub.config.keeps_history() {
                     let seqs: Vec<i64> = delivered.iter().map(|m| m.seq).collect();
                     if let Err(err) = db.erase_messages(&seqs).await {
                         tracing::warn!(error = %err, "could not erase delivered messages");

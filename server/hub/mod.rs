@@ -70,6 +70,14 @@ pub struct HubConfig {
     pub retention_days: u32,
 }
 
+impl HubConfig {
+    /// Whether messages outlive their live delivery (retention above 0 days): stored for offline
+    /// recipients, history and conversations.
+    pub fn keeps_history(&self) -> bool {
+        self.retention_days > 0
+    }
+}
+
 impl From<&Config> for HubConfig {
     fn from(config: &Config) -> Self {
         Self {
@@ -178,6 +186,11 @@ impl Hub {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The hub's settings.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
     }
 
     fn lock_in_delivery(&self) -> MutexGuard<'_, HashSet<i64>> {

@@ -120,7 +120,7 @@ impl Hub {
                 })));
         }
         stream.prefix.push_back(presence_snapshot(snapshot));
-        if kind == SessionKind::Chat && self.config.retention_days > 0 {
+        if kind == SessionKind::Chat && self.config.keeps_history() {
             // Registered first, loaded second: a message committed meanwhile is both queued live
             // and in the backlog, and the stream drops the live copy. Messages another session
             // took but the tracker has not recorded yet are left out.

@@ -298,6 +298,26 @@ impl Drop for TestServer {
     }
 }
 
+/// GETs `path` from `server` over HTTP/1.1: the status, the content type and the body.
+pub async fn http_get(server: &TestServer, path: &str) -> (u16, String, bytes::Bytes) {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let uri: http::Uri = format!("{}{path}", server.url()).parse().unwrap();
+    let response = tokio::time::timeout(WAIT, client.get(uri))
+        .await
+        .unwrap_or_else(|_| panic!("GET {path} timed out"))
+        .unwrap_or_else(|err| panic!("GET {path} failed: {err}"));
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, content_type, body)
+}
+
 /// A request carrying `authorization: Bearer <token>`.
 pub fn authed<T>(token: &str, message: T) -> Request<T> {
     let mut request = Request::new(message);

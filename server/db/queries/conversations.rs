@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use sea_orm::{
-    ColumnTrait, Condition, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
+    ColumnTrait, Condition, DbErr, EntityTrait, FromQueryResult, QueryFilter, QuerySelect,
+    sea_query::{Expr, ExprTrait, Func, Query},
 };
 use uuid::Uuid;
 
@@ -74,12 +75,12 @@ impl Database {
             )
             .all(self.conn())
             .await?;
-        let mark = |reader: Uuid, peer: Uuid| {
-            marks
-                .iter()
-                .find(|m| m.reader_id == reader && m.peer_id == peer)
-                .map_or(0, |m| m.read_up_to_seq)
-        };
+        let marks: HashMap<(Uuid, Uuid), i64> = marks
+            .into_iter()
+            .map(|m| ((m.reader_id, m.peer_id), m.read_up_to_seq))
+            .collect();
+        let mark = |reader: Uuid, peer: Uuid| marks.get(&(reader, peer)).copied().unwrap_or(0);
+        let unread = self.unread_counts(me).await?;
 
         let mut rows = Vec::with_capacity(last_messages.len());
         for last_message in last_messages {
@@ -88,20 +89,51 @@ impl Database {
                 continue;
             };
             let read_up_to_seq = mark(me.0, peer_id);
-            let unread_count = chat_messages::Entity::find()
-                .filter(chat_messages::Column::SenderId.eq(peer_id))
-                .filter(chat_messages::Column::RecipientId.eq(me.0))
-                .filter(chat_messages::Column::Seq.gt(read_up_to_seq))
-                .count(self.conn())
-                .await?;
             rows.push(ConversationRow {
                 peer,
                 last_message,
-                unread_count,
+                unread_count: unread.get(&peer_id).copied().unwrap_or(0),
                 read_up_to_seq,
                 peer_read_up_to_seq: mark(peer_id, me.0),
             });
         }
         Ok(rows)
+    }
+
+    /// For each sender, how many of their messages to `me` lie past `me`'s read mark on them:
+    /// one grouped query, whatever the number of conversations.
+    async fn unread_counts(&self, me: UserId) -> Result<HashMap<Uuid, u64>, DbErr> {
+        use chat_messages::Column as M;
+        use read_marks::Column as R;
+
+        #[derive(FromQueryResult)]
+        struct Unread {
+            sender_id: Uuid,
+            unread: i64,
+        }
+
+        let msg = |column: M| Expr::col((chat_messages::Entity, column));
+        let mark = |column: R| Expr::col((read_marks::Entity, column));
+        let query = Query::select()
+            .expr_as(msg(M::SenderId), "sender_id")
+            .expr_as(Func::count(msg(M::Seq)), "unread")
+            .from(chat_messages::Entity)
+            .left_join(
+                read_marks::Entity,
+                Condition::all()
+                    .add(mark(R::ReaderId).eq(me.0))
+                    .add(mark(R::PeerId).equals((chat_messages::Entity, M::SenderId))),
+            )
+            .and_where(msg(M::RecipientId).eq(me.0))
+            .and_where(msg(M::Seq).gt(Func::coalesce([mark(R::ReadUpToSeq), Expr::val(0)])))
+            .group_by_col((chat_messages::Entity, M::SenderId))
+            .to_owned();
+        let rows = Unread::find_by_statement(self.backend().build(&query))
+            .all(self.conn())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.sender_id, u64::try_from(row.unread).unwrap_or(0)))
+            .collect())
     }
 }
