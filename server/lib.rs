@@ -6,6 +6,8 @@
 //! - [`hub`]: in-memory sessions, fan-out, presence, typing, and the message writer.
 //! - [`db`]: SeaORM storage on SQLite or PostgreSQL; the migrations live in the `migration` crate.
 //! - [`identity`]: user ids claimed with a token, and checking that token.
+//! - [`limits`]: rate limits per user and kind of action, and per client address.
+//! - [`connections`]: accepting TCP connections, at most a set number at once.
 //! - [`http`]: `/health`, `/health/db` and `/presence/online`.
 //! - [`error`]: the one error type and its mapping to gRPC statuses.
 //! - [`codec`]: the protobuf codec, lenient with undecodable client events.
@@ -16,12 +18,14 @@
 pub mod api;
 pub mod codec;
 pub mod config;
+pub mod connections;
 mod convert;
 pub mod db;
 pub mod error;
 pub mod http;
 pub mod hub;
 pub mod identity;
+pub mod limits;
 
 /// Generated protobuf types, clients and servers for `fastchat.v1`.
 pub mod proto {
@@ -37,9 +41,9 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use ::http::{HeaderName, HeaderValue, Method};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::service::Routes;
+use tonic::{Status, service::Routes};
 use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::{BoxError, ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
@@ -48,6 +52,7 @@ use crate::{
     db::Database,
     hub::{Hub, HubConfig},
     identity::Identity,
+    limits::RateLimits,
     proto::{
         chat_service_server::ChatServiceServer, presence_service_server::PresenceServiceServer,
     },
@@ -59,6 +64,8 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(8);
 /// How often the database is checked for the gRPC health service.
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// How often rate-limit buckets that are full again are dropped.
+const FORGET_IDLE_LIMITS_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What every service shares.
 #[derive(Debug)]
@@ -71,6 +78,8 @@ pub struct App {
     pub hub: Arc<Hub>,
     /// User ids and tokens.
     pub identity: Identity,
+    /// Rate limits per user and per client address.
+    pub limits: RateLimits,
 }
 
 impl App {
@@ -107,6 +116,7 @@ pub async fn run(
     let hub = Hub::start(db.clone(), HubConfig::from(&config));
     let app = Arc::new(App {
         identity: Identity::new(db.clone()),
+        limits: RateLimits::new(&config),
         hub: hub.clone(),
         db,
         config,
@@ -120,6 +130,7 @@ pub async fn run(
             .await;
     }
     tokio::spawn(watch_database(app.clone(), health.clone()));
+    tokio::spawn(forget_idle_limits(Arc::downgrade(&app)));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -162,13 +173,25 @@ pub async fn run(
             let _ = stopping_tx.send(());
         }
     };
+    let config = &app.config;
+    let incoming = connections::accept(listener, config.max_connections as usize);
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .layer(cors(&app.config.cors_origins))
+        .max_concurrent_streams(config.max_streams_per_connection)
+        .layer(cors(&config.cors_origins))
+        .layer(
+            ServiceBuilder::new()
+                .map_err(overload_status)
+                .load_shed()
+                .layer(GlobalConcurrencyLimitLayer::new(
+                    config.max_concurrent_requests as usize,
+                ))
+                .timeout(config.request_timeout()),
+        )
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        .serve_with_incoming_shutdown(incoming, signal);
 
     tokio::select! {
         result = server => result?,
@@ -213,6 +236,32 @@ async fn end_health_watches(mut health: HealthReporter) {
             .set_service_status(service, ServingStatus::NotServing)
             .await;
         health.clear_service_status(service).await;
+    }
+}
+
+/// Drops the rate-limit buckets of users who have been quiet, until the server is gone.
+async fn forget_idle_limits(app: std::sync::Weak<App>) {
+    loop {
+        tokio::time::sleep(FORGET_IDLE_LIMITS_INTERVAL).await;
+        let Some(app) = app.upgrade() else { return };
+        app.limits.forget_idle();
+    }
+}
+
+/// The statuses for calls the tower layers refuse: shed calls get UNAVAILABLE (so clients back
+/// off and retry) and slow ones DEADLINE_EXCEEDED, where tonic's own layers would say
+/// RESOURCE_EXHAUSTED and CANCELLED.
+fn overload_status(err: BoxError) -> BoxError {
+    if err.is::<tower::load_shed::error::Overloaded>() {
+        Box::new(Status::unavailable(
+            "the server is busy with too many calls at once; retry with backoff",
+        ))
+    } else if err.is::<tower::timeout::error::Elapsed>() {
+        Box::new(Status::deadline_exceeded(
+            "the call took longer than the server's request timeout",
+        ))
+    } else {
+        err
     }
 }
 

@@ -5,9 +5,9 @@ mod chat;
 mod presence;
 mod validate;
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
-use tonic::metadata::MetadataMap;
+use tonic::{Request, metadata::MetadataMap};
 
 pub use chat::ChatApi;
 pub use presence::PresenceApi;
@@ -24,6 +24,11 @@ fn bearer_token(metadata: &MetadataMap) -> Option<String> {
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
+}
+
+/// The address the call came from, for limits per client address.
+fn client_ip<T>(request: &Request<T>) -> Option<IpAddr> {
+    request.remote_addr().map(|addr| addr.ip())
 }
 
 /// The user a unary call's bearer token belongs to.

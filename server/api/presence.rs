@@ -5,12 +5,13 @@ use std::{pin::Pin, sync::Arc};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{authenticate, bearer_token, chat::away_from_status, validate};
+use super::{authenticate, bearer_token, chat::away_from_status, client_ip, validate};
 use crate::{
     App,
     error::Result,
     hub::{SessionKind, SessionStream},
     identity::Claim,
+    limits::Action,
     proto::{
         HeartbeatRequest, HeartbeatResponse, ListOnlineRequest, ListOnlineResponse, PresenceEvent,
         PresenceUpdate, SetStatusRequest, SetStatusResponse, WatchPresenceRequest,
@@ -55,6 +56,9 @@ impl PresenceService for PresenceApi {
         request: Request<Streaming<PresenceUpdate>>,
     ) -> Result<Response<Self::PresenceStream>, Status> {
         let me = authenticate(&self.app, request.metadata()).await?;
+        self.app
+            .limits
+            .check_new_session(Some(me.id), client_ip(&request))?;
         let mut updates = request.into_inner();
         let stream = self
             .app
@@ -97,7 +101,9 @@ impl PresenceService for PresenceApi {
         &self,
         request: Request<WatchPresenceRequest>,
     ) -> Result<Response<Self::WatchPresenceStream>, Status> {
-        drop(request);
+        self.app
+            .limits
+            .check_new_session(None, client_ip(&request))?;
         let stream = self
             .app
             .hub
@@ -111,6 +117,7 @@ impl PresenceService for PresenceApi {
         request: Request<SetStatusRequest>,
     ) -> Result<Response<SetStatusResponse>, Status> {
         let me = authenticate(&self.app, request.metadata()).await?;
+        self.app.limits.check(Action::Request, me.id)?;
         let request = request.get_ref();
         let away = away_from_status("status", request.status)?;
         let session = validate::optional_session_id("session_id", &request.session_id)?;
@@ -132,6 +139,7 @@ impl PresenceService for PresenceApi {
             token: bearer,
         };
         let (user, token) = self.app.identity.resolve(claim, "").await?;
+        self.app.limits.check(Action::Ping, user.id)?;
         let presence = self.app.hub.heartbeat(&user);
         Ok(Response::new(HeartbeatResponse {
             presence: Some(presence),
