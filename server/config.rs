@@ -69,13 +69,9 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(256..=1_000_000))]
     pub session_queue: u64,
 
-    /// Origins allowed to call from a browser (comma-separated); `*` allows any.
-    #[arg(
-        long,
-        env = "FASTCHAT_CORS_ORIGINS",
-        value_delimiter = ',',
-        default_value = "http://localhost:8000,http://127.0.0.1:8000,http://localhost:5173,http://127.0.0.1:5173"
-    )]
+    /// Origins allowed to call from a browser (comma-separated); `*` allows any. Unset: this
+    /// server's own origin (localhost and 127.0.0.1 on its port) and the dev server on 5173.
+    #[arg(long, env = "FASTCHAT_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
     /// Directory of the built web client, served at `/` (`npm run build` in web-client/ makes it).

@@ -37,7 +37,7 @@ pub mod proto {
         tonic::include_file_descriptor_set!("fastchat_descriptor");
 }
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use ::http::{HeaderName, HeaderValue, Method};
 use tokio::net::TcpListener;
@@ -64,6 +64,8 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(8);
 /// How often the database is checked for the gRPC health service.
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// The port of the web client's dev server (`npm run dev`), allowed by the default CORS list.
+const DEV_SERVER_PORT: u16 = 5173;
 /// How often rate-limit buckets that are full again are dropped.
 const FORGET_IDLE_LIMITS_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -180,7 +182,7 @@ pub async fn run(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .max_concurrent_streams(config.max_streams_per_connection)
-        .layer(cors(&config.cors_origins))
+        .layer(cors(&allowed_origins(config, local_addr)))
         .layer(
             ServiceBuilder::new()
                 .map_err(overload_status)
@@ -263,6 +265,27 @@ fn overload_status(err: BoxError) -> BoxError {
     } else {
         err
     }
+}
+
+/// The origins browsers may call from: the configured list, else this server's own origin
+/// (reached as localhost, 127.0.0.1 or the address it listens on) and the Vite dev server.
+fn allowed_origins(config: &Config, local_addr: SocketAddr) -> Vec<String> {
+    if !config.cors_origins.is_empty() {
+        return config.cors_origins.clone();
+    }
+    let scheme = "http";
+    let port = local_addr.port();
+    let mut origins = vec![
+        format!("{scheme}://localhost:{port}"),
+        format!("{scheme}://127.0.0.1:{port}"),
+        format!("http://localhost:{DEV_SERVER_PORT}"),
+        format!("http://127.0.0.1:{DEV_SERVER_PORT}"),
+    ];
+    let ip = local_addr.ip();
+    if !ip.is_loopback() && !ip.is_unspecified() {
+        origins.push(format!("{scheme}://{local_addr}"));
+    }
+    origins
 }
 
 /// CORS for grpc-web from the allowed origins.
