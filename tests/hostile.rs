@@ -1,30 +1,37 @@
-//! Hostile connections and oversize input: clients that go silent without closing their socket,
-//! connections that never start, and requests right at the size limit. Each test also checks that
-//! the server goes on serving others.
+//! Hostile connections and input: clients that go silent without closing their socket,
+//! connections that never start, broken gRPC framing, and requests right at the size limit. Each
+//! test also checks that the server goes on serving others.
 
 mod common;
 
-use std::time::Duration;
+use std::{convert::Infallible, time::Duration};
 
+use bytes::{BufMut, Bytes, BytesMut};
 use common::{Backend, ChatSession, TestServer, WAIT, authed, http_get};
 use fastchat::{
     MAX_REQUEST_BYTES,
     db::tables::sessions,
     proto::{
-        Hello, Ping, PresenceStatus, SendMessageRequest, client_event, presence_event,
-        server_event::Event,
+        ClientEvent, Hello, Ping, PresenceStatus, SendMessageRequest, ServerEvent, client_event,
+        presence_event, server_event::Event,
     },
 };
+use http_body_util::StreamBody;
+use hyper::body::Frame;
 use prost::Message;
 use sea_orm::EntityTrait;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream, tcp::OwnedReadHalf, tcp::OwnedWriteHalf},
+    sync::mpsc,
     task::JoinHandle,
 };
+use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, transport::Channel};
+use tonic::{Code, Streaming, transport::Channel};
+use tonic_prost::ProstDecoder;
 use tonic_types::StatusExt;
+use tower::{Service, ServiceExt};
 
 /// A TCP proxy for one connection that can go silent on command: it stops forwarding in both
 /// directions but keeps both sockets open, as a client behind a dead NAT or a frozen laptop does.
@@ -293,6 +300,138 @@ async fn requests_at_the_size_limit(backend: Backend) {
         .send(client_event::Event::Ping(Ping { nonce: 3 }))
         .await;
     again
+        .next_where(|e| matches!(e, Event::Pong(_)).then_some(()))
+        .await;
+    server.stop().await;
+}
+
+/// A Chat stream written frame by frame, 5-byte gRPC prefix and all, so the prefix can lie.
+struct FramedChat {
+    /// The request body: bytes as they go on the wire.
+    wire: mpsc::Sender<Bytes>,
+    /// The server's events and final status.
+    events: Streaming<ServerEvent>,
+}
+
+impl FramedChat {
+    /// Opens a Chat stream as a new user and reads its Welcome.
+    async fn open(server: &TestServer) -> Self {
+        let (wire, body) = mpsc::channel::<Bytes>(8);
+        // The Hello goes first: the server answers the call only once it has it.
+        let hello = ClientEvent {
+            event: Some(client_event::Event::Hello(Hello {
+                display_name: "Framer".into(),
+                ..Default::default()
+            })),
+        };
+        let hello = hello.encode_to_vec();
+        wire.send(prefixed(0, hello.len() as u32, &hello))
+            .await
+            .unwrap();
+        let body = ReceiverStream::new(body).map(|bytes| Ok::<_, Infallible>(Frame::data(bytes)));
+        let request = http::Request::post(format!("{}/fastchat.v1.ChatService/Chat", server.url()))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(tonic::body::Body::new(StreamBody::new(body)))
+            .unwrap();
+        let mut channel = server.channel().await.unwrap();
+        let response = channel.ready().await.unwrap().call(request).await.unwrap();
+        let status = response.status();
+        let mut events = Streaming::new_response(
+            ProstDecoder::<ServerEvent>::default(),
+            response.into_body(),
+            status,
+            None,
+            None,
+        );
+        let first = tokio::time::timeout(WAIT, events.message()).await;
+        let welcome = first.expect("a welcome in time").unwrap().unwrap();
+        assert!(
+            matches!(welcome.event, Some(Event::Welcome(_))),
+            "{welcome:?}"
+        );
+        Self { wire, events }
+    }
+
+    /// Sends `payload` as one message with the flag byte `flag`.
+    async fn send(&self, flag: u8, payload: &[u8]) {
+        self.send_prefix(flag, payload.len() as u32, payload).await;
+    }
+
+    /// Sends a prefix of flag byte `flag` and length `declared`, followed by `payload`.
+    async fn send_prefix(&self, flag: u8, declared: u32, payload: &[u8]) {
+        self.wire
+            .send(prefixed(flag, declared, payload))
+            .await
+            .unwrap();
+    }
+}
+
+/// A gRPC message on the wire: the flag byte, the declared length, the payload.
+fn prefixed(flag: u8, declared: u32, payload: &[u8]) -> Bytes {
+    let mut frame = BytesMut::with_capacity(5 + payload.len());
+    frame.put_u8(flag);
+    frame.put_u32(declared);
+    frame.put_slice(payload);
+    frame.freeze()
+}
+
+/// The status `events` end with, skipping the events.
+async fn final_status(events: &mut Streaming<ServerEvent>) -> tonic::Status {
+    common::within(WAIT, async {
+        loop {
+            match events.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+}
+
+/// Broken gRPC framing ends the stream with the status gRPC prescribes: INTERNAL for a
+/// compression flag without a `grpc-encoding` and for a message cut short by the end of the
+/// stream, OUT_OF_RANGE at once for a prefix that promises 1 GiB (the server does not wait for
+/// the bytes). The server serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_grpc_framing_ends_the_stream_with_a_status() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let ping = ClientEvent {
+        event: Some(client_event::Event::Ping(Ping { nonce: 4 })),
+    }
+    .encode_to_vec();
+
+    let mut compressed = FramedChat::open(&server).await;
+    compressed.send(1, &ping).await;
+    let status = final_status(&mut compressed.events).await;
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert!(status.message().contains("compressed-flag"), "{status:?}");
+
+    let mut bad_flag = FramedChat::open(&server).await;
+    bad_flag.send(7, &ping).await;
+    let status = final_status(&mut bad_flag.events).await;
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert!(status.message().contains("compression flag"), "{status:?}");
+
+    // The sending side stays open: only the prefix can tell the server to give up.
+    let mut huge = FramedChat::open(&server).await;
+    huge.send_prefix(0, 1 << 30, &[]).await;
+    let status = final_status(&mut huge.events).await;
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+
+    let mut cut = FramedChat::open(&server).await;
+    cut.send_prefix(0, 100, &ping).await;
+    drop(cut.wire);
+    let status = final_status(&mut cut.events).await;
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+
+    assert_eq!(http_get(&server, "/health").await.0, 200);
+    let mut alice = ChatSession::new_user(&server, "Alice").await;
+    alice
+        .send(client_event::Event::Ping(Ping { nonce: 5 }))
+        .await;
+    alice
         .next_where(|e| matches!(e, Event::Pong(_)).then_some(()))
         .await;
     server.stop().await;
