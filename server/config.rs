@@ -163,6 +163,14 @@ pub struct Config {
     #[arg(long, env = "FASTCHAT_REQUEST_TIMEOUT_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_secs: u64,
+
+    /// PEM certificate chain to serve TLS with (HTTP/2 and HTTP/1.1 over TLS); needs --tls-key.
+    #[arg(long, env = "FASTCHAT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert; needs --tls-cert.
+    #[arg(long, env = "FASTCHAT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Commands besides serving.

@@ -11,6 +11,7 @@
 //! - [`http`]: `/health`, `/health/db` and `/presence/online`.
 //! - [`error`]: the one error type and its mapping to gRPC statuses.
 //! - [`codec`]: the protobuf codec, lenient with undecodable client events.
+//! - [`tls`]: optional TLS (rustls), offering HTTP/2 and HTTP/1.1.
 //!
 //! [`run`] serves on a listener the caller binds, until a shutdown future completes, so tests
 //! bind `127.0.0.1:0` and stop the server when they like.
@@ -26,6 +27,7 @@ pub mod http;
 pub mod hub;
 pub mod identity;
 pub mod limits;
+pub mod tls;
 
 /// Generated protobuf types, clients and servers for `fastchat.v1`.
 pub mod proto {
@@ -41,6 +43,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use ::http::{HeaderName, HeaderValue, Method};
 use tokio::net::TcpListener;
+use tokio_util::either::Either;
 use tonic::{Status, service::Routes};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::{BoxError, ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
@@ -112,6 +115,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // Certificate files are read first, so a bad one stops the start at once.
+    let tls = tls::from_config(&config)?;
     let db = open_database(&config).await?;
     db.reset_node_presence(&config.node_id, chrono::Utc::now())
         .await?;
@@ -162,7 +167,8 @@ pub async fn run(
     let routes = Routes::from(routes);
 
     let local_addr = listener.local_addr()?;
-    tracing::info!(%local_addr, database = app.db_kind(), "FastChat listening (gRPC, grpc-web, HTTP)");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%local_addr, scheme, database = app.db_kind(), "FastChat listening (gRPC, grpc-web, HTTP)");
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = {
@@ -177,7 +183,7 @@ pub async fn run(
     };
     let config = &app.config;
     let incoming = connections::accept(listener, config.max_connections as usize);
-    let server = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -192,8 +198,13 @@ pub async fn run(
                 ))
                 .timeout(config.request_timeout()),
         )
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, signal);
+        .add_routes(routes);
+    let server = match tls {
+        Some(acceptor) => Either::Left(
+            router.serve_with_incoming_shutdown(tls::incoming(incoming, acceptor), signal),
+        ),
+        None => Either::Right(router.serve_with_incoming_shutdown(incoming, signal)),
+    };
 
     tokio::select! {
         result = server => result?,
@@ -273,7 +284,11 @@ fn allowed_origins(config: &Config, local_addr: SocketAddr) -> Vec<String> {
     if !config.cors_origins.is_empty() {
         return config.cors_origins.clone();
     }
-    let scheme = "http";
+    let scheme = if config.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let port = local_addr.port();
     let mut origins = vec![
         format!("{scheme}://localhost:{port}"),
