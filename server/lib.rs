@@ -5,7 +5,7 @@
 //!   database, map errors to statuses.
 //! - [`hub`]: in-memory sessions, fan-out, presence, typing, and the message writer.
 //! - [`db`]: SeaORM storage on SQLite or PostgreSQL; the migrations live in the `migration` crate.
-//! - [`identity`]: user ids claimed with a token, and checking that token.
+//! - [`identity`]: user ids claimed with a token, and checking that token; or JWT sign-in.
 //! - [`limits`]: rate limits per user and kind of action, and per client address.
 //! - [`connections`]: accepting TCP connections, at most a set number at once.
 //! - [`http`]: `/health`, `/health/db` and `/presence/online`.
@@ -54,7 +54,7 @@ use crate::{
     config::Config,
     db::Database,
     hub::{Hub, HubConfig},
-    identity::Identity,
+    identity::{Identity, jwt::JwtVerifier},
     limits::RateLimits,
     proto::{
         chat_service_server::ChatServiceServer, presence_service_server::PresenceServiceServer,
@@ -115,14 +115,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    // Certificate files are read first, so a bad one stops the start at once.
+    // Key and certificate files are read first, so a bad one stops the start at once.
+    let jwt = JwtVerifier::from_config(&config)?;
     let tls = tls::from_config(&config)?;
+    let sign_in = if jwt.is_some() { "jwt" } else { "claim" };
     let db = open_database(&config).await?;
     db.reset_node_presence(&config.node_id, chrono::Utc::now())
         .await?;
     let hub = Hub::start(db.clone(), HubConfig::from(&config));
     let app = Arc::new(App {
-        identity: Identity::new(db.clone()),
+        identity: Identity::new(db.clone(), jwt),
         limits: RateLimits::new(&config),
         hub: hub.clone(),
         db,
@@ -168,7 +170,7 @@ pub async fn run(
 
     let local_addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(%local_addr, scheme, database = app.db_kind(), "FastChat listening (gRPC, grpc-web, HTTP)");
+    tracing::info!(%local_addr, scheme, sign_in, database = app.db_kind(), "FastChat listening (gRPC, grpc-web, HTTP)");
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = {
