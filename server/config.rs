@@ -2,11 +2,14 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Parser, Subcommand};
+use clap::{ArgGroup, Parser, Subcommand};
+use jsonwebtoken::Algorithm;
 
 /// FastChat: real-time 1:1 chat over gRPC and grpc-web.
 #[derive(Debug, Clone, Parser)]
 #[command(version, about)]
+// JWT sign-in takes a shared secret or a public key, never both.
+#[command(group(ArgGroup::new("jwt").args(["jwt_secret", "jwt_public_key"])))]
 pub struct Config {
     /// What to do; serving is the default.
     #[command(subcommand)]
@@ -180,6 +183,61 @@ pub struct Config {
     #[arg(long, env = "FASTCHAT_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=300))]
     pub handshake_timeout_secs: u64,
+
+    /// Shared secret (at least 32 bytes) that signs sign-in JWTs (HS256 unless --jwt-algorithm
+    /// says otherwise). Turns JWT sign-in on: user ids come from tokens, not from claims.
+    #[arg(long, env = "FASTCHAT_JWT_SECRET", hide_env_values = true,
+          value_parser = jwt_secret)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM file of the public key (RSA or EC) that verifies sign-in JWTs (RS256 or ES256 unless
+    /// --jwt-algorithm says otherwise). Turns JWT sign-in on.
+    #[arg(long, env = "FASTCHAT_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// The one algorithm sign-in JWTs may use; it must fit the secret or the key.
+    #[arg(long, env = "FASTCHAT_JWT_ALGORITHM", requires = "jwt",
+          value_parser = jwt_algorithm)]
+    pub jwt_algorithm: Option<Algorithm>,
+
+    /// The `iss` every sign-in JWT must carry; not checked when unset.
+    #[arg(long, env = "FASTCHAT_JWT_ISSUER", requires = "jwt",
+          value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub jwt_issuer: Option<String>,
+
+    /// A value the `aud` of every sign-in JWT must include; not checked when unset.
+    #[arg(long, env = "FASTCHAT_JWT_AUDIENCE", requires = "jwt",
+          value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub jwt_audience: Option<String>,
+
+    /// PEM certificate chain to serve TLS with (HTTP/2 and HTTP/1.1 over TLS); needs --tls-key.
+    #[arg(long, env = "FASTCHAT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert; needs --tls-cert.
+    #[arg(long, env = "FASTCHAT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// Algorithms a sign-in JWT may be configured with: HMAC, RSA and ECDSA.
+const JWT_ALGORITHMS: [&str; 11] = [
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
+    "ES384",
+];
+
+fn jwt_algorithm(value: &str) -> Result<Algorithm, String> {
+    match value.parse() {
+        Ok(algorithm) if JWT_ALGORITHMS.contains(&value) => Ok(algorithm),
+        _ => Err(format!("must be one of {}", JWT_ALGORITHMS.join(", "))),
+    }
+}
+
+/// HMAC keys shorter than the hash are guessable (RFC 7518, section 3.2).
+fn jwt_secret(value: &str) -> Result<String, String> {
+    if value.len() < 32 {
+        return Err("must be at least 32 bytes long".into());
+    }
+    Ok(value.to_owned())
 }
 
 /// Commands besides serving.

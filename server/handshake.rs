@@ -15,10 +15,19 @@ use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     time::Sleep,
 };
+use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::Connected;
 
 /// What every HTTP/2 connection starts with (RFC 9113, section 3.4).
 const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Puts a deadline of `timeout` on each connection of `incoming`.
+pub fn with_deadline<IO>(
+    incoming: impl Stream<Item = io::Result<IO>>,
+    timeout: Duration,
+) -> impl Stream<Item = io::Result<HandshakeDeadline<IO>>> {
+    incoming.map(move |accepted| accepted.map(|io| HandshakeDeadline::new(io, timeout)))
+}
 
 /// A connection that is closed (its reads fail with `TimedOut`) unless its first bytes show the
 /// protocol before the deadline: the whole HTTP/2 preface, or a byte that departs from it (so

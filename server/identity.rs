@@ -1,5 +1,11 @@
 //! Identity without accounts: the first session or heartbeat for a user id claims it and gets a
 //! random token; every later use of that id must present it. Only the token's hash is stored.
+//!
+//! With JWT sign-in configured ([`jwt`]), tokens are JWTs from an identity provider instead: the
+//! token names the user, nothing is claimed, and FastChat mints no tokens. This type is the one
+//! place that knows which mode is on; the services call it the same way in both.
+
+pub mod jwt;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -13,6 +19,10 @@ use crate::{
     db::{Database, ids::UserId},
     error::{Error, Result},
 };
+use jwt::JwtVerifier;
+
+/// Longest display name, in characters.
+pub const MAX_DISPLAY_NAME_CHARS: usize = 50;
 
 /// An authenticated user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +51,8 @@ pub struct Identity {
     db: Database,
     /// What is known not to change, so calls do not each cost a query.
     cache: Mutex<Cache>,
+    /// Set when sign-in is by JWT: then tokens are checked by it and ids are never claimed.
+    jwt: Option<JwtVerifier>,
 }
 
 /// Facts that never go stale: a token belongs to one user for good, and users are never deleted
@@ -51,6 +63,8 @@ struct Cache {
     by_token: HashMap<String, AuthUser>,
     /// Ids known to exist.
     known: HashSet<UserId>,
+    /// Users signed in by JWT on this server, with their display name as stored.
+    signed_in: HashMap<UserId, String>,
 }
 
 impl Cache {
@@ -61,17 +75,47 @@ impl Cache {
 }
 
 impl Identity {
-    pub fn new(db: Database) -> Self {
+    /// Identity over `db`; `jwt` turns JWT sign-in on.
+    pub fn new(db: Database, jwt: Option<JwtVerifier>) -> Self {
         Self {
             db,
             cache: Mutex::new(Cache::default()),
+            jwt,
         }
     }
 
     /// Resolves a Hello or heartbeat: with a token, checks it (and renames when a new name is
     /// given); without one, claims the id. Returns the user and, for a claim, the new token.
     /// `field` prefixes the names of fields in errors (for example `hello.`).
+    ///
+    /// With JWT sign-in the token is required and names the user; a user id, when given, must be
+    /// that user. The display name is the token's `name`, else the claim's, else the stored one.
     pub async fn resolve(&self, claim: Claim, field: &str) -> Result<(AuthUser, Option<String>)> {
+        if let Some(jwt) = &self.jwt {
+            let token = claim.token.ok_or_else(|| {
+                Error::Unauthenticated(format!(
+                    "sign-in is by JWT: present one as {}`authorization: Bearer <JWT>` metadata",
+                    // A heartbeat (no field prefix) has no token field.
+                    if field.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{field}token or ")
+                    }
+                ))
+            })?;
+            let signed = jwt.verify(&token)?;
+            if claim.user_id.is_some_and(|id| id != signed.id) {
+                return Err(Error::Unauthenticated(format!(
+                    "{field}user_id is not the token's user ({})",
+                    signed.id
+                )));
+            }
+            let user = self
+                .sign_in(signed.id, signed.display_name.or(claim.display_name))
+                .await?;
+            return Ok((user, None));
+        }
+
         if let Some(token) = claim.token {
             let mut user = self.authenticate(&token).await?;
             if claim.user_id.is_some_and(|id| id != user.id) {
@@ -112,6 +156,10 @@ impl Identity {
 
     /// The user a bearer token belongs to.
     pub async fn authenticate(&self, token: &str) -> Result<AuthUser> {
+        if let Some(jwt) = &self.jwt {
+            let signed = jwt.verify(token)?;
+            return self.sign_in(signed.id, signed.display_name).await;
+        }
         let hash = hash_token(token);
         let cached = self.cache().by_token.get(&hash).cloned();
         if let Some(user) = cached {
@@ -140,6 +188,40 @@ impl Identity {
         Ok(exists)
     }
 
+    /// The user a valid JWT names, created on first sight and renamed when `display_name` differs
+    /// from the stored name.
+    async fn sign_in(&self, id: UserId, display_name: Option<String>) -> Result<AuthUser> {
+        let cached = self.cache().signed_in.get(&id).cloned();
+        let stored = match cached {
+            Some(name) => Some(name),
+            None => self.db.find_user(id).await?.map(|row| row.display_name),
+        };
+        let display_name = match (stored, display_name) {
+            (Some(stored), Some(wanted)) if stored != wanted => {
+                self.db.rename_user(id, &wanted).await?;
+                wanted
+            }
+            (Some(stored), _) => stored,
+            (None, wanted) => {
+                let name = wanted.clone().unwrap_or_else(|| default_display_name(id));
+                if self.db.claim_user(id, &name, &jwt_token_hash(id)).await? {
+                    name
+                } else if wanted.is_some() {
+                    // Another session of the user created the row meanwhile.
+                    self.db.rename_user(id, &name).await?;
+                    name
+                } else {
+                    let stored = self.db.find_user(id).await?.map(|row| row.display_name);
+                    stored.unwrap_or(name)
+                }
+            }
+        };
+        let mut cache = self.cache();
+        cache.known.insert(id);
+        cache.signed_in.insert(id, display_name.clone());
+        Ok(AuthUser { id, display_name })
+    }
+
     fn cache(&self) -> MutexGuard<'_, Cache> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -154,6 +236,19 @@ fn new_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     hex::encode(bytes)
+}
+
+/// The name of a JWT user whose token has no `name` and whose Hello gave none.
+fn default_display_name(id: UserId) -> String {
+    let short: String = id.0.simple().to_string().chars().take(8).collect();
+    format!("user-{short}")
+}
+
+/// What `users.token_hash` (unique, required) holds for a JWT user: JWT users have no FastChat
+/// token, and no SHA-256 in hex looks like this, so no token ever authenticates as them. Should
+/// JWT sign-in be turned off later, their ids stay taken rather than free to claim.
+fn jwt_token_hash(id: UserId) -> String {
+    format!("jwt:{id}")
 }
 
 /// What the database keeps of a token.

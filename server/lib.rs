@@ -5,13 +5,14 @@
 //!   database, map errors to statuses.
 //! - [`hub`]: in-memory sessions, fan-out, presence, typing, and the message writer.
 //! - [`db`]: SeaORM storage on SQLite or PostgreSQL; the migrations live in the `migration` crate.
-//! - [`identity`]: user ids claimed with a token, and checking that token.
+//! - [`identity`]: user ids claimed with a token, and checking that token; or JWT sign-in.
 //! - [`limits`]: rate limits per user and kind of action, and per client address.
 //! - [`connections`]: accepting TCP connections, at most a set number at once.
 //! - [`http`]: `/health`, `/health/db` and `/presence/online`.
 //! - [`error`]: the one error type and its mapping to gRPC statuses.
 //! - [`codec`]: the protobuf codec, lenient with undecodable client events.
 //! - [`handshake`]: a deadline for connections that never show their protocol.
+//! - [`tls`]: optional TLS (rustls), offering HTTP/2 and HTTP/1.1.
 //!
 //! [`run`] serves on a listener the caller binds, until a shutdown future completes, so tests
 //! bind `127.0.0.1:0` and stop the server when they like.
@@ -28,6 +29,7 @@ pub mod http;
 pub mod hub;
 pub mod identity;
 pub mod limits;
+pub mod tls;
 
 /// Generated protobuf types, clients and servers for `fastchat.v1`.
 pub mod proto {
@@ -43,7 +45,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use ::http::{HeaderName, HeaderValue, Method};
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt;
+use tokio_util::either::Either;
 use tonic::{Status, service::Routes};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::{BoxError, ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
@@ -53,9 +55,8 @@ use crate::{
     api::{ChatApi, PresenceApi},
     config::Config,
     db::Database,
-    handshake::HandshakeDeadline,
     hub::{Hub, HubConfig},
-    identity::Identity,
+    identity::{Identity, jwt::JwtVerifier},
     limits::RateLimits,
     proto::{
         chat_service_server::ChatServiceServer, presence_service_server::PresenceServiceServer,
@@ -116,12 +117,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // Key and certificate files are read first, so a bad one stops the start at once.
+    let jwt = JwtVerifier::from_config(&config)?;
+    let tls = tls::from_config(&config)?;
+    let sign_in = if jwt.is_some() { "jwt" } else { "claim" };
     let db = open_database(&config).await?;
     db.reset_node_presence(&config.node_id, chrono::Utc::now())
         .await?;
     let hub = Hub::start(db.clone(), HubConfig::from(&config));
     let app = Arc::new(App {
-        identity: Identity::new(db.clone()),
+        identity: Identity::new(db.clone(), jwt),
         limits: RateLimits::new(&config),
         hub: hub.clone(),
         db,
@@ -166,7 +171,8 @@ pub async fn run(
     let routes = Routes::from(routes);
 
     let local_addr = listener.local_addr()?;
-    tracing::info!(%local_addr, database = app.db_kind(), "FastChat listening (gRPC, grpc-web, HTTP)");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%local_addr, scheme, sign_in, database = app.db_kind(), "FastChat listening (gRPC, grpc-web, HTTP)");
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = {
@@ -181,9 +187,8 @@ pub async fn run(
     };
     let config = &app.config;
     let handshake_timeout = config.handshake_timeout();
-    let incoming = connections::accept(listener, config.max_connections as usize)
-        .map(move |accepted| accepted.map(|conn| HandshakeDeadline::new(conn, handshake_timeout)));
-    let server = tonic::transport::Server::builder()
+    let incoming = connections::accept(listener, config.max_connections as usize);
+    let router = tonic::transport::Server::builder()
         .accept_http1(true)
         .http2_keepalive_interval(Some(config.http2_keepalive_interval()))
         .http2_keepalive_timeout(Some(config.http2_keepalive_timeout()))
@@ -198,8 +203,19 @@ pub async fn run(
                 ))
                 .timeout(config.request_timeout()),
         )
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, signal);
+        .add_routes(routes);
+    // Under TLS the deadline watches the decrypted bytes; the TLS handshake has its own.
+    let server = match tls {
+        Some(acceptor) => {
+            let incoming = tls::incoming(incoming, acceptor);
+            let incoming = handshake::with_deadline(incoming, handshake_timeout);
+            Either::Left(router.serve_with_incoming_shutdown(incoming, signal))
+        }
+        None => {
+            let incoming = handshake::with_deadline(incoming, handshake_timeout);
+            Either::Right(router.serve_with_incoming_shutdown(incoming, signal))
+        }
+    };
 
     tokio::select! {
         result = server => result?,
@@ -279,7 +295,11 @@ fn allowed_origins(config: &Config, local_addr: SocketAddr) -> Vec<String> {
     if !config.cors_origins.is_empty() {
         return config.cors_origins.clone();
     }
-    let scheme = "http";
+    let scheme = if config.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let port = local_addr.port();
     let mut origins = vec![
         format!("{scheme}://localhost:{port}"),

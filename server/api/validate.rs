@@ -5,12 +5,10 @@ use uuid::Uuid;
 use crate::{
     db::ids::{SessionId, UserId},
     error::{Error, Result},
-    identity::Claim,
+    identity::{Claim, MAX_DISPLAY_NAME_CHARS},
     proto::Hello,
 };
 
-/// Longest display name, in characters.
-const MAX_DISPLAY_NAME_CHARS: usize = 50;
 /// Longest client message id, in characters.
 const MAX_CLIENT_MSG_ID_CHARS: usize = 64;
 /// History page size when the request leaves it at 0.

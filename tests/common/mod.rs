@@ -2,7 +2,7 @@
 //! PostgreSQL (a fresh database per test, dropped afterwards), and small clients to drive it.
 #![allow(dead_code)] // each test binary uses part of the harness
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, path::PathBuf, time::Duration};
 
 use fastchat::{
     config::Config,
@@ -15,7 +15,10 @@ use fastchat::{
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Status, Streaming, transport::Channel};
+use tonic::{
+    Request, Status, Streaming,
+    transport::{Certificate, Channel, ClientTlsConfig},
+};
 
 /// How long a test waits for an event it expects.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -175,6 +178,63 @@ pub struct TestServer {
     task: Option<JoinHandle<anyhow::Result<()>>>,
     /// Keeps the database alive until the server is gone.
     _database: Option<FreshDatabase>,
+    /// The certificate it serves TLS with; None for plaintext.
+    pub tls: Option<TestTls>,
+}
+
+/// A self-signed certificate for `localhost` and `127.0.0.1`, in files the server reads. Clients
+/// trust the certificate itself as their CA.
+pub struct TestTls {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// Holds `cert.pem` and `key.pem`.
+    dir: tempfile::TempDir,
+}
+
+impl TestTls {
+    pub fn generate() -> Self {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+                .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cert_pem = certified.cert.pem();
+        std::fs::write(dir.path().join("cert.pem"), &cert_pem).unwrap();
+        std::fs::write(
+            dir.path().join("key.pem"),
+            certified.signing_key.serialize_pem(),
+        )
+        .unwrap();
+        Self { cert_pem, dir }
+    }
+
+    pub fn cert_path(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
+    pub fn key_path(&self) -> PathBuf {
+        self.dir.path().join("key.pem")
+    }
+
+    /// A rustls client config that trusts this certificate and offers `alpn`.
+    pub fn client_config(&self, alpn: &[&[u8]]) -> tokio_rustls::rustls::ClientConfig {
+        use tokio_rustls::rustls::{
+            ClientConfig, RootCertStore,
+            crypto::ring,
+            pki_types::{CertificateDer, pem::PemObject},
+        };
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).unwrap())
+            .unwrap();
+        let mut config =
+            ClientConfig::builder_with_provider(std::sync::Arc::new(ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config
+    }
 }
 
 /// The config tests start from: quick timers so tests do not wait long, and rate limits out of
@@ -217,8 +277,33 @@ impl TestServer {
         server
     }
 
+    /// Starts the server over TLS with a fresh self-signed certificate; `url` and `channel` then
+    /// use https and trust it.
+    pub async fn start_tls(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
+        let database = FreshDatabase::create(backend).await;
+        let tls = TestTls::generate();
+        let (cert, key) = (tls.cert_path(), tls.key_path());
+        let mut server = Self::start_configured(&database.url, Some(tls), |config| {
+            config.tls_cert = Some(cert);
+            config.tls_key = Some(key);
+            tweak(config);
+        })
+        .await;
+        server._database = Some(database);
+        server
+    }
+
     /// Starts the server on an existing database (one that outlives this server).
     pub async fn start_on(database_url: &str, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_configured(database_url, None, tweak).await
+    }
+
+    /// Starts the server on `database_url`; `tls` is the certificate the tweaked config serves.
+    async fn start_configured(
+        database_url: &str,
+        tls: Option<TestTls>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
@@ -239,6 +324,7 @@ impl TestServer {
             shutdown: Some(shutdown),
             task: Some(task),
             _database: None,
+            tls,
         };
         server.wait_until_serving().await;
         server
@@ -266,14 +352,22 @@ impl TestServer {
         }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` when the server serves TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
-    /// A gRPC channel to the server.
+    /// A gRPC channel to the server (over TLS, trusting its certificate, when it serves TLS).
     pub async fn channel(&self) -> Result<Channel, tonic::transport::Error> {
-        Channel::from_shared(self.url()).unwrap().connect().await
+        let endpoint = Channel::from_shared(self.url()).unwrap();
+        let endpoint = match &self.tls {
+            Some(tls) => endpoint.tls_config(
+                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.cert_pem)),
+            )?,
+            None => endpoint,
+        };
+        endpoint.connect().await
     }
 
     pub async fn chat(&self) -> Result<ChatServiceClient<Channel>, tonic::transport::Error> {

@@ -21,11 +21,16 @@ export const file_fastchat_v1_chat: GenFile = /*@__PURE__*/
 /**
  * Opens a session as a user.
  *
+ * With JWT sign-in (the server started with --jwt-secret or --jwt-public-key) nothing is claimed:
+ * `token` must be a JWT, and its `sub` is the user. The user id is `sub` when that is a UUID,
+ * otherwise the UUIDv5 of "<iss>#<sub>" in the URL namespace (iss empty when absent). The display
+ * name is the token's `name` claim, else `display_name`, else the stored or a default name.
+ *
  * @generated from message fastchat.v1.Hello
  */
 export type Hello = Message<"fastchat.v1.Hello"> & {
   /**
-   * The user's UUID; empty lets the server pick one.
+   * The user's UUID; empty lets the server pick one. With JWT sign-in: empty, or the token's user.
    *
    * @generated from field: string user_id = 1;
    */
@@ -40,6 +45,7 @@ export type Hello = Message<"fastchat.v1.Hello"> & {
 
   /**
    * The token Welcome gave when the user id was claimed; required for every later session.
+   * With JWT sign-in: the JWT (required, here or as `authorization: Bearer` metadata).
    *
    * @generated from field: string token = 3;
    */
@@ -257,7 +263,8 @@ export type Welcome = Message<"fastchat.v1.Welcome"> & {
   user?: User | undefined;
 
   /**
-   * The user's bearer token: keep it, every later session and unary call needs it.
+   * The user's bearer token: keep it, every later session and unary call needs it. With JWT
+   * sign-in the server mints none: this is the JWT the session presented.
    *
    * @generated from field: string token = 3;
    */

@@ -265,7 +265,8 @@ export type HeartbeatResponse = Message<"fastchat.v1.HeartbeatResponse"> & {
   presence?: Presence | undefined;
 
   /**
-   * The user's bearer token when this heartbeat claimed the user id; empty otherwise.
+   * The user's bearer token when this heartbeat claimed the user id; empty otherwise (always
+   * empty with JWT sign-in).
    *
    * @generated from field: string token = 2;
    */
@@ -412,7 +413,8 @@ export const PresenceService: GenService<{
   },
   /**
    * Clients without a stream: keeps the user ONLINE for the heartbeat window (30 s by default).
-   * The first heartbeat for a user id claims it and returns its token.
+   * The first heartbeat for a user id claims it and returns its token. With JWT sign-in a
+   * heartbeat needs `authorization: Bearer <JWT>` and claims nothing.
    *
    * @generated from rpc fastchat.v1.PresenceService.Heartbeat
    */
