@@ -864,7 +864,8 @@ export type ErrorEvent = Message<"fastchat.v1.ErrorEvent"> & {
   clientMsgId: string;
 
   /**
-   * When to try again, for RATE_LIMITED.
+   * For RATE_LIMITED: milliseconds until the action is allowed again. The refused event was
+   * dropped (a message was not stored): send it again then, with the same client_msg_id.
    *
    * @generated from field: uint32 retry_after_ms = 4;
    */
@@ -931,6 +932,12 @@ export const MessageStatusSchema: GenEnum<MessageStatus> = /*@__PURE__*/
  * event for the user reaches all of them. A session begins with Welcome, then a presence snapshot,
  * then every stored message no session of the user has received yet (oldest first), then live
  * events. Idle streams get a Heartbeat every 20 s (configurable).
+ *
+ * Every action is rate-limited per user (the README's "Limits" lists each limit and its flag).
+ * Past a limit, an event on a Chat stream is dropped and answered with an ErrorEvent RATE_LIMITED
+ * carrying retry_after_ms, and the stream goes on; a unary call fails with RESOURCE_EXHAUSTED and a
+ * google.rpc.RetryInfo detail. Opening sessions too fast, or more than the per-user cap, is
+ * RESOURCE_EXHAUSTED; a server at capacity answers UNAVAILABLE, so clients back off and retry.
  *
  * @generated from service fastchat.v1.ChatService
  */
