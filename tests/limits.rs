@@ -267,11 +267,7 @@ async fn a_user_opening_sessions_faster_than_allowed_is_refused_until_the_allowa
     let server = server_with(|c| c.rate_sessions_per_minute = 2).await;
     let alice = ChatSession::new_user(&server, "Alice").await;
     let _second = alice.again(&server).await;
-    let hello = fastchat::proto::Hello {
-        user_id: alice.user_id(),
-        token: alice.token(),
-        ..Default::default()
-    };
+    let hello = alice.hello_again();
     let refused = ChatSession::open(&server, hello.clone())
         .await
         .err()
@@ -307,11 +303,7 @@ async fn a_user_holds_at_most_the_session_cap_and_gets_a_slot_back_when_one_clos
     let server = server_with(|c| c.max_sessions_per_user = 2).await;
     let alice = ChatSession::new_user(&server, "Alice").await;
     let second = alice.again(&server).await;
-    let hello = fastchat::proto::Hello {
-        user_id: alice.user_id(),
-        token: alice.token(),
-        ..Default::default()
-    };
+    let hello = alice.hello_again();
     let refused = ChatSession::open(&server, hello.clone())
         .await
         .err()
@@ -463,11 +455,7 @@ async fn one_connection_carries_at_most_the_stream_cap_at_once() {
     let server = server_with(|c| c.max_streams_per_connection = 1).await;
     let channel = server.channel().await.unwrap();
     let alice = ChatSession::new_user(&server, "Alice").await;
-    let hello = fastchat::proto::Hello {
-        user_id: alice.user_id(),
-        token: alice.token(),
-        ..Default::default()
-    };
+    let hello = alice.hello_again();
     let first = ChatSession::open_on(channel.clone(), hello.clone())
         .await
         .unwrap();

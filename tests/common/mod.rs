@@ -493,16 +493,18 @@ impl ChatSession {
 
     /// Another session of the same user.
     pub async fn again(&self, server: &TestServer) -> Self {
-        Self::open(
-            server,
-            Hello {
-                user_id: self.user_id(),
-                token: self.token(),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("opening another session")
+        Self::open(server, self.hello_again())
+            .await
+            .expect("opening another session")
+    }
+
+    /// The Hello that opens another session of this user.
+    pub fn hello_again(&self) -> Hello {
+        Hello {
+            user_id: self.user_id(),
+            token: self.token(),
+            ..Default::default()
+        }
     }
 
     pub fn user_id(&self) -> String {
