@@ -18,6 +18,9 @@ pub enum Error {
     /// No credentials, or credentials that do not fit.
     #[error("{0}")]
     Unauthenticated(String),
+    /// The caller is known but may not see or do this.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The server is shutting down.
     #[error("server is shutting down")]
     ShuttingDown,
@@ -47,6 +50,7 @@ impl Error {
             Self::InvalidArgument { .. } => Code::InvalidArgument,
             Self::NotFound(_) => Code::NotFound,
             Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::ShuttingDown | Self::WriterStopped => Code::Unavailable,
             Self::Database(_) => Code::Internal,
         }

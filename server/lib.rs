@@ -6,9 +6,11 @@
 //! - [`hub`]: in-memory sessions, fan-out, presence, typing, and the message writer.
 //! - [`db`]: SeaORM storage on SQLite or PostgreSQL; the migrations live in the `migration` crate.
 //! - [`identity`]: user ids claimed with a token, and checking that token.
-//! - [`http`]: `/health`, `/health/db` and `/presence/online`.
+//! - [`http`]: `/health`, `/health/db`, `/presence/online` and `/metrics`.
 //! - [`error`]: the one error type and its mapping to gRPC statuses.
 //! - [`codec`]: the protobuf codec, lenient with undecodable client events.
+//! - [`metrics`]: what the server counts, for Prometheus and MetricsService (the service lives in
+//!   [`api`]), with the hourly and daily buckets it stores.
 //!
 //! [`run`] serves on a listener the caller binds, until a shutdown future completes, so tests
 //! bind `127.0.0.1:0` and stop the server when they like.
@@ -22,6 +24,7 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod identity;
+pub mod metrics;
 
 /// Generated protobuf types, clients and servers for `fastchat.v1`.
 pub mod proto {
@@ -43,13 +46,15 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
-    api::{ChatApi, PresenceApi},
+    api::{ChatApi, MetricsApi, PresenceApi},
     config::Config,
     db::Database,
     hub::{Hub, HubConfig},
     identity::Identity,
+    metrics::Metrics,
     proto::{
-        chat_service_server::ChatServiceServer, presence_service_server::PresenceServiceServer,
+        chat_service_server::ChatServiceServer, metrics_service_server::MetricsServiceServer,
+        presence_service_server::PresenceServiceServer,
     },
 };
 
@@ -71,6 +76,8 @@ pub struct App {
     pub hub: Arc<Hub>,
     /// User ids and tokens.
     pub identity: Identity,
+    /// What the server counts.
+    pub metrics: Arc<Metrics>,
 }
 
 impl App {
@@ -101,16 +108,25 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let db = open_database(&config).await?;
+    let metrics = Arc::new(Metrics::new());
+    let mut db = open_database(&config).await?;
+    db.observe_queries(metrics.query_observer());
     db.reset_node_presence(&config.node_id, chrono::Utc::now())
         .await?;
-    let hub = Hub::start(db.clone(), HubConfig::from(&config));
+    let hub = Hub::start(db.clone(), HubConfig::from(&config), metrics.clone());
     let app = Arc::new(App {
         identity: Identity::new(db.clone()),
         hub: hub.clone(),
         db,
         config,
+        metrics,
     });
+    let stop_flusher = tokio_util::sync::CancellationToken::new();
+    let flusher = tokio::spawn(metrics::run_stats_flusher(
+        app.metrics.clone(),
+        app.db.clone(),
+        stop_flusher.clone(),
+    ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     // tonic-health starts the server as SERVING; it is not until the database has answered.
@@ -134,15 +150,30 @@ pub async fn run(
         .max_decoding_message_size(MAX_REQUEST_BYTES);
     let presence = PresenceServiceServer::new(PresenceApi::new(app.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let metrics_service = MetricsServiceServer::new(MetricsApi::new(app.clone()))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
     let grpc = Routes::new(chat)
         .add_service(presence)
+        .add_service(metrics_service)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     // tonic-web answers plain HTTP/1.1 requests with 400, so it wraps the gRPC routes only.
+    // Error statuses are counted inside it (still gRPC trailers there), the transport is noted
+    // outside it (before it turns grpc-web into gRPC), and each call runs in a span.
     let grpc = grpc
         .into_axum_router()
-        .layer(tonic_web::GrpcWebLayer::new());
+        .layer(axum::middleware::map_response_with_state(
+            app.metrics.clone(),
+            metrics::count_error_statuses,
+        ))
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_grpc()
+                .make_span_with(api::rpc_span)
+                .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN)),
+        )
+        .layer(axum::middleware::map_request(metrics::tag_transport));
     let routes = grpc
         .merge(http::router(app.clone()))
         .fallback(http::fallback(app.config.web_dir.clone()));
@@ -168,7 +199,10 @@ pub async fn run(
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .layer(cors(&app.config.cors_origins))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        .serve_with_incoming_shutdown(
+            metrics::count_connections(TcpListenerStream::new(listener), app.metrics.clone()),
+            signal,
+        );
 
     tokio::select! {
         result = server => result?,
@@ -177,12 +211,22 @@ pub async fn run(
             tokio::time::sleep(SHUTDOWN_DRAIN).await;
         } => tracing::warn!("connections still open after the drain period; closing them"),
     }
+    stop_flusher.cancel();
+    let _ = flusher.await;
+    if let Err(err) = app.metrics.flush_stats(&app.db).await {
+        tracing::warn!(error = %err, "could not store the last hourly and daily statistics");
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
 /// The names the gRPC health service reports on: the whole server ("") and each service.
-const HEALTH_SERVICES: [&str; 3] = ["", "fastchat.v1.ChatService", "fastchat.v1.PresenceService"];
+const HEALTH_SERVICES: [&str; 4] = [
+    "",
+    "fastchat.v1.ChatService",
+    "fastchat.v1.PresenceService",
+    "fastchat.v1.MetricsService",
+];
 
 /// Reports SERVING only while the database answers, until shutdown.
 async fn watch_database(app: Arc<App>, health: HealthReporter) {

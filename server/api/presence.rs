@@ -4,13 +4,17 @@ use std::{pin::Pin, sync::Arc};
 
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
-use super::{authenticate, bearer_token, chat::away_from_status, validate};
+use super::{
+    authenticate, bearer_token, chat::away_from_status, record_session, record_user, validate,
+};
 use crate::{
     App,
     error::Result,
     hub::{SessionKind, SessionStream},
     identity::Claim,
+    metrics::{MessageKind, Transport},
     proto::{
         HeartbeatRequest, HeartbeatResponse, ListOnlineRequest, ListOnlineResponse, PresenceEvent,
         PresenceUpdate, SetStatusRequest, SetStatusResponse, WatchPresenceRequest,
@@ -55,21 +59,26 @@ impl PresenceService for PresenceApi {
         request: Request<Streaming<PresenceUpdate>>,
     ) -> Result<Response<Self::PresenceStream>, Status> {
         let me = authenticate(&self.app, request.metadata()).await?;
+        let transport = Transport::of(request.extensions());
         let mut updates = request.into_inner();
         let stream = self
             .app
             .hub
-            .open_session(Some(&me), SessionKind::Presence, String::new())
+            .open_session(Some(&me), SessionKind::Presence, transport, String::new())
             .await?;
         let session = stream.id();
+        record_session(session);
+        tracing::info!("session opened");
         let ended = stream.ended();
         let hub = self.app.hub.clone();
+        let metrics = self.app.metrics.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = ended.cancelled() => break,
                     next = updates.message() => match next {
                         Ok(Some(update)) => {
+                            metrics.message(MessageKind::Presence);
                             // A bad update cannot be answered on this stream (it carries only
                             // presence events), so it ends the stream with the reason.
                             let result = away_from_status("status", update.status)
@@ -89,7 +98,7 @@ impl PresenceService for PresenceApi {
                 }
             }
             hub.close_session(session);
-        });
+        }.instrument(tracing::Span::current()));
         Ok(Response::new(presence_only(stream)))
     }
 
@@ -97,12 +106,13 @@ impl PresenceService for PresenceApi {
         &self,
         request: Request<WatchPresenceRequest>,
     ) -> Result<Response<Self::WatchPresenceStream>, Status> {
-        drop(request);
+        let transport = Transport::of(request.extensions());
         let stream = self
             .app
             .hub
-            .open_session(None, SessionKind::Presence, String::new())
+            .open_session(None, SessionKind::Presence, transport, String::new())
             .await?;
+        record_session(stream.id());
         Ok(Response::new(presence_only(stream)))
     }
 
@@ -110,10 +120,14 @@ impl PresenceService for PresenceApi {
         &self,
         request: Request<SetStatusRequest>,
     ) -> Result<Response<SetStatusResponse>, Status> {
+        self.app.metrics.message(MessageKind::Presence);
         let me = authenticate(&self.app, request.metadata()).await?;
         let request = request.get_ref();
         let away = away_from_status("status", request.status)?;
         let session = validate::optional_session_id("session_id", &request.session_id)?;
+        if let Some(session) = session {
+            record_session(session);
+        }
         let presence = self.app.hub.set_away(me.id, session, away)?;
         Ok(Response::new(SetStatusResponse {
             presence: Some(presence),
@@ -124,6 +138,7 @@ impl PresenceService for PresenceApi {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
+        self.app.metrics.message(MessageKind::Heartbeat);
         let bearer = bearer_token(request.metadata());
         let request = request.get_ref();
         let claim = Claim {
@@ -132,6 +147,7 @@ impl PresenceService for PresenceApi {
             token: bearer,
         };
         let (user, token) = self.app.identity.resolve(claim, "").await?;
+        record_user(user.id);
         let presence = self.app.hub.heartbeat(&user);
         Ok(Response::new(HeartbeatResponse {
             presence: Some(presence),
