@@ -537,3 +537,44 @@ fn statement_kind(sql: &str) -> &'static str {
         .find(|kind| keyword.eq_ignore_ascii_case(kind))
         .unwrap_or("other")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No rate limiter exists yet to drive this through the server, so it is tested here: hits
+    /// count by kind for Prometheus and GetMetrics, and per user for GetUserMetrics.
+    #[test]
+    fn rate_limit_hits_count_by_kind_and_by_user() {
+        let metrics = Metrics::new();
+        let (ann, ben) = (UserId::new_random(), UserId::new_random());
+        metrics.rate_limited("send_message", ann);
+        metrics.rate_limited("send_message", ann);
+        metrics.rate_limited("typing", ben);
+
+        let text = metrics.render();
+        assert!(
+            text.contains("fastchat_rate_limited_total{kind=\"send_message\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fastchat_rate_limited_total{kind=\"typing\"} 1\n"),
+            "{text}"
+        );
+        let snapshot = metrics.snapshot();
+        assert_eq!(snapshot.rate_limit_hits_total, 3);
+        assert_eq!(snapshot.rate_limit_hits_by_kind["send_message"], 2);
+        assert_eq!(metrics.rate_limit_hits_of(ann), 2);
+        assert_eq!(metrics.rate_limit_hits_of(ben), 1);
+        assert_eq!(metrics.rate_limit_hits_of(UserId::new_random()), 0);
+    }
+
+    #[test]
+    fn statements_are_labelled_by_their_first_keyword() {
+        assert_eq!(statement_kind("SELECT 1"), "select");
+        assert_eq!(statement_kind("  insert INTO t"), "insert");
+        assert_eq!(statement_kind("UPDATE t SET"), "update");
+        assert_eq!(statement_kind("DELETE FROM t"), "delete");
+        assert_eq!(statement_kind("WITH x AS (SELECT 1) SELECT"), "other");
+    }
+}
