@@ -208,7 +208,7 @@ async fn grpcurl_calls_heartbeat_and_list_online() {
 async fn grpcurl_shows_live_metrics_during_a_chat() {
     within(Duration::from_secs(120), async {
         let server = TestServer::start(Backend::Sqlite).await;
-        let mut alice = ChatSession::new_user(&server, "Alice").await;
+        let alice = ChatSession::new_user(&server, "Alice").await;
         let mut bob = ChatSession::new_user(&server, "Bob").await;
         alice.send_message(&bob.user_id(), "m-1", "hi").await;
         bob.next_where(|e| matches!(e, Event::Message(_)).then_some(()))
