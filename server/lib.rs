@@ -171,7 +171,11 @@ pub async fn run(
         .layer(
             tower_http::trace::TraceLayer::new_for_grpc()
                 .make_span_with(api::rpc_span)
-                .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN)),
+                // Failures are counted in the metrics; the database errors behind INTERNAL are
+                // logged where they happen. A warning for every stream ended at shutdown is noise.
+                .on_failure(
+                    tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+                ),
         )
         .layer(axum::middleware::map_request(metrics::tag_transport));
     let routes = grpc

@@ -6,7 +6,7 @@
 //! last-minute rates, a p99, rate-limit hits per user, and hourly counts not yet stored.
 //!
 //! - `connections`: counts TCP connections around the listener's stream.
-//! - `grpc`: tower layers that tag grpc-web requests and count error statuses.
+//! - `grpc`: middleware that tags grpc-web requests and counts error statuses.
 //! - `stats`: hourly and daily buckets, stored through the database so they survive restarts.
 //! - `window`: counts over the last minute.
 
