@@ -577,7 +577,39 @@ async fn stats_survive_a_restart(backend: Backend) {
     server.stop().await;
 }
 
+/// While the server runs, its counts reach `stats_buckets` within the flush interval (10 s), not
+/// only at shutdown: the chat's four messages in the hourly rows and in the daily rows.
+async fn stats_are_stored_while_running(backend: Backend) {
+    use fastchat::db::tables::stats_buckets;
+    use sea_orm::EntityTrait;
+
+    let server = TestServer::start(backend).await;
+    let _chat = within(Duration::from_secs(60), chat(&server)).await;
+    let db = server.db().await;
+    // Summed per kind, in case the test runs across an hour or midnight.
+    let stored = |rows: &[stats_buckets::Model], kind: &str| -> i64 {
+        rows.iter()
+            .filter(|row| row.kind == kind)
+            .map(|row| row.messages)
+            .sum()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = stats_buckets::Entity::find().all(&db).await.unwrap();
+        if stored(&rows, "hour") == 4 && stored(&rows, "day") == 4 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not stored while running: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    db.close().await.unwrap();
+}
+
 on_both_databases!(
+    stats_are_stored_while_running,
     prometheus_series_follow_a_chat,
     stream_error_statuses_are_counted,
     get_metrics_matches_the_chat,
