@@ -69,13 +69,9 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(256..=1_000_000))]
     pub session_queue: u64,
 
-    /// Origins allowed to call from a browser (comma-separated); `*` allows any.
-    #[arg(
-        long,
-        env = "FASTCHAT_CORS_ORIGINS",
-        value_delimiter = ',',
-        default_value = "http://localhost:8000,http://127.0.0.1:8000,http://localhost:5173,http://127.0.0.1:5173"
-    )]
+    /// Origins allowed to call from a browser (comma-separated); `*` allows any. Unset: this
+    /// server's own origin (localhost and 127.0.0.1 on its port) and the dev server on 5173.
+    #[arg(long, env = "FASTCHAT_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
     /// Directory of the built web client, served at `/` (`npm run build` in web-client/ makes it).
@@ -85,6 +81,88 @@ pub struct Config {
     /// Write logs as JSON lines instead of text.
     #[arg(long, env = "FASTCHAT_LOG_JSON")]
     pub log_json: bool,
+
+    /// Messages a user may send per minute; the allowance refills continuously.
+    #[arg(long, env = "FASTCHAT_RATE_MESSAGES_PER_MINUTE", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_messages_per_minute: u32,
+
+    /// Messages a user may send back to back before the per-minute rate applies.
+    #[arg(long, env = "FASTCHAT_RATE_MESSAGES_BURST", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_messages_burst: u32,
+
+    /// Typing events a user may send per minute (the web client sends at most one per 2 s).
+    #[arg(long, env = "FASTCHAT_RATE_TYPING_PER_MINUTE", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_typing_per_minute: u32,
+
+    /// Typing events a user may send back to back.
+    #[arg(long, env = "FASTCHAT_RATE_TYPING_BURST", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_typing_burst: u32,
+
+    /// Pings (on a Chat stream) and Heartbeat calls a user may make per minute.
+    #[arg(long, env = "FASTCHAT_RATE_PINGS_PER_MINUTE", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_pings_per_minute: u32,
+
+    /// Pings and heartbeats a user may send back to back.
+    #[arg(long, env = "FASTCHAT_RATE_PINGS_BURST", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_pings_burst: u32,
+
+    /// Other calls a user may make per minute: read marks, history, conversations, status.
+    #[arg(long, env = "FASTCHAT_RATE_REQUESTS_PER_MINUTE", default_value_t = 600,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_requests_per_minute: u32,
+
+    /// Other calls a user may make back to back.
+    #[arg(long, env = "FASTCHAT_RATE_REQUESTS_BURST", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_requests_burst: u32,
+
+    /// New sessions (streams) a user may open per minute, all at once if they like.
+    #[arg(long, env = "FASTCHAT_RATE_SESSIONS_PER_MINUTE", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_sessions_per_minute: u32,
+
+    /// New sessions one client IP address may open per minute, all users together.
+    #[arg(long, env = "FASTCHAT_RATE_SESSIONS_PER_MINUTE_PER_IP", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_sessions_per_minute_per_ip: u32,
+
+    /// Sessions one user may have open at once.
+    #[arg(long, env = "FASTCHAT_MAX_SESSIONS_PER_USER", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_sessions_per_user: u32,
+
+    /// Sessions (streams) the server holds at once; beyond it new ones get UNAVAILABLE.
+    #[arg(long, env = "FASTCHAT_MAX_SESSIONS", default_value_t = 200_000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_sessions: u32,
+
+    /// TCP connections the server holds at once; beyond it new ones are closed on accept. Stay
+    /// below the process's open-file limit.
+    #[arg(long, env = "FASTCHAT_MAX_CONNECTIONS", default_value_t = 16_000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_connections: u32,
+
+    /// HTTP/2 streams (calls) one connection may have open at once.
+    #[arg(long, env = "FASTCHAT_MAX_STREAMS_PER_CONNECTION", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_streams_per_connection: u32,
+
+    /// Calls the server works on at once (a stream counts until it is open); beyond it calls
+    /// are shed with UNAVAILABLE so clients back off.
+    #[arg(long, env = "FASTCHAT_MAX_CONCURRENT_REQUESTS", default_value_t = 2_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_concurrent_requests: u32,
+
+    /// Seconds a call may take to answer (a stream: until it is open) before DEADLINE_EXCEEDED.
+    #[arg(long, env = "FASTCHAT_REQUEST_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout_secs: u64,
 }
 
 /// Commands besides serving.
@@ -130,5 +208,9 @@ impl Config {
 
     pub fn typing_timeout(&self) -> Duration {
         Duration::from_millis(self.typing_timeout_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
     }
 }

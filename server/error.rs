@@ -1,10 +1,12 @@
 //! One error type for the whole server, mapped to a gRPC status (or a stream's ErrorEvent) here.
 
+use std::time::Duration;
+
 use sea_orm::DbErr;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::proto::ErrorEvent;
+use crate::{limits::Action, proto::ErrorEvent};
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +23,18 @@ pub enum Error {
     /// The caller is known but may not see or do this.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The user went past a rate limit; the action was dropped.
+    #[error("rate limited: too many {} actions; retry in {} ms", action.name(), retry_after.as_millis())]
+    RateLimited {
+        action: Action,
+        retry_after: Duration,
+    },
+    /// The user already holds as many open sessions as allowed.
+    #[error("this user already has {0} sessions open, the most allowed; close one first")]
+    TooManySessions(u32),
+    /// The server is at capacity; clients should back off and retry.
+    #[error("{0}")]
+    Overloaded(&'static str),
     /// The server is shutting down.
     #[error("server is shutting down")]
     ShuttingDown,
@@ -51,7 +65,8 @@ impl Error {
             Self::NotFound(_) => Code::NotFound,
             Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::PermissionDenied(_) => Code::PermissionDenied,
-            Self::ShuttingDown | Self::WriterStopped => Code::Unavailable,
+            Self::RateLimited { .. } | Self::TooManySessions(_) => Code::ResourceExhausted,
+            Self::Overloaded(_) | Self::ShuttingDown | Self::WriterStopped => Code::Unavailable,
             Self::Database(_) => Code::Internal,
         }
     }
@@ -69,11 +84,15 @@ impl Error {
 
     /// The event a stream sends instead of ending, for the send with `client_msg_id` (may be empty).
     pub fn to_event(&self, client_msg_id: &str) -> ErrorEvent {
+        let (code, retry_after_ms) = match self {
+            Self::RateLimited { retry_after, .. } => ("RATE_LIMITED", retry_after.as_millis()),
+            _ => (code_name(self.code()), 0),
+        };
         ErrorEvent {
-            code: code_name(self.code()).to_owned(),
+            code: code.to_owned(),
             message: self.public_message(),
             client_msg_id: client_msg_id.to_owned(),
-            retry_after_ms: 0,
+            retry_after_ms: retry_after_ms.try_into().unwrap_or(u32::MAX),
             field: match self {
                 Self::InvalidArgument { field, .. } => field.clone(),
                 _ => String::new(),
@@ -90,6 +109,12 @@ impl From<Error> for Status {
                 Code::InvalidArgument,
                 message,
                 ErrorDetails::with_bad_request_violation(field.clone(), description.clone()),
+            ),
+            // RetryInfo tells gRPC clients when the allowance has grown back.
+            Error::RateLimited { retry_after, .. } => Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                ErrorDetails::with_retry_info(Some(*retry_after)),
             ),
             _ => Status::new(err.code(), message),
         }

@@ -6,6 +6,8 @@
 //! - [`hub`]: in-memory sessions, fan-out, presence, typing, and the message writer.
 //! - [`db`]: SeaORM storage on SQLite or PostgreSQL; the migrations live in the `migration` crate.
 //! - [`identity`]: user ids claimed with a token, and checking that token.
+//! - [`limits`]: rate limits per user and kind of action, and per client address.
+//! - [`connections`]: accepting TCP connections, at most a set number at once.
 //! - [`http`]: `/health`, `/health/db`, `/presence/online` and `/metrics`.
 //! - [`error`]: the one error type and its mapping to gRPC statuses.
 //! - [`codec`]: the protobuf codec, lenient with undecodable client events.
@@ -18,12 +20,14 @@
 pub mod api;
 pub mod codec;
 pub mod config;
+pub mod connections;
 mod convert;
 pub mod db;
 pub mod error;
 pub mod http;
 pub mod hub;
 pub mod identity;
+pub mod limits;
 pub mod metrics;
 
 /// Generated protobuf types, clients and servers for `fastchat.v1`.
@@ -36,13 +40,13 @@ pub mod proto {
         tonic::include_file_descriptor_set!("fastchat_descriptor");
 }
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use ::http::{HeaderName, HeaderValue, Method};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::service::Routes;
+use tonic::{Status, service::Routes};
 use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::{BoxError, ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
@@ -51,6 +55,7 @@ use crate::{
     db::Database,
     hub::{Hub, HubConfig},
     identity::Identity,
+    limits::RateLimits,
     metrics::Metrics,
     proto::{
         chat_service_server::ChatServiceServer, metrics_service_server::MetricsServiceServer,
@@ -64,6 +69,10 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(8);
 /// How often the database is checked for the gRPC health service.
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// The port of the web client's dev server (`npm run dev`), allowed by the default CORS list.
+const DEV_SERVER_PORT: u16 = 5173;
+/// How often rate-limit buckets that are full again are dropped.
+const FORGET_IDLE_LIMITS_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What every service shares.
 #[derive(Debug)]
@@ -76,6 +85,8 @@ pub struct App {
     pub hub: Arc<Hub>,
     /// User ids and tokens.
     pub identity: Identity,
+    /// Rate limits per user and per client address.
+    pub limits: RateLimits,
     /// What the server counts.
     pub metrics: Arc<Metrics>,
 }
@@ -116,6 +127,7 @@ pub async fn run(
     let hub = Hub::start(db.clone(), HubConfig::from(&config), metrics.clone());
     let app = Arc::new(App {
         identity: Identity::new(db.clone()),
+        limits: RateLimits::new(&config, metrics.clone()),
         hub: hub.clone(),
         db,
         config,
@@ -136,6 +148,7 @@ pub async fn run(
             .await;
     }
     tokio::spawn(watch_database(app.clone(), health.clone()));
+    tokio::spawn(forget_idle_limits(Arc::downgrade(&app)));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -197,14 +210,29 @@ pub async fn run(
             let _ = stopping_tx.send(());
         }
     };
+    let config = &app.config;
+    let incoming = connections::accept(listener, config.max_connections as usize);
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .layer(cors(&app.config.cors_origins))
+        .max_concurrent_streams(config.max_streams_per_connection)
+        .layer(cors(&allowed_origins(config, local_addr)))
+        .layer(
+            ServiceBuilder::new()
+                .map_err({
+                    let metrics = app.metrics.clone();
+                    move |err| overload_status(err, &metrics)
+                })
+                .load_shed()
+                .layer(GlobalConcurrencyLimitLayer::new(
+                    config.max_concurrent_requests as usize,
+                ))
+                .timeout(config.request_timeout()),
+        )
         .add_routes(routes)
         .serve_with_incoming_shutdown(
-            metrics::count_connections(TcpListenerStream::new(listener), app.metrics.clone()),
+            metrics::count_connections(incoming, app.metrics.clone()),
             signal,
         );
 
@@ -262,6 +290,52 @@ async fn end_health_watches(mut health: HealthReporter) {
             .await;
         health.clear_service_status(service).await;
     }
+}
+
+/// Drops the rate-limit buckets of users who have been quiet, until the server is gone.
+async fn forget_idle_limits(app: std::sync::Weak<App>) {
+    loop {
+        tokio::time::sleep(FORGET_IDLE_LIMITS_INTERVAL).await;
+        let Some(app) = app.upgrade() else { return };
+        app.limits.forget_idle();
+    }
+}
+
+/// The statuses for calls the tower layers refuse: shed calls get UNAVAILABLE (so clients back
+/// off and retry) and slow ones DEADLINE_EXCEEDED, where tonic's own layers would say
+/// RESOURCE_EXHAUSTED and CANCELLED. They are counted here: these refusals never reach the
+/// middleware that counts the services' statuses.
+fn overload_status(err: BoxError, metrics: &Metrics) -> BoxError {
+    let status = if err.is::<tower::load_shed::error::Overloaded>() {
+        Status::unavailable("the server is busy with too many calls at once; retry with backoff")
+    } else if err.is::<tower::timeout::error::Elapsed>() {
+        Status::deadline_exceeded("the call took longer than the server's request timeout")
+    } else {
+        return err;
+    };
+    metrics.error(error::code_name(status.code()));
+    Box::new(status)
+}
+
+/// The origins browsers may call from: the configured list, else this server's own origin
+/// (reached as localhost, 127.0.0.1 or the address it listens on) and the Vite dev server.
+fn allowed_origins(config: &Config, local_addr: SocketAddr) -> Vec<String> {
+    if !config.cors_origins.is_empty() {
+        return config.cors_origins.clone();
+    }
+    let scheme = "http";
+    let port = local_addr.port();
+    let mut origins = vec![
+        format!("{scheme}://localhost:{port}"),
+        format!("{scheme}://127.0.0.1:{port}"),
+        format!("http://localhost:{DEV_SERVER_PORT}"),
+        format!("http://127.0.0.1:{DEV_SERVER_PORT}"),
+    ];
+    let ip = local_addr.ip();
+    if !ip.is_loopback() && !ip.is_unspecified() {
+        origins.push(format!("{scheme}://{local_addr}"));
+    }
+    origins
 }
 
 /// CORS for grpc-web from the allowed origins.

@@ -559,6 +559,14 @@ async fn cors_preflight_allows_configured_origins_only() {
     let methods = header(&headers, "access-control-allow-methods").unwrap_or_default();
     assert!(methods.contains("POST"), "allow-methods: {methods}");
 
+    // By default the server's own origin is on the list too.
+    let own = format!("http://127.0.0.1:{}", server.addr.port());
+    let (_, headers, _) = http11_exchange(&server, &preflight(&own), b"").await;
+    assert_eq!(
+        header(&headers, "access-control-allow-origin"),
+        Some(own.as_str())
+    );
+
     let (_, headers, _) = http11_exchange(&server, &preflight("http://evil.example"), b"").await;
     assert_eq!(
         header(&headers, "access-control-allow-origin"),

@@ -339,6 +339,61 @@ async fn get_metrics_matches_the_chat(backend: Backend) {
     .await;
 }
 
+/// A message past the rate limit counts as a rate-limit hit of kind `message`, for Prometheus,
+/// GetMetrics and the sender's GetUserMetrics, and its RATE_LIMITED error event as an error.
+async fn rate_limit_hits_are_counted(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| {
+        config.rate_messages_per_minute = 1;
+        config.rate_messages_burst = 1;
+    })
+    .await;
+    within(Duration::from_secs(30), async {
+        let mut alice = ChatSession::new_user(&server, "Alice").await;
+        let bob = ChatSession::new_user(&server, "Bob").await;
+        alice.send_message(&bob.user_id(), "a-1", "one").await;
+        alice
+            .next_where(|e| matches!(e, Event::Ack(_)).then_some(()))
+            .await;
+        alice.send_message(&bob.user_id(), "a-2", "two").await;
+        let refused = alice
+            .next_where(|e| match e {
+                Event::Error(error) => Some(error),
+                _ => None,
+            })
+            .await;
+        assert_eq!(refused.code, "RATE_LIMITED");
+
+        let text = scrape(&server).await;
+        assert_eq!(
+            series(&text, r#"fastchat_rate_limited_total{kind="message"}"#),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            series(&text, r#"fastchat_errors_total{code="RATE_LIMITED"}"#),
+            Some(1.0),
+            "{text}"
+        );
+        let m = get_metrics(&server).await;
+        assert_eq!(m.rate_limit_hits_total, 1);
+        assert_eq!(m.rate_limit_hits_by_kind["message"], 1);
+        let mine = metrics_client(&server)
+            .await
+            .get_user_metrics(authed(
+                &alice.token(),
+                GetUserMetricsRequest {
+                    user_id: alice.user_id(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(mine.rate_limit_hits, 1);
+        assert_eq!(mine.messages_sent, 1, "the refused message was not stored");
+    })
+    .await;
+}
+
 /// TCP connections count when accepted, and as active until they close.
 async fn connections_are_counted_open_and_closed(backend: Backend) {
     let server = TestServer::start(backend).await;
@@ -609,6 +664,7 @@ async fn stats_are_stored_while_running(backend: Backend) {
 }
 
 on_both_databases!(
+    rate_limit_hits_are_counted,
     stats_are_stored_while_running,
     prometheus_series_follow_a_chat,
     stream_error_statuses_are_counted,

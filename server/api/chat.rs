@@ -1,13 +1,13 @@
 //! ChatService: the Chat and Subscribe session streams and the unary calls browsers act with.
 
-use std::{pin::Pin, sync::Arc, time::Instant};
+use std::{net::IpAddr, pin::Pin, sync::Arc, time::Instant};
 
 use tokio::sync::{Semaphore, oneshot};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use super::{authenticate, bearer_token, record_session, record_user, validate};
+use super::{authenticate, bearer_token, client_ip, record_session, record_user, validate};
 use crate::{
     App,
     convert::{chat_message, now_timestamp, server_event, timestamp},
@@ -15,6 +15,7 @@ use crate::{
     error::{Error, Result},
     hub::{AckTo, OutgoingMessage, SessionKind},
     identity::AuthUser,
+    limits::Action,
     metrics::{MessageKind, Transport},
     proto::{
         ClientEvent, Conversation, GetHistoryRequest, GetHistoryResponse, ListConversationsRequest,
@@ -54,6 +55,7 @@ impl ChatApi {
         ack_to: AckTo,
     ) -> Result<()> {
         let received = Instant::now();
+        self.app.limits.check(Action::Message, sender.id)?;
         let client_msg_id =
             validate::client_msg_id(&format!("{prefix}client_msg_id"), &request.client_msg_id)?;
         let text = validate::text(
@@ -96,6 +98,7 @@ impl ChatApi {
         prefix: &str,
         session: Option<SessionId>,
     ) -> Result<()> {
+        self.app.limits.check(Action::Typing, me.id)?;
         let peer = self
             .peer(me, &format!("{prefix}to_user_id"), &request.to_user_id)
             .await?;
@@ -111,6 +114,7 @@ impl ChatApi {
         request: &MarkReadRequest,
         prefix: &str,
     ) -> Result<u64> {
+        self.app.limits.check(Action::Request, me.id)?;
         let peer = self
             .peer(me, &format!("{prefix}peer_user_id"), &request.peer_user_id)
             .await?;
@@ -166,22 +170,29 @@ impl ChatApi {
                     .map(|_| ()),
             ),
             Some(E::Ping(ping)) => {
-                let pong = Pong {
-                    nonce: ping.nonce,
-                    server_time: Some(now_timestamp()),
-                };
-                self.app
-                    .hub
-                    .publish_to_session(session, server_event(Event::Pong(pong)));
-                (String::new(), Ok(()))
-            }
-            Some(E::Presence(update)) => {
-                let result = away_from_status("presence.status", update.status).and_then(|away| {
+                let result = self.app.limits.check(Action::Ping, me.id).map(|()| {
+                    let pong = Pong {
+                        nonce: ping.nonce,
+                        server_time: Some(now_timestamp()),
+                    };
                     self.app
                         .hub
-                        .set_away(me.id, Some(session), away)
-                        .map(|_| ())
+                        .publish_to_session(session, server_event(Event::Pong(pong)));
                 });
+                (String::new(), result)
+            }
+            Some(E::Presence(update)) => {
+                let result = self
+                    .app
+                    .limits
+                    .check(Action::Request, me.id)
+                    .and_then(|()| away_from_status("presence.status", update.status))
+                    .and_then(|away| {
+                        self.app
+                            .hub
+                            .set_away(me.id, Some(session), away)
+                            .map(|_| ())
+                    });
                 (String::new(), result)
             }
             Some(E::Hello(_)) => (
@@ -207,11 +218,12 @@ impl ChatApi {
         }
     }
 
-    /// Opens a session for a Hello that came by `transport` and returns its stream.
+    /// Opens a session for a Hello from `ip` that came by `transport` and returns its stream.
     async fn open(
         &self,
         hello: &crate::proto::Hello,
         bearer: Option<String>,
+        ip: Option<IpAddr>,
         prefix: &str,
         transport: Transport,
     ) -> Result<(AuthUser, crate::hub::SessionStream)> {
@@ -219,6 +231,7 @@ impl ChatApi {
         let presented = claim.token.clone();
         let (user, new_token) = self.app.identity.resolve(claim, prefix).await?;
         record_user(user.id);
+        self.app.limits.check_new_session(Some(user.id), ip)?;
         self.app.hub.rename(user.id, &user.display_name);
         let token = new_token.or(presented).unwrap_or_default();
         let stream = self
@@ -254,6 +267,7 @@ impl ChatService for ChatApi {
         request: Request<Streaming<ClientEvent>>,
     ) -> Result<Response<Self::ChatStream>, Status> {
         let bearer = bearer_token(request.metadata());
+        let ip = client_ip(&request);
         let transport = Transport::of(request.extensions());
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(self.app.config.hello_timeout(), inbound.message())
@@ -268,7 +282,7 @@ impl ChatService for ChatApi {
             Some(client_event::Event::Hello(hello)) => hello,
             _ => return Err(Error::invalid("hello", "the first event must be a hello").into()),
         };
-        let (user, stream) = self.open(&hello, bearer, "hello.", transport).await?;
+        let (user, stream) = self.open(&hello, bearer, ip, "hello.", transport).await?;
         let session = stream.id();
         let ended = stream.ended();
         let api = self.clone();
@@ -304,9 +318,10 @@ impl ChatService for ChatApi {
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let bearer = bearer_token(request.metadata());
+        let ip = client_ip(&request);
         let transport = Transport::of(request.extensions());
         let hello = request.into_inner().hello.unwrap_or_default();
-        let (_, stream) = self.open(&hello, bearer, "hello.", transport).await?;
+        let (_, stream) = self.open(&hello, bearer, ip, "hello.", transport).await?;
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -351,6 +366,7 @@ impl ChatService for ChatApi {
         request: Request<GetHistoryRequest>,
     ) -> Result<Response<GetHistoryResponse>, Status> {
         let me = authenticate(&self.app, request.metadata()).await?;
+        self.app.limits.check(Action::Request, me.id)?;
         let request = request.get_ref();
         let peer = self
             .peer(&me, "peer_user_id", &request.peer_user_id)
@@ -392,6 +408,7 @@ impl ChatService for ChatApi {
         request: Request<ListConversationsRequest>,
     ) -> Result<Response<ListConversationsResponse>, Status> {
         let me = authenticate(&self.app, request.metadata()).await?;
+        self.app.limits.check(Action::Request, me.id)?;
         if !self.app.hub.config().keeps_history() {
             return Ok(Response::new(ListConversationsResponse::default())); // no history is kept
         }

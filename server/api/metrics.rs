@@ -10,6 +10,7 @@ use crate::{
     App,
     db::BucketKind,
     error::{Error, Result},
+    limits::Action,
     proto::{
         GetDailyStatsRequest, GetDailyStatsResponse, GetHourlyStatsRequest, GetHourlyStatsResponse,
         GetMetricsRequest, GetMetricsResponse, GetUserMetricsRequest, GetUserMetricsResponse,
@@ -49,6 +50,7 @@ impl MetricsService for MetricsApi {
         request: Request<GetUserMetricsRequest>,
     ) -> Result<Response<GetUserMetricsResponse>, Status> {
         let me = authenticate(&self.app, request.metadata()).await?;
+        self.app.limits.check(Action::Request, me.id)?;
         let user = validate::user_id("user_id", &request.get_ref().user_id)?;
         if user != me.id {
             if !self.app.identity.exists(user).await? {

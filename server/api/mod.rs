@@ -6,9 +6,9 @@ mod metrics;
 mod presence;
 mod validate;
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
-use tonic::metadata::MetadataMap;
+use tonic::{Request, metadata::MetadataMap};
 use tracing::{Span, field};
 
 pub use chat::ChatApi;
@@ -52,6 +52,11 @@ fn bearer_token(metadata: &MetadataMap) -> Option<String> {
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
+}
+
+/// The address the call came from, for limits per client address.
+fn client_ip<T>(request: &Request<T>) -> Option<IpAddr> {
+    request.remote_addr().map(|addr| addr.ip())
 }
 
 /// The user a unary call's bearer token belongs to.

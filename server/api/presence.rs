@@ -7,13 +7,15 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::{
-    authenticate, bearer_token, chat::away_from_status, record_session, record_user, validate,
+    authenticate, bearer_token, chat::away_from_status, client_ip, record_session, record_user,
+    validate,
 };
 use crate::{
     App,
     error::Result,
     hub::{SessionKind, SessionStream},
     identity::Claim,
+    limits::Action,
     metrics::{MessageKind, Transport},
     proto::{
         HeartbeatRequest, HeartbeatResponse, ListOnlineRequest, ListOnlineResponse, PresenceEvent,
@@ -60,6 +62,9 @@ impl PresenceService for PresenceApi {
     ) -> Result<Response<Self::PresenceStream>, Status> {
         let me = authenticate(&self.app, request.metadata()).await?;
         let transport = Transport::of(request.extensions());
+        self.app
+            .limits
+            .check_new_session(Some(me.id), client_ip(&request))?;
         let mut updates = request.into_inner();
         let stream = self
             .app
@@ -107,6 +112,9 @@ impl PresenceService for PresenceApi {
         request: Request<WatchPresenceRequest>,
     ) -> Result<Response<Self::WatchPresenceStream>, Status> {
         let transport = Transport::of(request.extensions());
+        self.app
+            .limits
+            .check_new_session(None, client_ip(&request))?;
         let stream = self
             .app
             .hub
@@ -122,6 +130,7 @@ impl PresenceService for PresenceApi {
     ) -> Result<Response<SetStatusResponse>, Status> {
         self.app.metrics.message(MessageKind::Presence);
         let me = authenticate(&self.app, request.metadata()).await?;
+        self.app.limits.check(Action::Request, me.id)?;
         let request = request.get_ref();
         let away = away_from_status("status", request.status)?;
         let session = validate::optional_session_id("session_id", &request.session_id)?;
@@ -148,6 +157,7 @@ impl PresenceService for PresenceApi {
         };
         let (user, token) = self.app.identity.resolve(claim, "").await?;
         record_user(user.id);
+        self.app.limits.check(Action::Ping, user.id)?;
         let presence = self.app.hub.heartbeat(&user);
         Ok(Response::new(HeartbeatResponse {
             presence: Some(presence),

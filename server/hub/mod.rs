@@ -69,6 +69,10 @@ pub struct HubConfig {
     pub typing_timeout: Duration,
     /// Days messages are kept; 0 keeps none beyond their live delivery.
     pub retention_days: u32,
+    /// Sessions one user may hold at once.
+    pub max_sessions_per_user: u32,
+    /// Sessions the hub holds at once, all users together.
+    pub max_sessions: usize,
 }
 
 impl HubConfig {
@@ -89,6 +93,8 @@ impl From<&Config> for HubConfig {
             offline_grace: config.offline_grace(),
             typing_timeout: config.typing_timeout(),
             retention_days: config.retention_days,
+            max_sessions_per_user: config.max_sessions_per_user,
+            max_sessions: config.max_sessions as usize,
         }
     }
 }

@@ -64,6 +64,18 @@ impl Hub {
             if self.is_shutting_down() {
                 return Err(Error::ShuttingDown);
             }
+            if state.sessions.len() >= self.config.max_sessions {
+                return Err(Error::Overloaded(
+                    "the server holds as many sessions as it may; retry later",
+                ));
+            }
+            let max_per_user = self.config.max_sessions_per_user;
+            let open_of_user = user
+                .and_then(|u| state.users.get(&u.id))
+                .map_or(0, |entry| entry.sessions.len());
+            if open_of_user >= max_per_user as usize {
+                return Err(Error::TooManySessions(max_per_user));
+            }
             state.sessions.insert(
                 id,
                 SessionEntry {

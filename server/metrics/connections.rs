@@ -1,5 +1,5 @@
-//! Counting TCP connections: each accepted stream carries a guard that counts it open until the
-//! connection is dropped.
+//! Counting TCP connections: each accepted connection carries a guard that counts it open until
+//! it is dropped. It wraps whatever the listener side yields (the capped [`crate::connections`]).
 
 use std::{
     io,
@@ -8,29 +8,26 @@ use std::{
     task::{Context, Poll},
 };
 
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
-};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_stream::{Stream, StreamExt};
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 
 use super::{ConnectionGuard, Metrics};
 
-/// An accepted TCP connection, counted open while it lives.
+/// An accepted connection, counted open while it lives.
 #[derive(Debug)]
-pub struct CountedConnection {
+pub struct CountedConnection<C> {
     /// The connection itself.
-    stream: TcpStream,
+    stream: C,
     /// Counts the connection closed when dropped.
     _open: ConnectionGuard,
 }
 
 /// Counts every connection `incoming` accepts.
-pub fn count_connections(
-    incoming: impl Stream<Item = io::Result<TcpStream>>,
+pub fn count_connections<C>(
+    incoming: impl Stream<Item = io::Result<C>>,
     metrics: Arc<Metrics>,
-) -> impl Stream<Item = io::Result<CountedConnection>> {
+) -> impl Stream<Item = io::Result<CountedConnection<C>>> {
     incoming.map(move |accepted| {
         accepted.map(|stream| CountedConnection {
             stream,
@@ -39,15 +36,15 @@ pub fn count_connections(
     })
 }
 
-impl Connected for CountedConnection {
-    type ConnectInfo = TcpConnectInfo;
+impl<C: Connected> Connected for CountedConnection<C> {
+    type ConnectInfo = C::ConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
         self.stream.connect_info()
     }
 }
 
-impl AsyncRead for CountedConnection {
+impl<C: AsyncRead + Unpin> AsyncRead for CountedConnection<C> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -57,7 +54,7 @@ impl AsyncRead for CountedConnection {
     }
 }
 
-impl AsyncWrite for CountedConnection {
+impl<C: AsyncWrite + Unpin> AsyncWrite for CountedConnection<C> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

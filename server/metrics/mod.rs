@@ -407,10 +407,12 @@ impl Metrics {
         self.live().pending_at(Utc::now()).errors += 1;
     }
 
-    /// The rate limiter refused a request of `kind` from `user`.
-    pub fn rate_limited(&self, kind: &'static str, user: UserId) {
+    /// The rate limiter refused a request of `kind` from `user` (None: an anonymous watcher).
+    pub fn rate_limited(&self, kind: &'static str, user: Option<UserId>) {
         self.rate_limited.with_label_values(&[kind]).inc();
-        *self.live().rate_limited_users.entry(user).or_default() += 1;
+        if let Some(user) = user {
+            *self.live().rate_limited_users.entry(user).or_default() += 1;
+        }
     }
 
     /// How often the rate limiter refused `user` since the server started.
@@ -542,15 +544,16 @@ fn statement_kind(sql: &str) -> &'static str {
 mod tests {
     use super::*;
 
-    /// No rate limiter exists yet to drive this through the server, so it is tested here: hits
-    /// count by kind for Prometheus and GetMetrics, and per user for GetUserMetrics.
+    /// Hits count by kind for Prometheus and GetMetrics, and per user for GetUserMetrics;
+    /// anonymous ones by kind only.
     #[test]
     fn rate_limit_hits_count_by_kind_and_by_user() {
         let metrics = Metrics::new();
         let (ann, ben) = (UserId::new_random(), UserId::new_random());
-        metrics.rate_limited("send_message", ann);
-        metrics.rate_limited("send_message", ann);
-        metrics.rate_limited("typing", ben);
+        metrics.rate_limited("send_message", Some(ann));
+        metrics.rate_limited("send_message", Some(ann));
+        metrics.rate_limited("typing", Some(ben));
+        metrics.rate_limited("typing", None);
 
         let text = metrics.render();
         assert!(
@@ -558,11 +561,11 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("fastchat_rate_limited_total{kind=\"typing\"} 1\n"),
+            text.contains("fastchat_rate_limited_total{kind=\"typing\"} 2\n"),
             "{text}"
         );
         let snapshot = metrics.snapshot();
-        assert_eq!(snapshot.rate_limit_hits_total, 3);
+        assert_eq!(snapshot.rate_limit_hits_total, 4);
         assert_eq!(snapshot.rate_limit_hits_by_kind["send_message"], 2);
         assert_eq!(metrics.rate_limit_hits_of(ann), 2);
         assert_eq!(metrics.rate_limit_hits_of(ben), 1);

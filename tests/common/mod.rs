@@ -177,12 +177,30 @@ pub struct TestServer {
     _database: Option<FreshDatabase>,
 }
 
-/// The config tests start from: quick timers so tests do not wait long.
+/// The config tests start from: quick timers so tests do not wait long, and rate limits out of
+/// the way of tests that send bursts from one address (`tests/limits.rs` sets its own).
 pub fn test_config() -> Config {
     let mut config = Config::from_env();
     config.offline_grace_ms = 300;
     config.typing_timeout_ms = 800;
+    lift_rate_limits(&mut config);
     config
+}
+
+/// Rate limits no test reaches unless it means to.
+pub fn lift_rate_limits(config: &mut Config) {
+    const PLENTY: u32 = 1_000_000;
+    config.rate_messages_per_minute = PLENTY;
+    config.rate_messages_burst = PLENTY;
+    config.rate_typing_per_minute = PLENTY;
+    config.rate_typing_burst = PLENTY;
+    config.rate_pings_per_minute = PLENTY;
+    config.rate_pings_burst = PLENTY;
+    config.rate_requests_per_minute = PLENTY;
+    config.rate_requests_burst = PLENTY;
+    config.rate_sessions_per_minute = PLENTY;
+    config.rate_sessions_per_minute_per_ip = PLENTY;
+    config.max_sessions_per_user = 1_000;
 }
 
 impl TestServer {
@@ -365,15 +383,18 @@ impl ChatSession {
 
     /// Claims a new user named `name` and opens a session as them.
     pub async fn new_user(server: &TestServer, name: &str) -> Self {
-        Self::open(
-            server,
-            Hello {
-                display_name: name.to_owned(),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("claiming a new user")
+        Self::new_user_result(server, name)
+            .await
+            .expect("claiming a new user")
+    }
+
+    /// Tries to claim a new user named `name` and open a session as them.
+    pub async fn new_user_result(server: &TestServer, name: &str) -> Result<Self, Status> {
+        let hello = Hello {
+            display_name: name.to_owned(),
+            ..Default::default()
+        };
+        Self::open(server, hello).await
     }
 
     /// Another session of the same user.

@@ -239,6 +239,24 @@ describe("ChatSession against an in-memory server", () => {
     expect(server.sendCalls.map((c) => c.clientMsgId)).toEqual([id, id]);
   });
 
+  it("keeps a rate-limited message queued, says slow down, and sends it once allowed", async () => {
+    const server = createFakeServer();
+    const alice = connect(server, "Alice");
+    const bob = connect(server, "Bob");
+    await waitFor(online(alice));
+    await waitFor(online(bob));
+    server.rateLimitedSends = 2;
+    const id = alice.session.sendMessage(bob.userId(), "not so fast");
+    await waitFor(
+      () => (bob.store.getState().conversations[alice.userId()]?.unread ?? 0) === 1,
+      2000,
+      "delivered after the refusals",
+    );
+    expect(server.sendCalls.map((c) => c.clientMsgId)).toEqual([id, id, id]);
+    expect(alice.store.getState().lastError?.code).toBe("RESOURCE_EXHAUSTED");
+    expect(alice.store.getState().outbox).toEqual([]);
+  });
+
   it("sends typing at most once per interval, then false once, and the peer sees it", async () => {
     const server = createFakeServer();
     const alice = connect(server, "Alice");

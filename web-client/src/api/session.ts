@@ -299,6 +299,12 @@ export class ChatSession {
             this.scheduleSendRetry();
             return;
           }
+          if (e.code === Code.ResourceExhausted) {
+            // Rate limited: the allowance grows back within seconds, so say so and send it then.
+            this.store.setState({ lastError: toApiError(e) });
+            this.scheduleSendRetry();
+            return;
+          }
           this.store.getState().markFailed(id, toApiError(e));
         }
       }

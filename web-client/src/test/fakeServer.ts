@@ -105,6 +105,8 @@ export interface FakeServer {
   calls: Map<string, number>;
   /** While true every call fails with UNAVAILABLE, as when the server is down. */
   down: boolean;
+  /** While above 0, each SendMessage is refused as rate limited (RESOURCE_EXHAUSTED), counting down. */
+  rateLimitedSends: number;
   /** Registers a user directly (as if it had connected before); returns its token. */
   addUser(userId: string, displayName: string): string;
   /** Ends every open Subscribe stream normally (as a restart would). */
@@ -209,6 +211,7 @@ export function createFakeServer(): FakeServer {
     sendCalls: [],
     calls,
     down: false,
+    rateLimitedSends: 0,
     conversation,
     push,
     addUser(userId, displayName) {
@@ -298,6 +301,13 @@ export function createFakeServer(): FakeServer {
               });
               checkUp();
               const from = authUser(ctx);
+              if (server.rateLimitedSends > 0) {
+                server.rateLimitedSends -= 1;
+                throw new ConnectError(
+                  "rate limited: too many message actions",
+                  Code.ResourceExhausted,
+                );
+              }
               if (!req.text.trim()) {
                 throw new ConnectError("send_message.text: empty", Code.InvalidArgument);
               }

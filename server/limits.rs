@@ -1,0 +1,149 @@
+//! Rate limits: a token bucket per user and kind of action, and one per client address for new
+//! sessions. governor's buckets (GCRA) refill continuously, so a user who waits is let through
+//! again as soon as their allowance has grown back, not at the next sweep of a counter.
+
+use std::{net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
+
+use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
+
+use crate::{
+    config::Config,
+    db::ids::UserId,
+    error::{Error, Result},
+    metrics::Metrics,
+};
+
+/// What a limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Sending a message (stream or unary).
+    Message,
+    /// A typing event.
+    Typing,
+    /// A Ping on a stream or a Heartbeat call.
+    Ping,
+    /// Any other call of a signed-in user: read marks, history, conversations, status.
+    Request,
+    /// Opening a session (a stream).
+    Session,
+}
+
+impl Action {
+    /// The action's name in errors, logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Message => "message",
+            Self::Typing => "typing",
+            Self::Ping => "ping",
+            Self::Request => "request",
+            Self::Session => "session",
+        }
+    }
+}
+
+/// The server's rate limiters.
+#[derive(Debug)]
+pub struct RateLimits {
+    /// Messages per user.
+    messages: DefaultKeyedRateLimiter<UserId>,
+    /// Typing events per user.
+    typing: DefaultKeyedRateLimiter<UserId>,
+    /// Pings and heartbeats per user.
+    pings: DefaultKeyedRateLimiter<UserId>,
+    /// Other calls per user.
+    requests: DefaultKeyedRateLimiter<UserId>,
+    /// New sessions per user.
+    sessions: DefaultKeyedRateLimiter<UserId>,
+    /// New sessions per client address, whoever opens them (watchers included).
+    sessions_per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    /// Where refusals are counted.
+    metrics: Arc<Metrics>,
+}
+
+impl RateLimits {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
+        let sessions = config.rate_sessions_per_minute;
+        let sessions_per_ip = config.rate_sessions_per_minute_per_ip;
+        Self {
+            messages: limiter(config.rate_messages_per_minute, config.rate_messages_burst),
+            typing: limiter(config.rate_typing_per_minute, config.rate_typing_burst),
+            pings: limiter(config.rate_pings_per_minute, config.rate_pings_burst),
+            requests: limiter(config.rate_requests_per_minute, config.rate_requests_burst),
+            sessions: limiter(sessions, sessions),
+            sessions_per_ip: limiter(sessions_per_ip, sessions_per_ip),
+            metrics,
+        }
+    }
+
+    /// Takes one `action` from `user`'s allowance, or says how long until there is one.
+    pub fn check(&self, action: Action, user: UserId) -> Result<()> {
+        let limiter = match action {
+            Action::Message => &self.messages,
+            Action::Typing => &self.typing,
+            Action::Ping => &self.pings,
+            Action::Request => &self.requests,
+            Action::Session => &self.sessions,
+        };
+        check(limiter, &user, action)
+            .inspect_err(|_| self.metrics.rate_limited(action.name(), Some(user)))
+    }
+
+    /// Checks a new session: against its user's allowance (None for anonymous watchers) and its
+    /// client address's (None when unknown).
+    pub fn check_new_session(&self, user: Option<UserId>, ip: Option<IpAddr>) -> Result<()> {
+        if let Some(user) = user {
+            self.check(Action::Session, user)?;
+        }
+        if let Some(ip) = ip {
+            check(&self.sessions_per_ip, &ip, Action::Session)
+                .inspect_err(|_| self.metrics.rate_limited(Action::Session.name(), user))?;
+        }
+        Ok(())
+    }
+
+    /// Drops the buckets of users and addresses that are full again, so memory follows the
+    /// active users, not every user ever seen.
+    pub fn forget_idle(&self) {
+        for limiter in [
+            &self.messages,
+            &self.typing,
+            &self.pings,
+            &self.requests,
+            &self.sessions,
+        ] {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        self.sessions_per_ip.retain_recent();
+        self.sessions_per_ip.shrink_to_fit();
+    }
+}
+
+/// A keyed limiter allowing `per_minute` on average and `burst` at once.
+fn limiter<K: Clone + Eq + std::hash::Hash>(
+    per_minute: u32,
+    burst: u32,
+) -> DefaultKeyedRateLimiter<K> {
+    let quota = Quota::per_minute(at_least_one(per_minute)).allow_burst(at_least_one(burst));
+    DefaultKeyedRateLimiter::keyed(quota)
+}
+
+/// The config's validation keeps these above zero; this keeps a zero from panicking anyway.
+fn at_least_one(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+fn check<K: Clone + Eq + std::hash::Hash>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    key: &K,
+    action: Action,
+) -> Result<()> {
+    limiter.check_key(key).map_err(|not_until| {
+        let wait = not_until.wait_time_from(limiter.clock().now());
+        Error::RateLimited {
+            action,
+            // Rounded up to whole milliseconds, so a client that waits exactly this long passes.
+            retry_after: Duration::from_millis(wait.as_nanos().div_ceil(1_000_000) as u64),
+        }
+    })
+}
