@@ -306,6 +306,32 @@ async fn stream_error_statuses_are_counted(backend: Backend) {
     .await;
 }
 
+/// A call the server's own limits end (here the request timeout) counts under its code too.
+async fn calls_ended_by_the_server_limits_are_counted(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| {
+        config.request_timeout_secs = 1;
+        config.hello_timeout_secs = 60;
+    })
+    .await;
+    within(Duration::from_secs(30), async {
+        // A Chat call that never sends its Hello is still being worked on when the timeout ends it.
+        let (_hello, never) = tokio::sync::mpsc::channel::<ClientEvent>(1);
+        let mut chat = ChatServiceClient::new(server.channel().await.unwrap());
+        let status = chat
+            .chat(tokio_stream::wrappers::ReceiverStream::new(never))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        let text = scrape(&server).await;
+        assert_eq!(
+            series(&text, r#"fastchat_errors_total{code="DEADLINE_EXCEEDED"}"#),
+            Some(1.0),
+            "{text}"
+        );
+    })
+    .await;
+}
+
 /// GetMetrics gives the live figures of the same chat, with last-minute rates.
 async fn get_metrics_matches_the_chat(backend: Backend) {
     let server = TestServer::start(backend).await;
@@ -664,6 +690,7 @@ async fn stats_are_stored_while_running(backend: Backend) {
 }
 
 on_both_databases!(
+    calls_ended_by_the_server_limits_are_counted,
     rate_limit_hits_are_counted,
     stats_are_stored_while_running,
     prometheus_series_follow_a_chat,
