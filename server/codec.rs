@@ -58,15 +58,21 @@ impl<U: Message + Default + 'static> Decoder for LenientDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        match U::decode(&mut *buf) {
-            Ok(message) => Ok(Some(message)),
-            Err(err) if TypeId::of::<U>() == TypeId::of::<ClientEvent>() => {
-                tracing::debug!(error = %err, "undecodable client event");
-                // Skip the rest of the frame so the next one starts cleanly.
-                buf.advance(buf.remaining());
-                Ok(Some(U::default()))
-            }
-            Err(err) => Err(Error::invalid("request", format!("does not decode: {err}")).into()),
+        decode_lenient(buf).map(Some)
+    }
+}
+
+/// What [`LenientDecoder`] does with one message's bytes: `U`, an empty `ClientEvent` when a
+/// client event does not decode, or INVALID_ARGUMENT on `request` for other undecodable messages.
+pub fn decode_lenient<U: Message + Default + 'static>(buf: &mut impl Buf) -> Result<U, Status> {
+    match U::decode(&mut *buf) {
+        Ok(message) => Ok(message),
+        Err(err) if TypeId::of::<U>() == TypeId::of::<ClientEvent>() => {
+            tracing::debug!(error = %err, "undecodable client event");
+            // Skip the rest of the frame so the next one starts cleanly.
+            buf.advance(buf.remaining());
+            Ok(U::default())
         }
+        Err(err) => Err(Error::invalid("request", format!("does not decode: {err}")).into()),
     }
 }

@@ -163,6 +163,23 @@ pub struct Config {
     #[arg(long, env = "FASTCHAT_REQUEST_TIMEOUT_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_secs: u64,
+
+    /// Seconds of silence on an HTTP/2 connection after which the server pings it.
+    #[arg(long, env = "FASTCHAT_HTTP2_KEEPALIVE_INTERVAL_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http2_keepalive_interval_secs: u64,
+
+    /// Seconds a keepalive ping may go unanswered before the connection counts as dead and is
+    /// closed, ending its sessions.
+    #[arg(long, env = "FASTCHAT_HTTP2_KEEPALIVE_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub http2_keepalive_timeout_secs: u64,
+
+    /// Seconds a new connection has to show its protocol (the HTTP/2 preface, or the start of an
+    /// HTTP/1.1 request) before it is closed.
+    #[arg(long, env = "FASTCHAT_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub handshake_timeout_secs: u64,
 }
 
 /// Commands besides serving.
@@ -212,5 +229,17 @@ impl Config {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn http2_keepalive_interval(&self) -> Duration {
+        Duration::from_secs(self.http2_keepalive_interval_secs)
+    }
+
+    pub fn http2_keepalive_timeout(&self) -> Duration {
+        Duration::from_secs(self.http2_keepalive_timeout_secs)
+    }
+
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs)
     }
 }

@@ -13,6 +13,7 @@
 //! - [`codec`]: the protobuf codec, lenient with undecodable client events.
 //! - [`metrics`]: what the server counts, for Prometheus and MetricsService (the service lives in
 //!   [`api`]), with the hourly and daily buckets it stores.
+//! - [`handshake`]: a deadline for connections that never show their protocol.
 //!
 //! [`run`] serves on a listener the caller binds, until a shutdown future completes, so tests
 //! bind `127.0.0.1:0` and stop the server when they like.
@@ -24,6 +25,7 @@ pub mod connections;
 mod convert;
 pub mod db;
 pub mod error;
+pub mod handshake;
 pub mod http;
 pub mod hub;
 pub mod identity;
@@ -44,6 +46,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use ::http::{HeaderName, HeaderValue, Method};
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tonic::{Status, service::Routes};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::{BoxError, ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
@@ -53,6 +56,7 @@ use crate::{
     api::{ChatApi, MetricsApi, PresenceApi},
     config::Config,
     db::Database,
+    handshake::HandshakeDeadline,
     hub::{Hub, HubConfig},
     identity::Identity,
     limits::RateLimits,
@@ -211,11 +215,13 @@ pub async fn run(
         }
     };
     let config = &app.config;
-    let incoming = connections::accept(listener, config.max_connections as usize);
+    let handshake_timeout = config.handshake_timeout();
+    let incoming = connections::accept(listener, config.max_connections as usize)
+        .map(move |accepted| accepted.map(|conn| HandshakeDeadline::new(conn, handshake_timeout)));
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .http2_keepalive_interval(Some(config.http2_keepalive_interval()))
+        .http2_keepalive_timeout(Some(config.http2_keepalive_timeout()))
         .max_concurrent_streams(config.max_streams_per_connection)
         .layer(cors(&allowed_origins(config, local_addr)))
         .layer(

@@ -146,6 +146,9 @@ fn help_lists_every_setting_with_its_environment_variable() {
         "FASTCHAT_CORS_ORIGINS",
         "FASTCHAT_WEB_DIR",
         "FASTCHAT_LOG_JSON",
+        "FASTCHAT_HTTP2_KEEPALIVE_INTERVAL_SECS",
+        "FASTCHAT_HTTP2_KEEPALIVE_TIMEOUT_SECS",
+        "FASTCHAT_HANDSHAKE_TIMEOUT_SECS",
     ] {
         assert!(
             help.contains(&format!("[env: {variable}")),
@@ -161,6 +164,9 @@ fn invalid_settings_are_refused() {
         ["--session-queue", "10"],
         ["--retention-days", "40000"],
         ["--listen", "nowhere"],
+        ["--http2-keepalive-interval-secs", "0"],
+        ["--http2-keepalive-timeout-secs", "601"],
+        ["--handshake-timeout-secs", "0"],
     ] {
         let output = Command::new(BINARY).args(args).output().unwrap();
         assert!(!output.status.success(), "{args:?} must be refused");

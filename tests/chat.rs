@@ -367,10 +367,15 @@ async fn retention_zero_keeps_no_history(backend: Backend) {
 }
 
 /// A session that does not read is ended once its bounded queue is full, with
-/// RESOURCE_EXHAUSTED; nothing acknowledged is lost: what it did not take comes on reconnect.
+/// RESOURCE_EXHAUSTED: it got its queue and what the transport buffers, far from everything sent.
+/// Nothing acknowledged is lost: every message is stored, exactly those it did not get stay
+/// undelivered, and they come on its next session, each once.
 async fn slow_consumer_is_dropped_without_losing_messages(backend: Backend) {
+    use fastchat::db::tables::chat_messages;
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
     const COUNT: usize = 3000;
-    let server = TestServer::start_with(backend, |c| c.session_queue = 256).await;
+    const QUEUE: usize = 256;
+    let server = TestServer::start_with(backend, |c| c.session_queue = QUEUE as u64).await;
     let mut alice = ChatSession::new_user(&server, "Alice").await;
     // Small HTTP/2 windows, so the client's buffers fill long before the server's queue.
     let narrow = tonic::transport::Channel::from_shared(server.url())
@@ -411,24 +416,51 @@ async fn slow_consumer_is_dropped_without_losing_messages(backend: Backend) {
     let ended = loop {
         match bob.next().await {
             Ok(Event::Message(m)) => {
-                received.insert(m.seq);
+                assert!(received.insert(m.seq), "seq {} came twice", m.seq);
             }
             Ok(_) => {}
             Err(status) => break status,
         }
     };
     assert_eq!(ended.code(), tonic::Code::ResourceExhausted, "{ended:?}");
+    // Its queue, plus the few dozen messages HTTP/2 and tonic buffer on the way.
     assert!(
-        received.len() < COUNT,
-        "the slow session cannot have taken everything"
+        received.len() <= 2 * QUEUE,
+        "the server held {} events for a session with a queue of {QUEUE}",
+        received.len()
     );
+
+    let db = server.db().await;
+    let to_bob = || {
+        chat_messages::Entity::find().filter(
+            chat_messages::Column::RecipientId.eq(uuid::Uuid::parse_str(&bob.user_id()).unwrap()),
+        )
+    };
+    assert_eq!(to_bob().count(&db).await.unwrap(), COUNT as u64);
+    let missed = (COUNT - received.len()) as u64;
+    // Deliveries are recorded in batches, shortly after the session took them.
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let undelivered = to_bob()
+            .filter(chat_messages::Column::DeliveredAt.is_null())
+            .count(&db)
+            .await
+            .unwrap();
+        if undelivered == missed {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{undelivered} messages are stored as undelivered; Bob missed {missed}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     let mut bob_again = bob.again(&server).await;
     while received.len() < COUNT {
         let m = bob_again.next_where(message).await;
-        received.insert(m.seq);
+        assert!(received.insert(m.seq), "seq {} came twice", m.seq);
     }
-    assert_eq!(received.len(), COUNT);
     server.stop().await;
 }
 

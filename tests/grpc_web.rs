@@ -620,3 +620,41 @@ async fn grpc_web_stream_delivers_events_while_open() {
     }
     server.stop().await;
 }
+
+/// A grpc-web request over 64 KiB is refused with OUT_OF_RANGE, like a native one; the same
+/// client's next call is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_grpc_web_request_is_refused() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| c.max_message_chars = 16_000).await;
+    let bob = ChatSession::new_user(&server, "Bob").await;
+    let claimed = web_presence(&server)
+        .heartbeat(HeartbeatRequest {
+            display_name: "Webby".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut chat = web_chat(&server);
+    let send = |client_msg_id: &str, text: String| {
+        let request = SendMessageRequest {
+            client_msg_id: client_msg_id.into(),
+            to_user_id: bob.user_id(),
+            text,
+        };
+        authed(&claimed.token, request)
+    };
+    let huge = "x".repeat(fastchat::MAX_REQUEST_BYTES + 1);
+    let status = chat
+        .send_message(send("web-huge", huge))
+        .await
+        .expect_err("a request over 64 KiB must be refused");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    let ack = chat
+        .send_message(send("web-fits", "x".repeat(16_000)))
+        .await
+        .expect("a large but allowed message")
+        .into_inner();
+    assert_eq!(ack.client_msg_id, "web-fits");
+    server.stop().await;
+}

@@ -327,42 +327,6 @@ async fn oversize_requests_are_refused(backend: Backend) {
     server.stop().await;
 }
 
-/// Sends raw bytes as messages, to put frames on a stream that no generated client would send.
-#[derive(Debug, Clone, Default)]
-struct RawCodec;
-
-impl tonic::codec::Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = fastchat::proto::ServerEvent;
-    type Encoder = RawEncoder;
-    type Decoder = tonic_prost::ProstDecoder<fastchat::proto::ServerEvent>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        RawEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::default()
-    }
-}
-
-#[derive(Debug)]
-struct RawEncoder;
-
-impl tonic::codec::Encoder for RawEncoder {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-
-    fn encode(
-        &mut self,
-        item: Vec<u8>,
-        buf: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        bytes::BufMut::put_slice(buf, &item);
-        Ok(())
-    }
-}
-
 /// A frame that is not a ClientEvent at all gets an ErrorEvent; the stream goes on.
 async fn undecodable_frames_get_an_error_event(backend: Backend) {
     use prost::Message;
@@ -386,7 +350,11 @@ async fn undecodable_frames_get_an_error_event(backend: Backend) {
     let path =
         tonic::codegen::http::uri::PathAndQuery::from_static("/fastchat.v1.ChatService/Chat");
     let mut stream = grpc
-        .streaming(tonic::Request::new(ReceiverStream::new(rx)), path, RawCodec)
+        .streaming(
+            tonic::Request::new(ReceiverStream::new(rx)),
+            path,
+            common::RawCodec,
+        )
         .await
         .unwrap()
         .into_inner();

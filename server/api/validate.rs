@@ -129,3 +129,118 @@ pub fn bucket_count(field: &str, value: u32, max: u32) -> Result<u32> {
         ))
     }
 }
+
+/// Fuzzed input through every check: none panics, every refusal is INVALID_ARGUMENT naming the
+/// field it was given, and what passes keeps the documented limits.
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Strings of the kinds the checks look at: arbitrary Unicode, UUIDs and near-UUIDs, blanks
+    /// and control characters, and long runs around the length limits.
+    fn hostile_string() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            any::<u128>().prop_map(|n| Uuid::from_u128(n).to_string()),
+            "[0-9a-fA-F{}urn:-]{0,45}",
+            "[ \t\r\n\u{0}\u{7}\u{1b}\u{7f}\u{85}\u{a0}\u{2028}\u{3000}]{0,8}",
+            ("\\PC{0,40}", "[\u{0}-\u{1f}\u{7f}-\u{9f}]", "\\PC{0,40}")
+                .prop_map(|(before, control, after)| format!("{before}{control}{after}")),
+            (any::<char>(), 0..17_000usize).prop_map(|(c, n)| c.to_string().repeat(n)),
+        ]
+    }
+
+    /// Passes `Ok` through; an error must be INVALID_ARGUMENT on `field`.
+    fn refused_on<T>(field: &str, result: Result<T>) -> Result<Option<T>, TestCaseError> {
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(Error::InvalidArgument {
+                field: named,
+                description,
+            }) => {
+                prop_assert_eq!(named, field);
+                prop_assert!(!description.is_empty());
+                Ok(None)
+            }
+            Err(other) => Err(TestCaseError::fail(format!(
+                "not INVALID_ARGUMENT: {other}"
+            ))),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn user_ids_are_uuids(value in hostile_string()) {
+            let parsed = refused_on("to_user_id", user_id("to_user_id", &value))?;
+            prop_assert_eq!(parsed.map(|id| id.0), Uuid::parse_str(&value).ok());
+            let optional = refused_on("peer", optional_user_id("peer", &value))?;
+            prop_assert_eq!(optional.is_some(), value.is_empty() || parsed.is_some());
+            refused_on("session_id", optional_session_id("session_id", &value))?;
+        }
+
+        #[test]
+        fn display_names_are_short_and_printable(value in hostile_string()) {
+            let field = "hello.display_name";
+            if let Some(name) = refused_on(field, optional_display_name(field, &value))?.flatten() {
+                prop_assert_eq!(name.as_str(), value.trim());
+                prop_assert!((1..=MAX_DISPLAY_NAME_CHARS).contains(&name.chars().count()));
+                prop_assert!(!name.chars().any(char::is_control));
+            }
+        }
+
+        #[test]
+        fn texts_fit_the_limit(value in hostile_string(), max_chars in 1..=16_000u32) {
+            let field = "send_message.text";
+            if let Some(text) = refused_on(field, text(field, &value, max_chars))? {
+                prop_assert_eq!(&text, &value);
+                prop_assert!(!text.trim().is_empty());
+                prop_assert!(text.chars().count() <= max_chars as usize);
+                prop_assert!(!text.contains('\0'));
+            }
+        }
+
+        #[test]
+        fn client_msg_ids_are_short_and_printable(value in hostile_string()) {
+            if let Some(id) = refused_on("client_msg_id", client_msg_id("client_msg_id", &value))? {
+                prop_assert!((1..=MAX_CLIENT_MSG_ID_CHARS).contains(&id.chars().count()));
+                prop_assert!(!id.chars().any(char::is_control));
+            }
+        }
+
+        #[test]
+        fn numbers_stay_in_range(
+            limit in prop_oneof![0..=MAX_HISTORY_LIMIT + 1, any::<u32>()],
+            seq_value in prop_oneof![Just(i64::MAX as u64), Just(1 << 63), any::<u64>()],
+        ) {
+            if let Some(limit) = refused_on("limit", history_limit("limit", limit))? {
+                prop_assert!((1..=MAX_HISTORY_LIMIT).contains(&limit));
+            }
+            let checked = refused_on("before_seq", seq("before_seq", seq_value))?;
+            let fits = seq_value <= i64::MAX as u64;
+            prop_assert_eq!(checked.map(|s| s as u64), fits.then_some(seq_value));
+        }
+
+        #[test]
+        fn hellos_name_their_field(
+            user_id in hostile_string(),
+            display_name in hostile_string(),
+            token in hostile_string(),
+            bearer in proptest::option::of(hostile_string()),
+        ) {
+            let request = Hello { user_id, display_name, token };
+            match hello("hello.", &request, bearer.clone()) {
+                Ok(claim) => {
+                    let token = Some(request.token.trim()).filter(|t| !t.is_empty());
+                    prop_assert_eq!(claim.token, token.map(str::to_owned).or(bearer));
+                }
+                Err(Error::InvalidArgument { field, .. }) => {
+                    let named = ["hello.user_id", "hello.display_name"];
+                    prop_assert!(named.contains(&field.as_str()), "{}", field);
+                }
+                Err(other) => prop_assert!(false, "not INVALID_ARGUMENT: {}", other),
+            }
+        }
+    }
+}

@@ -507,3 +507,40 @@ pub async fn within<T>(limit: Duration, body: impl Future<Output = T>) -> T {
         .await
         .expect("test took too long")
 }
+
+/// Sends raw bytes as messages, to put frames on a stream that no generated client would send.
+#[derive(Debug, Clone, Default)]
+pub struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = fastchat::proto::ServerEvent;
+    type Encoder = RawEncoder;
+    type Decoder = tonic_prost::ProstDecoder<fastchat::proto::ServerEvent>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+/// Writes each message's bytes as they are.
+#[derive(Debug)]
+pub struct RawEncoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
