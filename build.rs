@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/fastchat/v1/chat.proto",
         "proto/fastchat/v1/presence.proto",
+        "proto/fastchat/v1/metrics.proto",
     ];
     let file_descriptors = protox::compile(protos, ["proto"])?;
 

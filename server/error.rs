@@ -20,6 +20,9 @@ pub enum Error {
     /// No credentials, or credentials that do not fit.
     #[error("{0}")]
     Unauthenticated(String),
+    /// The caller is known but may not see or do this.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The user went past a rate limit; the action was dropped.
     #[error("rate limited: too many {} actions; retry in {} ms", action.name(), retry_after.as_millis())]
     RateLimited {
@@ -61,6 +64,7 @@ impl Error {
             Self::InvalidArgument { .. } => Code::InvalidArgument,
             Self::NotFound(_) => Code::NotFound,
             Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::RateLimited { .. } | Self::TooManySessions(_) => Code::ResourceExhausted,
             Self::Overloaded(_) | Self::ShuttingDown | Self::WriterStopped => Code::Unavailable,
             Self::Database(_) => Code::Internal,

@@ -1,5 +1,5 @@
-//! Plain HTTP on the gRPC port: liveness, a database check, who is online (JSON), and the built
-//! web client.
+//! Plain HTTP on the gRPC port: liveness, a database check, who is online (JSON), Prometheus
+//! metrics, and the built web client.
 
 use std::sync::Arc;
 
@@ -29,6 +29,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/health", get(health))
         .route("/health/db", get(health_db))
         .route("/presence/online", get(presence_online))
+        .route("/metrics", get(metrics))
         .with_state(app)
 }
 
@@ -102,6 +103,14 @@ async fn health_db(State(app): State<Arc<App>>) -> (StatusCode, Json<Value>) {
             )
         }
     }
+}
+
+/// Every metric in the Prometheus text format.
+async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+        app.metrics.render(),
+    )
 }
 
 /// One user in `/presence/online`.

@@ -8,9 +8,11 @@
 //! - [`identity`]: user ids claimed with a token, and checking that token; or JWT sign-in.
 //! - [`limits`]: rate limits per user and kind of action, and per client address.
 //! - [`connections`]: accepting TCP connections, at most a set number at once.
-//! - [`http`]: `/health`, `/health/db` and `/presence/online`.
+//! - [`http`]: `/health`, `/health/db`, `/presence/online` and `/metrics`.
 //! - [`error`]: the one error type and its mapping to gRPC statuses.
 //! - [`codec`]: the protobuf codec, lenient with undecodable client events.
+//! - [`metrics`]: what the server counts, for Prometheus and MetricsService (the service lives in
+//!   [`api`]), with the hourly and daily buckets it stores.
 //! - [`handshake`]: a deadline for connections that never show their protocol.
 //! - [`tls`]: optional TLS (rustls), offering HTTP/2 and HTTP/1.1.
 //!
@@ -29,6 +31,7 @@ pub mod http;
 pub mod hub;
 pub mod identity;
 pub mod limits;
+pub mod metrics;
 pub mod tls;
 
 /// Generated protobuf types, clients and servers for `fastchat.v1`.
@@ -52,14 +55,16 @@ use tower::{BoxError, ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
-    api::{ChatApi, PresenceApi},
+    api::{ChatApi, MetricsApi, PresenceApi},
     config::Config,
     db::Database,
     hub::{Hub, HubConfig},
     identity::{Identity, jwt::JwtVerifier},
     limits::RateLimits,
+    metrics::Metrics,
     proto::{
-        chat_service_server::ChatServiceServer, presence_service_server::PresenceServiceServer,
+        chat_service_server::ChatServiceServer, metrics_service_server::MetricsServiceServer,
+        presence_service_server::PresenceServiceServer,
     },
 };
 
@@ -87,6 +92,8 @@ pub struct App {
     pub identity: Identity,
     /// Rate limits per user and per client address.
     pub limits: RateLimits,
+    /// What the server counts.
+    pub metrics: Arc<Metrics>,
 }
 
 impl App {
@@ -121,17 +128,26 @@ pub async fn run(
     let jwt = JwtVerifier::from_config(&config)?;
     let tls = tls::from_config(&config)?;
     let sign_in = if jwt.is_some() { "jwt" } else { "claim" };
-    let db = open_database(&config).await?;
+    let metrics = Arc::new(Metrics::new());
+    let mut db = open_database(&config).await?;
+    db.observe_queries(metrics.query_observer());
     db.reset_node_presence(&config.node_id, chrono::Utc::now())
         .await?;
-    let hub = Hub::start(db.clone(), HubConfig::from(&config));
+    let hub = Hub::start(db.clone(), HubConfig::from(&config), metrics.clone());
     let app = Arc::new(App {
         identity: Identity::new(db.clone(), jwt),
-        limits: RateLimits::new(&config),
+        limits: RateLimits::new(&config, metrics.clone()),
         hub: hub.clone(),
         db,
         config,
+        metrics,
     });
+    let stop_flusher = tokio_util::sync::CancellationToken::new();
+    let flusher = tokio::spawn(metrics::run_stats_flusher(
+        app.metrics.clone(),
+        app.db.clone(),
+        stop_flusher.clone(),
+    ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     // tonic-health starts the server as SERVING; it is not until the database has answered.
@@ -156,15 +172,34 @@ pub async fn run(
         .max_decoding_message_size(MAX_REQUEST_BYTES);
     let presence = PresenceServiceServer::new(PresenceApi::new(app.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let metrics_service = MetricsServiceServer::new(MetricsApi::new(app.clone()))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
     let grpc = Routes::new(chat)
         .add_service(presence)
+        .add_service(metrics_service)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     // tonic-web answers plain HTTP/1.1 requests with 400, so it wraps the gRPC routes only.
+    // Error statuses are counted inside it (still gRPC trailers there), the transport is noted
+    // outside it (before it turns grpc-web into gRPC), and each call runs in a span.
     let grpc = grpc
         .into_axum_router()
-        .layer(tonic_web::GrpcWebLayer::new());
+        .layer(axum::middleware::map_response_with_state(
+            app.metrics.clone(),
+            metrics::count_error_statuses,
+        ))
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_grpc()
+                .make_span_with(api::rpc_span)
+                // Failures are counted in the metrics; the database errors behind INTERNAL are
+                // logged where they happen. A warning for every stream ended at shutdown is noise.
+                .on_failure(
+                    tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+                ),
+        )
+        .layer(axum::middleware::map_request(metrics::tag_transport));
     let routes = grpc
         .merge(http::router(app.clone()))
         .fallback(http::fallback(app.config.web_dir.clone()));
@@ -196,7 +231,10 @@ pub async fn run(
         .layer(cors(&allowed_origins(config, local_addr)))
         .layer(
             ServiceBuilder::new()
-                .map_err(overload_status)
+                .map_err({
+                    let metrics = app.metrics.clone();
+                    move |err| overload_status(err, &metrics)
+                })
                 .load_shed()
                 .layer(GlobalConcurrencyLimitLayer::new(
                     config.max_concurrent_requests as usize,
@@ -205,14 +243,17 @@ pub async fn run(
         )
         .add_routes(routes);
     // Under TLS the deadline watches the decrypted bytes; the TLS handshake has its own.
+    // Connections are counted once they are established (after TLS, when it is on).
     let server = match tls {
         Some(acceptor) => {
             let incoming = tls::incoming(incoming, acceptor);
             let incoming = handshake::with_deadline(incoming, handshake_timeout);
+            let incoming = metrics::count_connections(incoming, app.metrics.clone());
             Either::Left(router.serve_with_incoming_shutdown(incoming, signal))
         }
         None => {
             let incoming = handshake::with_deadline(incoming, handshake_timeout);
+            let incoming = metrics::count_connections(incoming, app.metrics.clone());
             Either::Right(router.serve_with_incoming_shutdown(incoming, signal))
         }
     };
@@ -224,12 +265,22 @@ pub async fn run(
             tokio::time::sleep(SHUTDOWN_DRAIN).await;
         } => tracing::warn!("connections still open after the drain period; closing them"),
     }
+    stop_flusher.cancel();
+    let _ = flusher.await;
+    if let Err(err) = app.metrics.flush_stats(&app.db).await {
+        tracing::warn!(error = %err, "could not store the last hourly and daily statistics");
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
 /// The names the gRPC health service reports on: the whole server ("") and each service.
-const HEALTH_SERVICES: [&str; 3] = ["", "fastchat.v1.ChatService", "fastchat.v1.PresenceService"];
+const HEALTH_SERVICES: [&str; 4] = [
+    "",
+    "fastchat.v1.ChatService",
+    "fastchat.v1.PresenceService",
+    "fastchat.v1.MetricsService",
+];
 
 /// Reports SERVING only while the database answers, until shutdown.
 async fn watch_database(app: Arc<App>, health: HealthReporter) {
@@ -274,19 +325,18 @@ async fn forget_idle_limits(app: std::sync::Weak<App>) {
 
 /// The statuses for calls the tower layers refuse: shed calls get UNAVAILABLE (so clients back
 /// off and retry) and slow ones DEADLINE_EXCEEDED, where tonic's own layers would say
-/// RESOURCE_EXHAUSTED and CANCELLED.
-fn overload_status(err: BoxError) -> BoxError {
-    if err.is::<tower::load_shed::error::Overloaded>() {
-        Box::new(Status::unavailable(
-            "the server is busy with too many calls at once; retry with backoff",
-        ))
+/// RESOURCE_EXHAUSTED and CANCELLED. They are counted here: these refusals never reach the
+/// middleware that counts the services' statuses.
+fn overload_status(err: BoxError, metrics: &Metrics) -> BoxError {
+    let status = if err.is::<tower::load_shed::error::Overloaded>() {
+        Status::unavailable("the server is busy with too many calls at once; retry with backoff")
     } else if err.is::<tower::timeout::error::Elapsed>() {
-        Box::new(Status::deadline_exceeded(
-            "the call took longer than the server's request timeout",
-        ))
+        Status::deadline_exceeded("the call took longer than the server's request timeout")
     } else {
-        err
-    }
+        return err;
+    };
+    metrics.error(error::code_name(status.code()));
+    Box::new(status)
 }
 
 /// The origins browsers may call from: the configured list, else this server's own origin

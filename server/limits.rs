@@ -2,7 +2,7 @@
 //! sessions. governor's buckets (GCRA) refill continuously, so a user who waits is let through
 //! again as soon as their allowance has grown back, not at the next sweep of a counter.
 
-use std::{net::IpAddr, num::NonZeroU32, time::Duration};
+use std::{net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
 use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
 
@@ -10,6 +10,7 @@ use crate::{
     config::Config,
     db::ids::UserId,
     error::{Error, Result},
+    metrics::Metrics,
 };
 
 /// What a limit counts.
@@ -55,10 +56,12 @@ pub struct RateLimits {
     sessions: DefaultKeyedRateLimiter<UserId>,
     /// New sessions per client address, whoever opens them (watchers included).
     sessions_per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    /// Where refusals are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl RateLimits {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
         let sessions = config.rate_sessions_per_minute;
         let sessions_per_ip = config.rate_sessions_per_minute_per_ip;
         Self {
@@ -68,6 +71,7 @@ impl RateLimits {
             requests: limiter(config.rate_requests_per_minute, config.rate_requests_burst),
             sessions: limiter(sessions, sessions),
             sessions_per_ip: limiter(sessions_per_ip, sessions_per_ip),
+            metrics,
         }
     }
 
@@ -81,6 +85,7 @@ impl RateLimits {
             Action::Session => &self.sessions,
         };
         check(limiter, &user, action)
+            .inspect_err(|_| self.metrics.rate_limited(action.name(), Some(user)))
     }
 
     /// Checks a new session: against its user's allowance (None for anonymous watchers) and its
@@ -90,7 +95,8 @@ impl RateLimits {
             self.check(Action::Session, user)?;
         }
         if let Some(ip) = ip {
-            check(&self.sessions_per_ip, &ip, Action::Session)?;
+            check(&self.sessions_per_ip, &ip, Action::Session)
+                .inspect_err(|_| self.metrics.rate_limited(Action::Session.name(), user))?;
         }
         Ok(())
     }

@@ -8,7 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, TestServer, within};
+use common::{Backend, ChatSession, TestServer, within};
+use fastchat::proto::server_event::Event;
 use serde_json::Value;
 use tokio::process::Command;
 
@@ -83,6 +84,7 @@ async fn grpcurl_lists_and_describes_services_through_reflection() {
         for service in [
             "fastchat.v1.ChatService",
             "fastchat.v1.PresenceService",
+            "fastchat.v1.MetricsService",
             "grpc.health.v1.Health",
         ] {
             assert!(
@@ -196,6 +198,53 @@ async fn grpcurl_calls_heartbeat_and_list_online() {
         )
         .await;
         assert!(again.contains(&grace_id), "{again}");
+        server.stop().await;
+    })
+    .await;
+}
+
+/// `grpcurl ... MetricsService/GetMetrics` shows live figures while two users chat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_shows_live_metrics_during_a_chat() {
+    within(Duration::from_secs(120), async {
+        let server = TestServer::start(Backend::Sqlite).await;
+        let alice = ChatSession::new_user(&server, "Alice").await;
+        let mut bob = ChatSession::new_user(&server, "Bob").await;
+        alice.send_message(&bob.user_id(), "m-1", "hi").await;
+        bob.next_where(|e| matches!(e, Event::Message(_)).then_some(()))
+            .await;
+
+        let metrics = grpcurl_json(&server, "{}", "fastchat.v1.MetricsService/GetMetrics").await;
+        // grpcurl prints 64-bit integers as strings.
+        let number = |field: &str| -> u64 {
+            metrics[field]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("{field} in {metrics}"))
+        };
+        assert_eq!(number("sessionsActive"), 2, "{metrics}");
+        assert!(number("connectionsActive") >= 2, "{metrics}");
+        assert_eq!(metrics["messagesByKind"]["send_message"], "1", "{metrics}");
+        assert!(
+            metrics["messagesPerSecond"].as_f64().unwrap_or(0.0) > 0.0,
+            "{metrics}"
+        );
+
+        let hourly = grpcurl_json(
+            &server,
+            r#"{"hours":3}"#,
+            "fastchat.v1.MetricsService/GetHourlyStats",
+        )
+        .await;
+        let buckets = hourly["buckets"].as_array().expect("buckets");
+        assert_eq!(buckets.len(), 3, "{hourly}");
+        // The current hour holds the message (or the one before, right after the hour turned).
+        let messages: u64 = buckets
+            .iter()
+            .filter_map(|b| b["messages"].as_str()?.parse::<u64>().ok())
+            .sum();
+        assert_eq!(messages, 1, "{hourly}");
+        drop((alice, bob));
         server.stop().await;
     })
     .await;

@@ -14,7 +14,12 @@ use tonic_health::pb::{
 };
 
 /// The gRPC services the health service reports on ("" is the server as a whole).
-const HEALTH_SERVICES: [&str; 3] = ["", "fastchat.v1.ChatService", "fastchat.v1.PresenceService"];
+const HEALTH_SERVICES: [&str; 4] = [
+    "",
+    "fastchat.v1.ChatService",
+    "fastchat.v1.PresenceService",
+    "fastchat.v1.MetricsService",
+];
 
 /// GETs `path` over HTTP/1.1; returns the status code and the body as JSON.
 async fn get(server: &TestServer, path: &str) -> (u16, Value) {

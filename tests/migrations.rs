@@ -26,6 +26,7 @@ async fn migrations_go_up_down_and_up_again(backend: Backend) {
         "sessions",
         "chat_messages",
         "read_marks",
+        "stats_buckets",
     ];
 
     Migrator::up(&db, None).await.unwrap();

@@ -5,9 +5,10 @@ mod common;
 use common::{Backend, TestServer};
 use tonic_reflection::pb::{v1, v1alpha};
 
-const EXPECTED: [&str; 3] = [
+const EXPECTED: [&str; 4] = [
     "fastchat.v1.ChatService",
     "fastchat.v1.PresenceService",
+    "fastchat.v1.MetricsService",
     "grpc.health.v1.Health",
 ];
 

@@ -12,6 +12,7 @@ mod m20261125_000002_create_users_online;
 mod m20261125_000003_create_sessions;
 mod m20261125_000004_create_chat_messages;
 mod m20261125_000005_create_read_marks;
+mod m20261125_000006_create_stats_buckets;
 
 /// Applies the fastchat schema migrations in order.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000003_create_sessions::Migration),
             Box::new(m20261125_000004_create_chat_messages::Migration),
             Box::new(m20261125_000005_create_read_marks::Migration),
+            Box::new(m20261125_000006_create_stats_buckets::Migration),
         ]
     }
 }

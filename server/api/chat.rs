@@ -1,12 +1,13 @@
 //! ChatService: the Chat and Subscribe session streams and the unary calls browsers act with.
 
-use std::{net::IpAddr, pin::Pin, sync::Arc};
+use std::{net::IpAddr, pin::Pin, sync::Arc, time::Instant};
 
 use tokio::sync::{Semaphore, oneshot};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
-use super::{authenticate, bearer_token, client_ip, validate};
+use super::{authenticate, bearer_token, client_ip, record_session, record_user, validate};
 use crate::{
     App,
     convert::{chat_message, now_timestamp, server_event, timestamp},
@@ -15,6 +16,7 @@ use crate::{
     hub::{AckTo, OutgoingMessage, SessionKind},
     identity::AuthUser,
     limits::Action,
+    metrics::{MessageKind, Transport},
     proto::{
         ClientEvent, Conversation, GetHistoryRequest, GetHistoryResponse, ListConversationsRequest,
         ListConversationsResponse, MarkReadRequest, MarkReadResponse, Pong, Presence,
@@ -52,6 +54,7 @@ impl ChatApi {
         prefix: &str,
         ack_to: AckTo,
     ) -> Result<()> {
+        let received = Instant::now();
         self.app.limits.check(Action::Message, sender.id)?;
         let client_msg_id =
             validate::client_msg_id(&format!("{prefix}client_msg_id"), &request.client_msg_id)?;
@@ -68,6 +71,7 @@ impl ChatApi {
             recipient,
             client_msg_id,
             text,
+            received,
         };
         self.app.hub.send_message(message, ack_to).await
     }
@@ -131,6 +135,14 @@ impl ChatApi {
         event: ClientEvent,
     ) {
         use client_event::Event as E;
+        self.app.metrics.message(match &event.event {
+            Some(E::SendMessage(_)) => MessageKind::SendMessage,
+            Some(E::Typing(_)) => MessageKind::Typing,
+            Some(E::MarkRead(_)) => MessageKind::MarkRead,
+            Some(E::Ping(_)) => MessageKind::Ping,
+            Some(E::Presence(_)) => MessageKind::Presence,
+            Some(E::Hello(_)) | None => MessageKind::Invalid,
+        });
         let (client_msg_id, result) = match event.event {
             Some(E::SendMessage(request)) => {
                 // Waiting here stops reading the stream, which slows the client down.
@@ -206,25 +218,29 @@ impl ChatApi {
         }
     }
 
-    /// Opens a session for a Hello from `ip` and returns its stream.
+    /// Opens a session for a Hello from `ip` that came by `transport` and returns its stream.
     async fn open(
         &self,
         hello: &crate::proto::Hello,
         bearer: Option<String>,
         ip: Option<IpAddr>,
         prefix: &str,
+        transport: Transport,
     ) -> Result<(AuthUser, crate::hub::SessionStream)> {
         let claim = validate::hello(prefix, hello, bearer)?;
         let presented = claim.token.clone();
         let (user, new_token) = self.app.identity.resolve(claim, prefix).await?;
+        record_user(user.id);
         self.app.limits.check_new_session(Some(user.id), ip)?;
         self.app.hub.rename(user.id, &user.display_name);
         let token = new_token.or(presented).unwrap_or_default();
         let stream = self
             .app
             .hub
-            .open_session(Some(&user), SessionKind::Chat, token)
+            .open_session(Some(&user), SessionKind::Chat, transport, token)
             .await?;
+        record_session(stream.id());
+        tracing::info!("session opened");
         Ok((user, stream))
     }
 }
@@ -252,6 +268,7 @@ impl ChatService for ChatApi {
     ) -> Result<Response<Self::ChatStream>, Status> {
         let bearer = bearer_token(request.metadata());
         let ip = client_ip(&request);
+        let transport = Transport::of(request.extensions());
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(self.app.config.hello_timeout(), inbound.message())
             .await
@@ -265,7 +282,7 @@ impl ChatService for ChatApi {
             Some(client_event::Event::Hello(hello)) => hello,
             _ => return Err(Error::invalid("hello", "the first event must be a hello").into()),
         };
-        let (user, stream) = self.open(&hello, bearer, ip, "hello.").await?;
+        let (user, stream) = self.open(&hello, bearer, ip, "hello.", transport).await?;
         let session = stream.id();
         let ended = stream.ended();
         let api = self.clone();
@@ -292,7 +309,7 @@ impl ChatService for ChatApi {
                 }
             }
             api.app.hub.close_session(session);
-        });
+        }.instrument(tracing::Span::current()));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -302,8 +319,9 @@ impl ChatService for ChatApi {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let bearer = bearer_token(request.metadata());
         let ip = client_ip(&request);
+        let transport = Transport::of(request.extensions());
         let hello = request.into_inner().hello.unwrap_or_default();
-        let (_, stream) = self.open(&hello, bearer, ip, "hello.").await?;
+        let (_, stream) = self.open(&hello, bearer, ip, "hello.", transport).await?;
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -311,6 +329,7 @@ impl ChatService for ChatApi {
         &self,
         request: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, Status> {
+        self.app.metrics.message(MessageKind::SendMessage);
         let me = authenticate(&self.app, request.metadata()).await?;
         let (reply, ack) = oneshot::channel();
         self.send(&me, request.get_ref(), "", AckTo::Caller(reply))
@@ -325,6 +344,7 @@ impl ChatService for ChatApi {
         &self,
         request: Request<SetTypingRequest>,
     ) -> Result<Response<SetTypingResponse>, Status> {
+        self.app.metrics.message(MessageKind::Typing);
         let me = authenticate(&self.app, request.metadata()).await?;
         self.set_typing_for(&me, request.get_ref(), "", None)
             .await?;
@@ -335,6 +355,7 @@ impl ChatService for ChatApi {
         &self,
         request: Request<MarkReadRequest>,
     ) -> Result<Response<MarkReadResponse>, Status> {
+        self.app.metrics.message(MessageKind::MarkRead);
         let me = authenticate(&self.app, request.metadata()).await?;
         let read_up_to_seq = self.mark_read_for(&me, request.get_ref(), "").await?;
         Ok(Response::new(MarkReadResponse { read_up_to_seq }))

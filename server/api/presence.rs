@@ -4,14 +4,19 @@ use std::{pin::Pin, sync::Arc};
 
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
-use super::{authenticate, bearer_token, chat::away_from_status, client_ip, validate};
+use super::{
+    authenticate, bearer_token, chat::away_from_status, client_ip, record_session, record_user,
+    validate,
+};
 use crate::{
     App,
     error::Result,
     hub::{SessionKind, SessionStream},
     identity::Claim,
     limits::Action,
+    metrics::{MessageKind, Transport},
     proto::{
         HeartbeatRequest, HeartbeatResponse, ListOnlineRequest, ListOnlineResponse, PresenceEvent,
         PresenceUpdate, SetStatusRequest, SetStatusResponse, WatchPresenceRequest,
@@ -56,6 +61,7 @@ impl PresenceService for PresenceApi {
         request: Request<Streaming<PresenceUpdate>>,
     ) -> Result<Response<Self::PresenceStream>, Status> {
         let me = authenticate(&self.app, request.metadata()).await?;
+        let transport = Transport::of(request.extensions());
         self.app
             .limits
             .check_new_session(Some(me.id), client_ip(&request))?;
@@ -63,17 +69,21 @@ impl PresenceService for PresenceApi {
         let stream = self
             .app
             .hub
-            .open_session(Some(&me), SessionKind::Presence, String::new())
+            .open_session(Some(&me), SessionKind::Presence, transport, String::new())
             .await?;
         let session = stream.id();
+        record_session(session);
+        tracing::info!("session opened");
         let ended = stream.ended();
         let hub = self.app.hub.clone();
+        let metrics = self.app.metrics.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = ended.cancelled() => break,
                     next = updates.message() => match next {
                         Ok(Some(update)) => {
+                            metrics.message(MessageKind::Presence);
                             // A bad update cannot be answered on this stream (it carries only
                             // presence events), so it ends the stream with the reason.
                             let result = away_from_status("status", update.status)
@@ -93,7 +103,7 @@ impl PresenceService for PresenceApi {
                 }
             }
             hub.close_session(session);
-        });
+        }.instrument(tracing::Span::current()));
         Ok(Response::new(presence_only(stream)))
     }
 
@@ -101,14 +111,16 @@ impl PresenceService for PresenceApi {
         &self,
         request: Request<WatchPresenceRequest>,
     ) -> Result<Response<Self::WatchPresenceStream>, Status> {
+        let transport = Transport::of(request.extensions());
         self.app
             .limits
             .check_new_session(None, client_ip(&request))?;
         let stream = self
             .app
             .hub
-            .open_session(None, SessionKind::Presence, String::new())
+            .open_session(None, SessionKind::Presence, transport, String::new())
             .await?;
+        record_session(stream.id());
         Ok(Response::new(presence_only(stream)))
     }
 
@@ -116,11 +128,15 @@ impl PresenceService for PresenceApi {
         &self,
         request: Request<SetStatusRequest>,
     ) -> Result<Response<SetStatusResponse>, Status> {
+        self.app.metrics.message(MessageKind::Presence);
         let me = authenticate(&self.app, request.metadata()).await?;
         self.app.limits.check(Action::Request, me.id)?;
         let request = request.get_ref();
         let away = away_from_status("status", request.status)?;
         let session = validate::optional_session_id("session_id", &request.session_id)?;
+        if let Some(session) = session {
+            record_session(session);
+        }
         let presence = self.app.hub.set_away(me.id, session, away)?;
         Ok(Response::new(SetStatusResponse {
             presence: Some(presence),
@@ -131,6 +147,7 @@ impl PresenceService for PresenceApi {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
+        self.app.metrics.message(MessageKind::Heartbeat);
         let bearer = bearer_token(request.metadata());
         let request = request.get_ref();
         let claim = Claim {
@@ -139,6 +156,7 @@ impl PresenceService for PresenceApi {
             token: bearer,
         };
         let (user, token) = self.app.identity.resolve(claim, "").await?;
+        record_user(user.id);
         self.app.limits.check(Action::Ping, user.id)?;
         let presence = self.app.hub.heartbeat(&user);
         Ok(Response::new(HeartbeatResponse {

@@ -116,6 +116,18 @@ pub fn seq(field: &str, value: u64) -> Result<i64> {
     i64::try_from(value).map_err(|_| Error::invalid(field, "is out of range"))
 }
 
+/// How many statistics buckets to return: 1 to `max`.
+pub fn bucket_count(field: &str, value: u32, max: u32) -> Result<u32> {
+    if (1..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(Error::invalid(
+            field,
+            format!("must be between 1 and {max}"),
+        ))
+    }
+}
+
 /// Fuzzed input through every check: none panics, every refusal is INVALID_ARGUMENT naming the
 /// field it was given, and what passes keeps the documented limits.
 #[cfg(test)]

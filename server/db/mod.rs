@@ -15,6 +15,7 @@ use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, Db
 pub use queries::conversations::ConversationRow;
 pub use queries::messages::{NewMessage, StoredMessage};
 pub use queries::presence::StoredStatus;
+pub use queries::stats::{BucketCounts, BucketKind};
 
 /// The database handle; cheap to clone (a connection pool inside).
 #[derive(Debug, Clone)]
@@ -58,6 +59,15 @@ impl Database {
     /// Which database this is.
     pub fn backend(&self) -> DbBackend {
         self.conn.get_database_backend()
+    }
+
+    /// Calls `observe` after every query with its duration and statement, for metrics. Set it
+    /// before cloning the handle: clones made earlier do not get it.
+    pub fn observe_queries(
+        &mut self,
+        observe: impl Fn(&sea_orm::metric::Info<'_>) + Send + Sync + 'static,
+    ) {
+        self.conn.set_metric_callback(observe);
     }
 
     /// The SeaORM connection, for queries.

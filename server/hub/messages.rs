@@ -1,9 +1,13 @@
 //! The message path: a single writer commits messages in batches (group commit), then fans each
 //! new one out and acks it; a tracker records deliveries in batches and tells senders.
 
-use std::{collections::HashMap, sync::Weak, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::Weak,
+    time::{Duration, Instant},
+};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sea_orm::DbErr;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use uuid::Uuid;
@@ -37,6 +41,8 @@ pub struct OutgoingMessage {
     pub client_msg_id: String,
     /// The validated text.
     pub text: String,
+    /// When the server received it, for the processing time.
+    pub received: Instant,
 }
 
 /// Where the ack (or the error) of a message goes.
@@ -62,6 +68,8 @@ pub(super) struct WriteRequest {
     origin: Option<SessionId>,
     /// Where the ack goes.
     ack_to: AckTo,
+    /// When the server received the message.
+    received: Instant,
 }
 
 impl Hub {
@@ -82,6 +90,7 @@ impl Hub {
             },
             origin,
             ack_to,
+            received: message.received,
         };
         self.writer
             .send(request)
@@ -189,7 +198,9 @@ pub(super) async fn run_writer(
                 Ok((stored, false)) => hub.retry_ack(&request, &stored).await,
                 Err(err) => Err(Error::Database(err)),
             };
+            let received = request.received;
             hub.deliver_ack(request.ack_to, &request.message.client_msg_id, result);
+            hub.metrics.message_processed(received.elapsed());
         }
         if let Err(err) = db.erase_messages(&to_erase).await {
             tracing::warn!(error = %err, "could not erase undelivered messages");
@@ -219,16 +230,21 @@ async fn insert_batch(
 }
 
 /// The delivery tracker: records, in batches, that a recipient session took a message, and tells
-/// the sender's sessions DELIVERED, once per message at most.
+/// the sender's sessions DELIVERED, once per message at most. Each message it records gets its
+/// delivery latency measured, once: from its `sent_at`, stamped as it was handed to the group
+/// commit, to when the first recipient session took it.
 pub(super) async fn run_delivery_tracker(
     hub: Weak<Hub>,
     db: Database,
-    mut seqs: mpsc::UnboundedReceiver<i64>,
+    mut taken: mpsc::UnboundedReceiver<(i64, DateTime<Utc>)>,
 ) {
-    let mut batch = Vec::with_capacity(MAX_DELIVERY_BATCH);
-    while seqs.recv_many(&mut batch, MAX_DELIVERY_BATCH).await > 0 {
-        batch.sort_unstable();
-        batch.dedup();
+    let mut received = Vec::with_capacity(MAX_DELIVERY_BATCH);
+    while taken.recv_many(&mut received, MAX_DELIVERY_BATCH).await > 0 {
+        // Sorted by seq, then time, so each seq keeps the moment it was first taken.
+        received.sort_unstable();
+        received.dedup_by_key(|(seq, _)| *seq);
+        let batch: Vec<i64> = received.iter().map(|(seq, _)| *seq).collect();
+        let taken_at: HashMap<i64, DateTime<Utc>> = received.drain(..).collect();
         let delivered = db.mark_delivered(&batch).await;
         let Some(hub) = hub.upgrade() else { return };
         // Recorded (or, on failure, left undelivered for the next session to load).
@@ -236,6 +252,12 @@ pub(super) async fn run_delivery_tracker(
             .retain(|seq| batch.binary_search(seq).is_err());
         match delivered {
             Ok(delivered) => {
+                for message in &delivered {
+                    if let Some(at) = taken_at.get(&message.seq) {
+                        let latency = (*at - message.sent_at).to_std().unwrap_or_default();
+                        hub.metrics.delivered(latency);
+                    }
+                }
                 // One update per conversation: DELIVERED covers every earlier message in it, so
                 // a burst of deliveries reaches the sender as one event, not one each.
                 let mut newest: HashMap<(Uuid, Uuid), &StoredMessage> = HashMap::new();
@@ -266,7 +288,6 @@ pub(super) async fn run_delivery_tracker(
             // The rows stay undelivered, so the messages come again on the next session.
             Err(err) => tracing::warn!(error = %err, "could not record deliveries"),
         }
-        batch.clear();
     }
 }
 

@@ -38,6 +38,7 @@ use crate::{
         Database,
         ids::{SessionId, UserId},
     },
+    metrics::{Metrics, Transport},
     proto::{Heartbeat, ServerEvent, server_event::Event},
 };
 
@@ -110,8 +111,8 @@ pub struct Hub {
     db: Database,
     /// Messages waiting for the writer's next transaction.
     writer: mpsc::Sender<messages::WriteRequest>,
-    /// Seqs of messages a recipient session has taken, for the delivery tracker.
-    delivered: mpsc::UnboundedSender<i64>,
+    /// Seqs of messages a recipient session has taken, and when, for the delivery tracker.
+    delivered: mpsc::UnboundedSender<(i64, chrono::DateTime<chrono::Utc>)>,
     /// The same seqs until the tracker has recorded them, so a session opening meanwhile does not
     /// load them again as undelivered. Its own lock: it is touched for every message taken.
     in_delivery: Mutex<HashSet<i64>>,
@@ -119,6 +120,8 @@ pub struct Hub {
     store: mpsc::UnboundedSender<StoreOp>,
     /// Set once shutdown begins: new sessions are refused.
     shutting_down: AtomicBool,
+    /// The server's figures: sessions, deliveries, presence changes, error events.
+    metrics: Arc<Metrics>,
 }
 
 /// The hub's mutable state.
@@ -143,6 +146,8 @@ struct SessionEntry {
     user: Option<UserId>,
     /// Which events it takes.
     kind: SessionKind,
+    /// How the client reached the server.
+    transport: Transport,
     /// Its outgoing queue.
     tx: mpsc::Sender<ServerEvent>,
     /// The status the stream ends with when the hub ends it.
@@ -157,7 +162,7 @@ struct SessionEntry {
 
 impl Hub {
     /// Creates the hub and starts its background tasks on the current runtime.
-    pub fn start(db: Database, config: HubConfig) -> Arc<Self> {
+    pub fn start(db: Database, config: HubConfig, metrics: Arc<Metrics>) -> Arc<Self> {
         let (writer_tx, writer_rx) = mpsc::channel(messages::WRITER_QUEUE);
         let (delivered_tx, delivered_rx) = mpsc::unbounded_channel();
         let (store_tx, store_rx) = mpsc::unbounded_channel();
@@ -170,6 +175,7 @@ impl Hub {
             in_delivery: Mutex::new(HashSet::new()),
             store: store_tx,
             shutting_down: AtomicBool::new(false),
+            metrics,
         });
         tokio::spawn(messages::run_writer(
             Arc::downgrade(&hub),
@@ -318,6 +324,7 @@ impl Hub {
             *entry.closing.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
         }
         entry.cancel.cancel();
+        self.metrics.session_closed(entry.transport);
         let Some(user) = entry.user else { return };
         let now = Instant::now();
         if let Some(user_entry) = state.users.get_mut(&user) {

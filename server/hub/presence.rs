@@ -236,6 +236,7 @@ impl Hub {
                 PresenceStatus::Offline => StoredStatus::Offline,
                 _ => StoredStatus::Online,
             };
+            self.metrics.presence_changed(stored);
             let _ = self.store.send(StoreOp::Presence {
                 user: id,
                 status: stored,

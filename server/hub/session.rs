@@ -18,6 +18,7 @@ use crate::{
     db::ids::SessionId,
     error::{Error, Result},
     identity::AuthUser,
+    metrics::Transport,
     proto::{
         PresenceEvent, PresenceSnapshot, ServerEvent, User, Welcome, presence_event,
         server_event::Event,
@@ -43,13 +44,14 @@ impl SessionKind {
 }
 
 impl Hub {
-    /// Opens a session for `user` (None: an anonymous presence watcher). The stream starts with
-    /// Welcome (chat sessions), then the presence snapshot, then every stored message no session
-    /// of the user has received, then live events.
+    /// Opens a session for `user` (None: an anonymous presence watcher) that came by `transport`.
+    /// The stream starts with Welcome (chat sessions), then the presence snapshot, then every
+    /// stored message no session of the user has received, then live events.
     pub async fn open_session(
         self: &Arc<Self>,
         user: Option<&AuthUser>,
         kind: SessionKind,
+        transport: Transport,
         token: String,
     ) -> Result<SessionStream> {
         let id = SessionId::new_random();
@@ -79,6 +81,7 @@ impl Hub {
                 SessionEntry {
                     user: user.map(|u| u.id),
                     kind,
+                    transport,
                     tx,
                     closing: closing.clone(),
                     cancel: cancel.clone(),
@@ -86,6 +89,7 @@ impl Hub {
                     last_sent: Instant::now(),
                 },
             );
+            self.metrics.session_opened(transport);
             if let Some(user) = user {
                 state
                     .users
@@ -160,10 +164,10 @@ impl Hub {
         self.detach(&mut state, id, Some(status));
     }
 
-    /// Notes that a recipient session took the message with this seq.
+    /// Notes that a recipient session took the message with this seq just now.
     fn note_delivered(&self, seq: u64) {
         self.lock_in_delivery().insert(seq as i64);
-        let _ = self.delivered.send(seq as i64);
+        let _ = self.delivered.send((seq as i64, chrono::Utc::now()));
     }
 }
 
@@ -206,12 +210,15 @@ impl SessionStream {
         self.cancel.clone()
     }
 
-    /// A message addressed to this session's user: remember that it was delivered.
+    /// A message addressed to this session's user: remember that it was delivered. An error
+    /// event: count it (every error event reaches the client here, whoever made it).
     fn on_yield(&self, event: &ServerEvent) {
-        if let (Some(Event::Message(message)), Some(user_id)) = (&event.event, &self.user_id)
-            && &message.to_user_id == user_id
-        {
-            self.hub.note_delivered(message.seq);
+        match (&event.event, &self.user_id) {
+            (Some(Event::Message(message)), Some(user_id)) if &message.to_user_id == user_id => {
+                self.hub.note_delivered(message.seq);
+            }
+            (Some(Event::Error(error)), _) => self.hub.metrics.error(&error.code),
+            _ => {}
         }
     }
 }

@@ -4,4 +4,5 @@ pub mod conversations;
 pub mod messages;
 pub mod presence;
 pub mod read_marks;
+pub mod stats;
 pub mod users;

@@ -26,7 +26,8 @@ pub enum StoredStatus {
 }
 
 impl StoredStatus {
-    fn as_str(self) -> &'static str {
+    /// How `users_online.status` stores it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Online => "online",
             Self::Away => "away",

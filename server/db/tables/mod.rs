@@ -3,5 +3,6 @@
 pub mod chat_messages;
 pub mod read_marks;
 pub mod sessions;
+pub mod stats_buckets;
 pub mod users;
 pub mod users_online;
