@@ -72,3 +72,39 @@ async fn reflection_lists_services_in_v1_and_v1alpha(backend: Backend) {
 }
 
 on_both_databases!(reflection_lists_services_in_v1_and_v1alpha);
+
+/// grpcurl decodes error details (BadRequest, RetryInfo) by asking reflection for their types;
+/// an answer of NOT_FOUND there would leave the details unreadable.
+#[tokio::test]
+async fn reflection_describes_the_error_detail_types() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(
+        server.channel().await.unwrap(),
+    );
+    for symbol in ["google.rpc.BadRequest", "google.rpc.RetryInfo"] {
+        let request = v1alpha::ServerReflectionRequest {
+            message_request: Some(
+                v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                    symbol.into(),
+                ),
+            ),
+            ..Default::default()
+        };
+        let mut answers = client
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let answer = answers.message().await.unwrap().unwrap();
+        assert!(
+            matches!(
+                answer.message_response,
+                Some(
+                    v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(_)
+                )
+            ),
+            "reflection knows {symbol}: {answer:?}"
+        );
+    }
+    server.stop().await;
+}
