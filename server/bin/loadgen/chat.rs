@@ -22,12 +22,12 @@ use tokio::{
     time::{MissedTickBehavior, sleep, sleep_until},
 };
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Status, Streaming};
+use tonic::{Code, Status};
 
 use crate::{
     Common, Transport,
     baseline::{self, Baseline},
-    client::{self, Links, Outbox, Sent},
+    client::{self, Events, Links, Opening, Outbox, Sent},
     stats::{Errors, Latency, histogram, record},
 };
 
@@ -194,12 +194,16 @@ pub async fn run(common: &Common, args: &ChatArgs) -> anyhow::Result<impl Serial
     };
 
     let links = Links::new(common, users)?;
+    let opening = Opening {
+        wait_snapshot: false,
+        keep_events: true,
+        timeout: common.timeout(),
+    };
     let opened = client::open_all(
         &links,
         users,
         common.open_concurrency as usize,
-        false,
-        common.timeout(),
+        opening,
         |index| Hello {
             display_name: format!("chat-{index}"),
             ..Default::default()
@@ -376,7 +380,7 @@ fn sent_at(base: Instant, text: &str) -> Option<Instant> {
 /// Reads the stream of user `me` until `stop`: the peer's messages, and acks and refusals of the
 /// user's own (told to the sender through `notes` when it waits for them).
 async fn read(
-    mut events: Streaming<ServerEvent>,
+    mut events: Events,
     me: String,
     peer: String,
     base: Instant,
@@ -402,16 +406,16 @@ async fn read(
     loop {
         let next = tokio::select! {
             _ = stop.cancelled() => break,
-            next = events.message() => next,
+            next = events.recv() => next,
         };
         let event = match next {
-            Ok(Some(ServerEvent { event: Some(event) })) => event,
-            Ok(Some(_)) => continue,
-            Ok(None) => {
+            Some(Ok(ServerEvent { event: Some(event) })) => event,
+            Some(Ok(_)) => continue,
+            None => {
                 received.errors.add("STREAM_ENDED");
                 break;
             }
-            Err(status) => {
+            Some(Err(status)) => {
                 received.errors.status(&status);
                 break;
             }

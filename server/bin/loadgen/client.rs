@@ -68,7 +68,10 @@ impl Links {
         let origin: Uri = common.server.parse().context("--server is not a URL")?;
         let endpoint = Endpoint::from_shared(common.server.clone())
             .context("--server is not a URL")?
-            .connect_timeout(common.timeout());
+            .connect_timeout(common.timeout())
+            // Many sessions share one connection's flow-control window: let it grow as a proxy's
+            // would, so a busy connection is not held to the 64 KiB default.
+            .http2_adaptive_window(true);
         let links = (0..sessions.div_ceil(per_link).max(1))
             .map(|index| {
                 let connector = connector(common.source_ips[index % common.source_ips.len()]);
@@ -77,6 +80,7 @@ impl Links {
                     Transport::GrpcWeb => {
                         let client = Client::builder(TokioExecutor::new())
                             .http2_only(per_link > 1)
+                            .http2_adaptive_window(true)
                             .build(connector);
                         Link::Web(Box::new(WebLink {
                             channel: GrpcWebClientLayer::new().layer(client),
@@ -112,15 +116,32 @@ fn connector(source: IpAddr) -> HttpConnector {
 pub struct Session {
     /// The user it is signed in as.
     pub user_id: String,
-    /// Events from the server, after the Welcome (and after the presence snapshot when asked to
-    /// wait for it).
-    pub events: Streaming<ServerEvent>,
+    /// Events from the server after the Welcome (and after the presence snapshot when asked to
+    /// wait for it), read off the wire as they arrive; the channel closes when the stream ends.
+    pub events: Events,
     /// How the session sends messages.
     pub outbox: Outbox,
     /// From the start of opening to the Welcome.
     pub welcomed_after: Duration,
     /// From the start of opening to the presence snapshot, when opened waiting for it.
     pub snapshot_after: Option<Duration>,
+}
+
+/// A session's events, read as soon as they arrive: a session whose events wait unread would
+/// hold its connection's HTTP/2 flow-control window (stalling every other session on it) and fill
+/// its queue on the server, which ends it as too slow.
+pub type Events = mpsc::UnboundedReceiver<Result<ServerEvent, Status>>;
+
+/// What opening a session waits for, and what it keeps of the events after.
+#[derive(Debug, Clone, Copy)]
+pub struct Opening {
+    /// Wait for the presence snapshot after the Welcome.
+    pub wait_snapshot: bool,
+    /// Pass every event on to [`Session::events`]; when false they are read and dropped, and
+    /// only a failure is passed on (the channel still closes when the stream ends).
+    pub keep_events: bool,
+    /// How long opening may take.
+    pub timeout: Duration,
 }
 
 /// How a session sends messages.
@@ -190,15 +211,10 @@ fn bearer<T>(token: &str, message: T) -> Result<Request<T>, Status> {
 }
 
 /// Opens a session on `link` with `hello`: Chat for gRPC, Subscribe for grpc-web. Waits for the
-/// Welcome and, when `wait_snapshot`, for the presence snapshot after it.
-pub async fn open(
-    link: Link,
-    hello: Hello,
-    wait_snapshot: bool,
-    timeout: Duration,
-) -> Result<Session, Status> {
+/// Welcome and, when asked, for the presence snapshot after it.
+pub async fn open(link: Link, hello: Hello, opening: Opening) -> Result<Session, Status> {
     let started = Instant::now();
-    let opening = async {
+    let welcomed = async {
         let (outbox, mut events) = match link {
             Link::Grpc(channel) => {
                 let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
@@ -230,7 +246,7 @@ pub async fn open(
         };
         let welcomed_after = started.elapsed();
         let mut snapshot_after = None;
-        if wait_snapshot {
+        if opening.wait_snapshot {
             while snapshot_after.is_none() {
                 if let Event::Presence(_) = next_event(&mut events).await? {
                     snapshot_after = Some(started.elapsed());
@@ -246,15 +262,43 @@ pub async fn open(
         };
         Ok(Session {
             user_id: welcome.user.map(|user| user.user_id).unwrap_or_default(),
-            events,
+            events: read_events(events, opening.keep_events),
             outbox,
             welcomed_after,
             snapshot_after,
         })
     };
-    tokio::time::timeout(timeout, opening)
+    tokio::time::timeout(opening.timeout, welcomed)
         .await
         .map_err(|_| Status::deadline_exceeded("session not welcomed in time"))?
+}
+
+/// Reads `stream` until it ends or the returned receiver is dropped, passing events on (all of
+/// them when `keep`, otherwise only a failure).
+fn read_events(mut stream: Streaming<ServerEvent>, keep: bool) -> Events {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                _ = tx.closed() => break,
+                next = stream.message() => next,
+            };
+            match next {
+                Ok(Some(event)) if keep => {
+                    if tx.send(Ok(event)).is_err() {
+                        break;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(status) => {
+                    let _ = tx.send(Err(status));
+                    break;
+                }
+            }
+        }
+    });
+    rx
 }
 
 /// The next event of a session's stream; its end is an error here.
@@ -309,8 +353,7 @@ pub async fn open_all(
     links: &Links,
     count: usize,
     concurrency: usize,
-    wait_snapshot: bool,
-    timeout: Duration,
+    opening: Opening,
     hello: impl Fn(usize) -> Hello,
 ) -> Opened {
     let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
@@ -320,7 +363,7 @@ pub async fn open_all(
         let (link, hello, permits) = (links.for_session(index), hello(index), permits.clone());
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            (index, open(link, hello, wait_snapshot, timeout).await)
+            (index, open(link, hello, opening).await)
         });
     }
     let mut opened = Opened {

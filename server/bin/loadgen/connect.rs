@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::{
     Common, Transport,
-    client::{self, Links},
+    client::{self, Links, Opening},
     stats::{CpuUse, Errors, Latency, ServerProcess, histogram, record},
 };
 
@@ -52,11 +52,14 @@ pub async fn run(common: &Common, args: &ConnectArgs) -> anyhow::Result<impl Ser
     let count = args.sessions as usize;
     let links = Links::new(common, count)?;
     let cpu_before = server.cpu_secs();
-    let opened = client::open_all(&links, count, count, true, common.timeout(), |index| {
-        Hello {
-            display_name: format!("connect-{index}"),
-            ..Default::default()
-        }
+    let opening = Opening {
+        wait_snapshot: true,
+        keep_events: false,
+        timeout: common.timeout(),
+    };
+    let opened = client::open_all(&links, count, count, opening, |index| Hello {
+        display_name: format!("connect-{index}"),
+        ..Default::default()
     })
     .await;
     let cpu_after = server.cpu_secs();

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Common, Transport,
-    client::{self, Links},
+    client::{self, Links, Opening},
     stats::{Errors, Latency, ServerProcess, histogram, record},
 };
 
@@ -67,12 +67,16 @@ pub async fn run(common: &Common, args: &IdleArgs) -> anyhow::Result<impl Serial
     let links = Links::new(common, count)?;
     let rss_before = server.rss_bytes();
 
+    let opening = Opening {
+        wait_snapshot: false,
+        keep_events: false,
+        timeout: common.timeout(),
+    };
     let opened = client::open_all(
         &links,
         count,
         common.open_concurrency as usize,
-        false,
-        common.timeout(),
+        opening,
         |index| Hello {
             display_name: format!("idle-{index}"),
             ..Default::default()
@@ -85,8 +89,8 @@ pub async fn run(common: &Common, args: &IdleArgs) -> anyhow::Result<impl Serial
     }
     let sessions_open = opened.sessions.len();
 
-    // Hold every session, reading what the server sends (presence changes, heartbeats) as a
-    // client would, and count the streams that end early.
+    // Hold every session (its events are read and dropped as they come, as a client would read
+    // them) and count the streams that end early.
     let stop = CancellationToken::new();
     let dropped = Arc::new(AtomicU64::new(0));
     let mut holders = tokio::task::JoinSet::new();
@@ -96,8 +100,8 @@ pub async fn run(common: &Common, args: &IdleArgs) -> anyhow::Result<impl Serial
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    next = session.events.message() => {
-                        if !matches!(next, Ok(Some(_))) {
+                    next = session.events.recv() => {
+                        if !matches!(next, Some(Ok(_))) {
                             dropped.fetch_add(1, Ordering::Relaxed);
                             break;
                         }

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Common, Transport,
-    client::{self, Links},
+    client::{self, Links, Opening},
     stats::{Errors, Latency, histogram, record},
 };
 
@@ -161,7 +161,12 @@ pub async fn run(common: &Common, args: &PresenceArgs) -> anyhow::Result<impl Se
     let mut joining = JoinSet::new();
     for (index, user_id) in user_ids.into_iter().enumerate() {
         let link = links.for_session(watchers + index);
-        let (joined_at, stop, timeout) = (joined_at.clone(), stop.clone(), common.timeout());
+        let (joined_at, stop) = (joined_at.clone(), stop.clone());
+        let session_opening = Opening {
+            wait_snapshot: false,
+            keep_events: false,
+            timeout: common.timeout(),
+        };
         joining.spawn(async move {
             tokio::time::sleep_until((started + spacing * index as u32).into()).await;
             let _ = joined_at[index].set(Instant::now());
@@ -170,12 +175,12 @@ pub async fn run(common: &Common, args: &PresenceArgs) -> anyhow::Result<impl Se
                 display_name: format!("presence-{index}"),
                 ..Default::default()
             };
-            let mut session = client::open(link, hello, false, timeout).await?;
+            let mut session = client::open(link, hello, session_opening).await?;
             tokio::spawn(async move {
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => break,
-                        next = session.events.message() => if !matches!(next, Ok(Some(_))) { break },
+                        next = session.events.recv() => if !matches!(next, Some(Ok(_))) { break },
                     }
                 }
             });
