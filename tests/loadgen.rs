@@ -1,0 +1,267 @@
+//! A quick smoke of each load generator scenario: the built `fastchat-loadgen` binary against the
+//! real server (in this process, so its pid is ours), with small numbers. Asserts from the JSON
+//! line it prints: no failures, nothing lost or duplicated, everyone welcomed, every watcher saw
+//! every change. It asserts no timings.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, TestServer, within};
+use serde_json::Value;
+
+/// How long one load generator run may take before the test fails.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs the load generator against `server` with `args` (after the shared ones) and returns its
+/// JSON report, the last line of its output. Fails the test when it exits unsuccessfully.
+async fn loadgen(server: &TestServer, args: &[&str]) -> Value {
+    let pid = std::process::id().to_string();
+    let output = within(
+        RUN_LIMIT,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_fastchat-loadgen"))
+            .args(["--server", &server.url(), "--server-pid", &pid])
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the load generator runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "loadgen {args:?} failed: {}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let last = stdout.lines().last().expect("the load generator printed");
+    serde_json::from_str(last).unwrap_or_else(|err| panic!("last line is not JSON ({err}): {last}"))
+}
+
+/// A count from the report.
+fn count(report: &Value, field: &str) -> u64 {
+    report[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} is not a count in {report}"))
+}
+
+/// Asserts that the report's `errors` tally is empty.
+fn assert_no_errors(report: &Value) {
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+}
+
+/// `idle` opens every session, one connection each, holds them without a drop, and reads the
+/// server's memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_holds_every_session() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let report = loadgen(
+        &server,
+        &["--duration-secs", "1", "idle", "--sessions", "200"],
+    )
+    .await;
+    assert_eq!(count(&report, "sessions_open"), 200, "{report}");
+    assert_eq!(count(&report, "sessions_failed"), 0, "{report}");
+    assert_eq!(count(&report, "sessions_dropped"), 0, "{report}");
+    assert_eq!(count(&report, "connections"), 200, "{report}");
+    assert_no_errors(&report);
+    assert!(
+        report["server_rss_per_session_bytes"].is_number(),
+        "memory per session is reported: {report}"
+    );
+    server.stop().await;
+}
+
+/// `idle` over grpc-web with 50 sessions per HTTP/2 connection, as behind an L7 proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_multiplexes_grpc_web_sessions() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let args = [
+        "--duration-secs",
+        "1",
+        "--transport",
+        "grpc-web",
+        "--streams-per-connection",
+        "50",
+        "idle",
+        "--sessions",
+        "200",
+    ];
+    let report = loadgen(&server, &args).await;
+    assert_eq!(count(&report, "sessions_open"), 200, "{report}");
+    assert_eq!(count(&report, "sessions_dropped"), 0, "{report}");
+    assert_eq!(count(&report, "connections"), 4, "{report}");
+    assert_no_errors(&report);
+    server.stop().await;
+}
+
+/// `connect` welcomes every user, each with its presence snapshot, over connections from two
+/// source addresses, and reads the server's CPU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_welcomes_every_user() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let args = [
+        "--source-ips",
+        "127.0.0.1,127.0.0.2",
+        "connect",
+        "--sessions",
+        "200",
+    ];
+    let report = loadgen(&server, &args).await;
+    assert_eq!(count(&report, "sessions_welcomed"), 200, "{report}");
+    assert_eq!(report["snapshot_latency"]["count"], 200, "{report}");
+    assert_no_errors(&report);
+    assert!(report["server_cpu"]["cpu_secs"].is_number(), "{report}");
+    server.stop().await;
+}
+
+/// Asserts that a `chat` report shows every message sent, acked and delivered once.
+fn assert_all_delivered(report: &Value, messages: u64) {
+    assert_eq!(count(report, "sent"), messages, "{report}");
+    assert_eq!(count(report, "acked"), messages, "{report}");
+    assert_eq!(count(report, "delivered"), messages, "{report}");
+    assert_eq!(count(report, "lost"), 0, "{report}");
+    assert_eq!(count(report, "duplicates"), 0, "{report}");
+    assert_eq!(count(report, "unexpected"), 0, "{report}");
+    assert_eq!(report["latency"]["count"], messages, "{report}");
+    assert_no_errors(report);
+}
+
+/// `chat` over native gRPC, each next message after the last ack, with the echo baseline: every
+/// message acked and delivered exactly once.
+async fn chat_delivers_every_message_over_grpc(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let args = [
+        "--duration-secs",
+        "60",
+        "chat",
+        "--pairs",
+        "10",
+        "--messages",
+        "30",
+        "--baseline-secs",
+        "1",
+    ];
+    let report = loadgen(&server, &args).await;
+    assert_all_delivered(&report, 2 * 10 * 30);
+    assert!(
+        report["delivered_per_sec_vs_baseline"].is_number(),
+        "{report}"
+    );
+    server.stop().await;
+}
+
+/// `chat` over grpc-web (Subscribe plus SendMessage) at a fixed rate: every message acked and
+/// delivered exactly once.
+async fn chat_delivers_every_message_over_grpc_web(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let args = [
+        "--duration-secs",
+        "60",
+        "--transport",
+        "grpc-web",
+        "chat",
+        "--pairs",
+        "5",
+        "--messages",
+        "20",
+        "--rate",
+        "400",
+        "--baseline-secs",
+        "0",
+    ];
+    let report = loadgen(&server, &args).await;
+    assert_all_delivered(&report, 2 * 5 * 20);
+    server.stop().await;
+}
+
+on_both_databases!(
+    chat_delivers_every_message_over_grpc,
+    chat_delivers_every_message_over_grpc_web
+);
+
+/// With the server's default message limit, `chat` reports the refusals as RATE_LIMITED rather
+/// than hiding them, and still loses no acked message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_reports_rate_limits() {
+    let server = TestServer::start_with(Backend::Sqlite, |config| {
+        config.rate_messages_per_minute = 60;
+        config.rate_messages_burst = 5;
+    })
+    .await;
+    let args = [
+        "--duration-secs",
+        "2",
+        "chat",
+        "--pairs",
+        "1",
+        "--baseline-secs",
+        "0",
+    ];
+    let report = loadgen(&server, &args).await;
+    assert!(
+        report["errors"]["RATE_LIMITED"].as_u64() >= Some(1),
+        "{report}"
+    );
+    assert!(count(&report, "acked") >= 10, "each user's burst: {report}");
+    assert!(count(&report, "acked") < count(&report, "sent"), "{report}");
+    assert_eq!(count(&report, "lost"), 0, "{report}");
+    server.stop().await;
+}
+
+/// `presence`: every watcher sees every joining user come online.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_reaches_every_watcher() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let args = [
+        "--duration-secs",
+        "1",
+        "presence",
+        "--users",
+        "100",
+        "--watchers",
+        "5",
+    ];
+    let report = loadgen(&server, &args).await;
+    assert_eq!(count(&report, "users_joined"), 100, "{report}");
+    assert_eq!(count(&report, "watchers_complete"), 5, "{report}");
+    assert_eq!(count(&report, "changes_seen"), 500, "{report}");
+    assert_eq!(count(&report, "changes_missing"), 0, "{report}");
+    assert_no_errors(&report);
+    server.stop().await;
+}
+
+/// `presence` over grpc-web: the watchers and the users' Subscribe streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_reaches_every_watcher_over_grpc_web() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let args = [
+        "--duration-secs",
+        "1",
+        "--transport",
+        "grpc-web",
+        "presence",
+        "--users",
+        "50",
+        "--watchers",
+        "5",
+    ];
+    let report = loadgen(&server, &args).await;
+    assert_eq!(count(&report, "users_joined"), 50, "{report}");
+    assert_eq!(count(&report, "watchers_complete"), 5, "{report}");
+    assert_eq!(count(&report, "changes_missing"), 0, "{report}");
+    assert_no_errors(&report);
+    server.stop().await;
+}
+
+/// `baseline` echoes over loopback and counts the round trips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baseline_echoes_over_loopback() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let args = ["--duration-secs", "1", "baseline", "--connections", "4"];
+    let report = loadgen(&server, &args).await;
+    assert_eq!(report["scenario"], "baseline", "{report}");
+    assert!(count(&report, "round_trips") > 0, "{report}");
+    assert_eq!(report["round_trip_latency"]["count"], report["round_trips"]);
+    server.stop().await;
+}
