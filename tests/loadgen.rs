@@ -209,49 +209,41 @@ async fn chat_reports_rate_limits() {
     server.stop().await;
 }
 
-/// `presence`: every watcher sees every joining user come online.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn presence_reaches_every_watcher() {
+/// Runs `presence` with `users` joining while `watchers` look on, over `transport`, and checks
+/// that every watcher saw every join.
+async fn presence_reaches_every_watcher_over(transport: &str, users: u64, watchers: u64) {
     let server = TestServer::start(Backend::Sqlite).await;
+    let (users_arg, watchers_arg) = (users.to_string(), watchers.to_string());
     let args = [
         "--duration-secs",
         "1",
+        "--transport",
+        transport,
         "presence",
         "--users",
-        "100",
+        &users_arg,
         "--watchers",
-        "5",
+        &watchers_arg,
     ];
     let report = loadgen(&server, &args).await;
-    assert_eq!(count(&report, "users_joined"), 100, "{report}");
-    assert_eq!(count(&report, "watchers_complete"), 5, "{report}");
-    assert_eq!(count(&report, "changes_seen"), 500, "{report}");
+    assert_eq!(count(&report, "users_joined"), users, "{report}");
+    assert_eq!(count(&report, "watchers_complete"), watchers, "{report}");
+    assert_eq!(count(&report, "changes_seen"), users * watchers, "{report}");
     assert_eq!(count(&report, "changes_missing"), 0, "{report}");
     assert_no_errors(&report);
     server.stop().await;
 }
 
+/// `presence`: every watcher sees every joining user come online.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_reaches_every_watcher() {
+    presence_reaches_every_watcher_over("grpc", 100, 5).await;
+}
+
 /// `presence` over grpc-web: the watchers and the users' Subscribe streams.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_reaches_every_watcher_over_grpc_web() {
-    let server = TestServer::start(Backend::Sqlite).await;
-    let args = [
-        "--duration-secs",
-        "1",
-        "--transport",
-        "grpc-web",
-        "presence",
-        "--users",
-        "50",
-        "--watchers",
-        "5",
-    ];
-    let report = loadgen(&server, &args).await;
-    assert_eq!(count(&report, "users_joined"), 50, "{report}");
-    assert_eq!(count(&report, "watchers_complete"), 5, "{report}");
-    assert_eq!(count(&report, "changes_missing"), 0, "{report}");
-    assert_no_errors(&report);
-    server.stop().await;
+    presence_reaches_every_watcher_over("grpc-web", 50, 5).await;
 }
 
 /// `baseline` echoes over loopback and counts the round trips.
