@@ -140,6 +140,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_sessions_per_user: u32,
 
+    /// Users in the presence directory page: every session is told about these (plus its own
+    /// conversation peers). While no more users are online, every session sees everyone.
+    #[arg(long, env = "FASTCHAT_PRESENCE_DIRECTORY_SIZE", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub presence_directory_size: u32,
+
+    /// Streams that may watch every user's presence at once (WatchPresence with every_user).
+    #[arg(long, env = "FASTCHAT_PRESENCE_WATCH_ALL_LIMIT", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub presence_watch_all_limit: u32,
+
     /// Sessions (streams) the server holds at once; beyond it new ones get UNAVAILABLE.
     #[arg(long, env = "FASTCHAT_MAX_SESSIONS", default_value_t = 200_000,
           value_parser = clap::value_parser!(u32).range(1..=10_000_000))]

@@ -32,6 +32,9 @@ pub enum Error {
     /// The user already holds as many open sessions as allowed.
     #[error("this user already has {0} sessions open, the most allowed; close one first")]
     TooManySessions(u32),
+    /// As many streams watch every user's presence as allowed.
+    #[error("{0} streams already watch every user's presence, the most allowed; retry later")]
+    TooManyWatchers(usize),
     /// The server is at capacity; clients should back off and retry.
     #[error("{0}")]
     Overloaded(&'static str),
@@ -65,7 +68,9 @@ impl Error {
             Self::NotFound(_) => Code::NotFound,
             Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::PermissionDenied(_) => Code::PermissionDenied,
-            Self::RateLimited { .. } | Self::TooManySessions(_) => Code::ResourceExhausted,
+            Self::RateLimited { .. } | Self::TooManySessions(_) | Self::TooManyWatchers(_) => {
+                Code::ResourceExhausted
+            }
             Self::Overloaded(_) | Self::ShuttingDown | Self::WriterStopped => Code::Unavailable,
             Self::Database(_) => Code::Internal,
         }

@@ -286,11 +286,11 @@ async fn one_address_opening_sessions_for_many_users_is_limited() {
     let _bob = ChatSession::new_user(&server, "Bob").await;
     let mut presence = server.presence().await.unwrap();
     let _watching = presence
-        .watch_presence(WatchPresenceRequest {})
+        .watch_presence(WatchPresenceRequest::default())
         .await
         .expect("the third session from this address");
     let refused = presence
-        .watch_presence(WatchPresenceRequest {})
+        .watch_presence(WatchPresenceRequest::default())
         .await
         .expect_err("a fourth from the same address within the minute");
     retry_delay(&refused);

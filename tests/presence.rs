@@ -116,7 +116,7 @@ impl PresenceWatch {
     async fn watch(server: &TestServer) -> Self {
         let mut client = server.presence().await.unwrap();
         let rx = client
-            .watch_presence(WatchPresenceRequest {})
+            .watch_presence(WatchPresenceRequest::default())
             .await
             .expect("WatchPresence needs no token")
             .into_inner();

@@ -78,7 +78,7 @@ async fn shutdown_ends_streams_and_marks_sessions_offline(backend: Backend) {
         .presence()
         .await
         .unwrap()
-        .watch_presence(WatchPresenceRequest {})
+        .watch_presence(WatchPresenceRequest::default())
         .await
         .unwrap()
         .into_inner();

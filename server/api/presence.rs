@@ -115,10 +115,15 @@ impl PresenceService for PresenceApi {
         self.app
             .limits
             .check_new_session(None, client_ip(&request))?;
+        let kind = if request.get_ref().every_user {
+            SessionKind::EveryonesPresence
+        } else {
+            SessionKind::Presence
+        };
         let stream = self
             .app
             .hub
-            .open_session(None, SessionKind::Presence, transport, String::new())
+            .open_session(None, kind, transport, String::new())
             .await?;
         record_session(stream.id());
         Ok(Response::new(presence_only(stream)))

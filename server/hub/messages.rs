@@ -106,6 +106,7 @@ impl Hub {
         let event = server_event(Event::Message(chat_message(message, 0)));
         let mut state = self.lock();
         self.stop_typing(&mut state, sender, recipient);
+        self.link_peers(&mut state, sender, recipient);
         let taken = self.push_to_user(&mut state, recipient, &event, None);
         self.push_to_user(&mut state, sender, &event, origin);
         taken

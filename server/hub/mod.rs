@@ -4,7 +4,8 @@
 //! maps users to their sessions and fans events out to them without ever blocking: a session whose
 //! queue is full is ended with RESOURCE_EXHAUSTED and gets what it missed from the database when it
 //! reconnects. Background tasks do the slow parts: the message writer (group commit), the delivery
-//! tracker, presence write-through and a ticker for timers (typing, presence grace, heartbeats).
+//! tracker, the presence publisher and its write-through, and a ticker for timers (typing,
+//! presence grace, heartbeats).
 //!
 //! The services only call the hub's "publish to a user" and "presence changed" style methods, so
 //! the in-process fan-out can later be swapped for a bus between nodes.
@@ -73,6 +74,10 @@ pub struct HubConfig {
     pub max_sessions_per_user: u32,
     /// Sessions the hub holds at once, all users together.
     pub max_sessions: usize,
+    /// Users in the presence directory page every session is told about.
+    pub directory_size: usize,
+    /// Streams watching every user's presence at once.
+    pub watch_all_limit: usize,
 }
 
 impl HubConfig {
@@ -95,6 +100,8 @@ impl From<&Config> for HubConfig {
             retention_days: config.retention_days,
             max_sessions_per_user: config.max_sessions_per_user,
             max_sessions: config.max_sessions as usize,
+            directory_size: config.presence_directory_size as usize,
+            watch_all_limit: config.presence_watch_all_limit as usize,
         }
     }
 }
@@ -118,6 +125,9 @@ pub struct Hub {
     in_delivery: Mutex<HashSet<i64>>,
     /// Presence writes for `users_online` and `sessions`, applied in order by one task.
     store: mpsc::UnboundedSender<StoreOp>,
+    /// Wakes the presence publisher when a user's presence may have changed, so changes go out
+    /// without waiting for the ticker. Capacity one: a wake-up already pending covers the rest.
+    presence_changed: mpsc::Sender<()>,
     /// Set once shutdown begins: new sessions are refused.
     shutting_down: AtomicBool,
     /// The server's figures: sessions, deliveries, presence changes, error events.
@@ -133,8 +143,10 @@ struct State {
     users: HashMap<UserId, presence::UserEntry>,
     /// Typing states by (typist, peer).
     typing: HashMap<(UserId, UserId), typing::TypingEntry>,
-    /// Users whose presence may have changed since the last tick.
+    /// Users whose presence may have changed since the last published batch.
     dirty: HashSet<UserId>,
+    /// Who is told about whose presence.
+    scope: presence::Scope,
     /// When idle streams were last checked for heartbeats.
     last_heartbeat_sweep: Option<Instant>,
 }
@@ -166,6 +178,7 @@ impl Hub {
         let (writer_tx, writer_rx) = mpsc::channel(messages::WRITER_QUEUE);
         let (delivered_tx, delivered_rx) = mpsc::unbounded_channel();
         let (store_tx, store_rx) = mpsc::unbounded_channel();
+        let (presence_tx, presence_rx) = mpsc::channel(1);
         let hub = Arc::new(Self {
             state: Mutex::new(State::default()),
             config,
@@ -174,6 +187,7 @@ impl Hub {
             delivered: delivered_tx,
             in_delivery: Mutex::new(HashSet::new()),
             store: store_tx,
+            presence_changed: presence_tx,
             shutting_down: AtomicBool::new(false),
             metrics,
         });
@@ -189,6 +203,7 @@ impl Hub {
         ));
         tokio::spawn(store::run(db, store_rx, hub.config.node_id.clone()));
         tokio::spawn(run_ticker(Arc::downgrade(&hub)));
+        tokio::spawn(run_presence_publisher(Arc::downgrade(&hub), presence_rx));
         tokio::spawn(messages::run_retention(Arc::downgrade(&hub)));
         hub
     }
@@ -325,6 +340,9 @@ impl Hub {
         }
         entry.cancel.cancel();
         self.metrics.session_closed(entry.transport);
+        if entry.kind == SessionKind::EveryonesPresence {
+            state.scope.watch_all.remove(&id);
+        }
         let Some(user) = entry.user else { return };
         let now = Instant::now();
         if let Some(user_entry) = state.users.get_mut(&user) {
@@ -333,7 +351,7 @@ impl Hub {
                 user_entry.left(now);
             }
         }
-        state.dirty.insert(user);
+        self.mark_dirty(state, user);
         self.end_typing_of_session(state, user, id);
         let _ = self.store.send(StoreOp::SessionClosed {
             id,
@@ -346,7 +364,7 @@ impl Hub {
         let now = Instant::now();
         let mut state = self.lock();
         self.expire_typing(&mut state, now);
-        self.publish_presence_changes(&mut state, now);
+        self.publish_presence_timers(&mut state, now);
 
         let interval = self.config.heartbeat_interval;
         if state
@@ -367,6 +385,18 @@ impl Hub {
                 self.push(&mut state, id, heartbeat);
             }
         }
+    }
+}
+
+/// Publishes presence changes as they come, in batches at most every [`PRESENCE_COALESCE`], until
+/// the hub is gone.
+async fn run_presence_publisher(hub: std::sync::Weak<Hub>, mut changed: mpsc::Receiver<()>) {
+    // Ends when the hub, which holds the sender, is gone.
+    while changed.recv().await.is_some() {
+        let Some(hub) = hub.upgrade() else { return };
+        hub.flush_presence();
+        drop(hub);
+        tokio::time::sleep(presence::PRESENCE_COALESCE).await;
     }
 }
 

@@ -30,15 +30,17 @@ use crate::{
 pub enum SessionKind {
     /// Chat or Subscribe: everything for its user, presence included.
     Chat,
-    /// Presence or WatchPresence: presence events only.
+    /// Presence or WatchPresence: presence events only, scoped like a chat session's.
     Presence,
+    /// WatchPresence with `every_user`: every user's presence events.
+    EveryonesPresence,
 }
 
 impl SessionKind {
     fn transport(self) -> &'static str {
         match self {
             Self::Chat => "chat",
-            Self::Presence => "presence",
+            Self::Presence | Self::EveryonesPresence => "presence",
         }
     }
 }
@@ -58,6 +60,15 @@ impl Hub {
         let (tx, rx) = mpsc::channel(self.config.session_queue);
         let closing = Arc::new(Mutex::new(None));
         let cancel = CancellationToken::new();
+        // Loaded before the lock is taken; at most once per user while the hub knows them.
+        let needs_peers = user.is_some_and(|u| {
+            let state = self.lock();
+            state.users.get(&u.id).is_none_or(UserEntry::needs_peers)
+        });
+        let peers = match user {
+            Some(user) if needs_peers => self.db.conversation_peers(user.id).await?,
+            _ => Vec::new(),
+        };
         let snapshot = {
             let mut state = self.lock();
             // Checked under the lock shutdown takes, so no session slips in after it.
@@ -75,6 +86,12 @@ impl Hub {
                 .map_or(0, |entry| entry.sessions.len());
             if open_of_user >= max_per_user as usize {
                 return Err(Error::TooManySessions(max_per_user));
+            }
+            if kind == SessionKind::EveryonesPresence {
+                if state.scope.watch_all.len() >= self.config.watch_all_limit {
+                    return Err(Error::TooManyWatchers(self.config.watch_all_limit));
+                }
+                state.scope.watch_all.insert(id);
             }
             state.sessions.insert(
                 id,
@@ -96,7 +113,10 @@ impl Hub {
                     .entry(user.id)
                     .or_insert_with(|| UserEntry::new(user.display_name.clone()))
                     .joined(id, &user.display_name);
-                state.dirty.insert(user.id);
+                if needs_peers {
+                    self.set_peers(&mut state, user.id, peers);
+                }
+                self.mark_dirty(&mut state, user.id);
                 // Queued under the lock, so it is written before this session's SessionClosed.
                 let _ = self.store.send(StoreOp::SessionOpened {
                     id,
@@ -105,7 +125,7 @@ impl Hub {
                     at: chrono::Utc::now(),
                 });
             }
-            self.snapshot(&state, Instant::now())
+            self.snapshot(&state, user.map(|u| u.id), kind, Instant::now())
         };
         let mut stream = SessionStream {
             id,
@@ -171,9 +191,9 @@ impl Hub {
     }
 }
 
-fn presence_snapshot(users: Vec<crate::proto::Presence>) -> ServerEvent {
+fn presence_snapshot(snapshot: PresenceSnapshot) -> ServerEvent {
     server_event(Event::Presence(PresenceEvent {
-        event: Some(presence_event::Event::Snapshot(PresenceSnapshot { users })),
+        event: Some(presence_event::Event::Snapshot(snapshot)),
     }))
 }
 

@@ -1,7 +1,12 @@
 //! Presence write-through: one task applies session and presence rows in the order they happened,
-//! so the hub never waits on the database.
+//! so the hub never waits on the database. It applies whatever has queued up in one transaction:
+//! on SQLite each commit is an fsync, and thousands of sessions opening at once would otherwise be
+//! thousands of serial commits competing with the message writer for the one write lock.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DbErr, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::db::{
@@ -35,37 +40,406 @@ pub(super) enum StoreOp {
         last_seen: DateTime<Utc>,
     },
     /// At shutdown, after everything queued before it: end this node's sessions, users offline.
+    /// `done` is answered once that is committed.
     ResetNode {
         node_id: String,
         done: oneshot::Sender<()>,
     },
 }
 
+/// Most ops applied in one transaction.
+const MAX_BATCH: usize = 1024;
+
 pub(super) async fn run(db: Database, mut ops: mpsc::UnboundedReceiver<StoreOp>, node_id: String) {
-    while let Some(op) = ops.recv().await {
-        let result = match op {
-            StoreOp::SessionOpened {
-                id,
-                user,
-                transport,
-                at,
-            } => db.session_opened(id, user, &node_id, transport, at).await,
-            StoreOp::SessionAway { id, away, at } => db.session_away(id, away, at).await,
-            StoreOp::SessionClosed { id, at } => db.session_closed(id, at).await,
-            StoreOp::Presence {
-                user,
-                status,
-                sessions,
-                last_seen,
-            } => db.upsert_presence(user, status, sessions, last_seen).await,
-            StoreOp::ResetNode { node_id, done } => {
-                let result = db.reset_node_presence(&node_id, Utc::now()).await;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while ops.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        drop_overwritten_presence(&mut batch);
+        apply_batch(&db, &batch, &node_id).await;
+        // Answered only now: everything queued before a reset is committed (or failed) with it.
+        for op in batch.drain(..) {
+            if let StoreOp::ResetNode { done, .. } = op {
                 let _ = done.send(());
-                result
             }
-        };
-        if let Err(err) = result {
+        }
+    }
+}
+
+/// Applies `batch` in order in one transaction. If that fails, applies each op on its own, so
+/// one bad row fails only itself.
+async fn apply_batch(db: &Database, batch: &[StoreOp], node_id: &str) {
+    let err = match apply_in_transaction(db, batch, node_id).await {
+        Ok(()) => return,
+        Err(err) => err,
+    };
+    if batch.len() == 1 {
+        tracing::warn!(error = %err, "presence write-through failed");
+        return;
+    }
+    tracing::warn!(error = %err, batch = batch.len(), "presence batch failed; applying one by one");
+    for op in batch {
+        if let Err(err) = apply(db.conn(), op, node_id).await {
             tracing::warn!(error = %err, "presence write-through failed");
         }
+    }
+}
+
+async fn apply_in_transaction(
+    db: &Database,
+    batch: &[StoreOp],
+    node_id: &str,
+) -> Result<(), DbErr> {
+    let tx = db.conn().begin().await?;
+    for op in batch {
+        if let Err(err) = apply(&tx, op, node_id).await {
+            // Roll back before the one-by-one retry: dropping the transaction would leave the
+            // rollback queued, and its locks could hold up the retry's writes to the same rows.
+            let _ = tx.rollback().await;
+            return Err(err);
+        }
+    }
+    tx.commit().await
+}
+
+/// Applies one op on `conn`: the batch's transaction, or the pool when retrying one by one.
+async fn apply(conn: &impl ConnectionTrait, op: &StoreOp, node_id: &str) -> Result<(), DbErr> {
+    match op {
+        StoreOp::SessionOpened {
+            id,
+            user,
+            transport,
+            at,
+        } => Database::session_opened(conn, *id, *user, node_id, transport, *at).await,
+        StoreOp::SessionAway { id, away, at } => {
+            Database::session_away(conn, *id, *away, *at).await
+        }
+        StoreOp::SessionClosed { id, at } => Database::session_closed(conn, *id, *at).await,
+        StoreOp::Presence {
+            user,
+            status,
+            sessions,
+            last_seen,
+        } => Database::upsert_presence(conn, *user, *status, *sessions, *last_seen).await,
+        StoreOp::ResetNode { node_id, .. } => {
+            Database::reset_node_presence_on(conn, node_id, Utc::now()).await
+        }
+    }
+}
+
+/// Drops each Presence upsert that a later one for the same user in the batch overwrites. An
+/// upsert sets every column of the row, so only the last one's values would survive anyway (a
+/// ResetNode between them changes only columns the later upsert sets again). It matters when the
+/// store falls behind: then a batch holds several ticks, each with an upsert per changed user.
+fn drop_overwritten_presence(batch: &mut Vec<StoreOp>) {
+    let mut last = HashMap::new();
+    for (i, op) in batch.iter().enumerate() {
+        if let StoreOp::Presence { user, .. } = op {
+            last.insert(*user, i);
+        }
+    }
+    let mut i = 0;
+    batch.retain(|op| {
+        let keep = match op {
+            StoreOp::Presence { user, .. } => last[user] == i,
+            _ => true,
+        };
+        i += 1;
+        keep
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::EntityTrait;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::db::tables::{sessions, users_online};
+
+    /// A migrated database with two users, and what keeps it alive.
+    struct TestDb {
+        db: Database,
+        alice: UserId,
+        bob: UserId,
+        _dir: Option<tempfile::TempDir>,
+        /// The PostgreSQL server and database name, dropped when this is.
+        pg: Option<(String, String)>,
+    }
+
+    impl TestDb {
+        async fn sqlite() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+            Self::with(&url, Some(dir), None).await
+        }
+
+        /// None without `FASTCHAT_TEST_DATABASE_URL`.
+        async fn postgres() -> Option<Self> {
+            let Some(base) = std::env::var("FASTCHAT_TEST_DATABASE_URL")
+                .ok()
+                .filter(|url| !url.is_empty())
+            else {
+                eprintln!("FASTCHAT_TEST_DATABASE_URL is not set: skipping the PostgreSQL variant");
+                return None;
+            };
+            let name = format!("fastchat_store_{}", Uuid::new_v4().simple());
+            let admin = sea_orm::Database::connect(&base).await.unwrap();
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .unwrap();
+            admin.close().await.unwrap();
+            let (server, _) = base.rsplit_once('/').unwrap();
+            let url = format!("{server}/{name}");
+            Some(Self::with(&url, None, Some((base, name))).await)
+        }
+
+        async fn with(
+            url: &str,
+            dir: Option<tempfile::TempDir>,
+            pg: Option<(String, String)>,
+        ) -> Self {
+            let db = Database::connect(url).await.unwrap();
+            db.migrate().await.unwrap();
+            let (alice, bob) = (UserId::new_random(), UserId::new_random());
+            db.claim_user(alice, "alice", "hash-alice").await.unwrap();
+            db.claim_user(bob, "bob", "hash-bob").await.unwrap();
+            Self {
+                db,
+                alice,
+                bob,
+                _dir: dir,
+                pg,
+            }
+        }
+
+        async fn session(&self, id: SessionId) -> Option<sessions::Model> {
+            sessions::Entity::find_by_id(id.0)
+                .one(self.db.conn())
+                .await
+                .unwrap()
+        }
+
+        async fn presence(&self, user: UserId) -> users_online::Model {
+            users_online::Entity::find_by_id(user.0)
+                .one(self.db.conn())
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    }
+
+    impl Drop for TestDb {
+        fn drop(&mut self) {
+            let Some((base, name)) = self.pg.take() else {
+                return;
+            };
+            // Drop cannot await: a runtime of its own on another thread.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    if let Ok(admin) = sea_orm::Database::connect(&base).await {
+                        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                        let _ = admin.execute_unprepared(&sql).await;
+                        let _ = admin.close().await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + seconds, 0).unwrap()
+    }
+
+    fn opened(id: SessionId, user: UserId, seconds: i64) -> StoreOp {
+        StoreOp::SessionOpened {
+            id,
+            user,
+            transport: "chat",
+            at: at(seconds),
+        }
+    }
+
+    fn presence(user: UserId, status: StoredStatus, sessions: u32, seconds: i64) -> StoreOp {
+        StoreOp::Presence {
+            user,
+            status,
+            sessions,
+            last_seen: at(seconds),
+        }
+    }
+
+    /// Queues `ops` before the task starts, so it takes them as one batch, and waits until it has
+    /// applied them all.
+    async fn run_batch(db: &Database, ops: Vec<StoreOp>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        for op in ops {
+            tx.send(op).unwrap();
+        }
+        drop(tx);
+        run(db.clone(), rx, "node-a".into()).await;
+    }
+
+    /// One batch applies in queue order: a session opened and closed in it ends closed, the last
+    /// presence of a user wins.
+    async fn batch_applies_in_order(t: TestDb) {
+        let (s1, s2) = (SessionId::new_random(), SessionId::new_random());
+        run_batch(
+            &t.db,
+            vec![
+                opened(s1, t.alice, 0),
+                presence(t.alice, StoredStatus::Online, 1, 0),
+                StoreOp::SessionAway {
+                    id: s1,
+                    away: true,
+                    at: at(1),
+                },
+                opened(s2, t.bob, 2),
+                StoreOp::SessionClosed { id: s2, at: at(3) },
+                presence(t.bob, StoredStatus::Online, 1, 2),
+                presence(t.alice, StoredStatus::Away, 1, 4),
+                presence(t.bob, StoredStatus::Offline, 0, 3),
+            ],
+        )
+        .await;
+
+        let s1 = t.session(s1).await.unwrap();
+        assert!(s1.away);
+        assert_eq!(s1.ended_at, None);
+        assert_eq!(t.session(s2).await.unwrap().ended_at, Some(at(3)));
+        let alice = t.presence(t.alice).await;
+        assert_eq!((alice.status.as_str(), alice.last_seen), ("away", at(4)));
+        let bob = t.presence(t.bob).await;
+        assert_eq!((bob.status.as_str(), bob.sessions), ("offline", 0));
+    }
+
+    /// A bad op (a session of an unknown user) fails alone; the rest of its batch is written.
+    async fn failed_batch_falls_back_to_one_by_one(t: TestDb) {
+        let (s1, bad, s2) = (
+            SessionId::new_random(),
+            SessionId::new_random(),
+            SessionId::new_random(),
+        );
+        run_batch(
+            &t.db,
+            vec![
+                opened(s1, t.alice, 0),
+                opened(bad, UserId::new_random(), 0),
+                opened(s2, t.bob, 1),
+                StoreOp::SessionClosed { id: s1, at: at(2) },
+                presence(t.bob, StoredStatus::Online, 1, 1),
+            ],
+        )
+        .await;
+
+        assert_eq!(t.session(s1).await.unwrap().ended_at, Some(at(2)));
+        assert!(t.session(bad).await.is_none());
+        assert_eq!(t.session(s2).await.unwrap().ended_at, None);
+        assert_eq!(t.presence(t.bob).await.status, "online");
+    }
+
+    /// ResetNode is answered only once what was queued before it is committed.
+    async fn reset_answers_after_commit(t: TestDb) {
+        let s1 = SessionId::new_random();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (done, answered) = oneshot::channel();
+        tx.send(opened(s1, t.alice, 0)).unwrap();
+        tx.send(presence(t.alice, StoredStatus::Online, 1, 0))
+            .unwrap();
+        tx.send(StoreOp::ResetNode {
+            node_id: "node-a".into(),
+            done,
+        })
+        .unwrap();
+        let task = tokio::spawn(run(t.db.clone(), rx, "node-a".into()));
+
+        answered.await.unwrap();
+        assert!(t.session(s1).await.unwrap().ended_at.is_some());
+        let alice = t.presence(t.alice).await;
+        assert_eq!((alice.status.as_str(), alice.sessions), ("offline", 0));
+        drop(tx);
+        task.await.unwrap();
+    }
+
+    macro_rules! on_both_backends {
+        ($($name:ident),* $(,)?) => {
+            mod sqlite {
+                $(#[tokio::test]
+                async fn $name() {
+                    super::$name(super::TestDb::sqlite().await).await;
+                })*
+            }
+            mod postgres {
+                $(#[tokio::test]
+                async fn $name() {
+                    if let Some(t) = super::TestDb::postgres().await {
+                        super::$name(t).await;
+                    }
+                })*
+            }
+        };
+    }
+
+    on_both_backends!(
+        batch_applies_in_order,
+        failed_batch_falls_back_to_one_by_one,
+        reset_answers_after_commit,
+    );
+
+    #[tokio::test]
+    #[ignore]
+    async fn timing_20k() {
+        let t = TestDb::sqlite().await;
+        let ops = |t: &TestDb| -> Vec<StoreOp> {
+            let mut v = Vec::new();
+            for i in 0..10_000 {
+                let id = SessionId::new_random();
+                v.push(opened(id, t.alice, i));
+                v.push(StoreOp::SessionClosed { id, at: at(i + 1) });
+            }
+            v
+        };
+        let start = std::time::Instant::now();
+        for op in &ops(&t) {
+            apply(t.db.conn(), op, "node-a").await.unwrap();
+        }
+        eprintln!("one by one: {:?}", start.elapsed());
+        let start = std::time::Instant::now();
+        run_batch(&t.db, ops(&t)).await;
+        eprintln!("batched: {:?}", start.elapsed());
+    }
+
+    #[test]
+    fn only_the_last_presence_of_a_user_stays() {
+        let (alice, bob) = (UserId::new_random(), UserId::new_random());
+        let s1 = SessionId::new_random();
+        let mut batch = vec![
+            presence(alice, StoredStatus::Online, 1, 0),
+            opened(s1, alice, 0),
+            presence(bob, StoredStatus::Online, 1, 1),
+            presence(alice, StoredStatus::Away, 1, 2),
+            StoreOp::ResetNode {
+                node_id: "node-a".into(),
+                done: oneshot::channel().0,
+            },
+        ];
+        drop_overwritten_presence(&mut batch);
+        let kept: Vec<String> = batch
+            .iter()
+            .map(|op| match op {
+                StoreOp::SessionOpened { .. } => "opened".into(),
+                StoreOp::Presence { user, status, .. } => {
+                    let who = if *user == alice { "alice" } else { "bob" };
+                    format!("{who} {}", status.as_str())
+                }
+                StoreOp::ResetNode { .. } => "reset".into(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(kept, ["opened", "bob online", "alice away", "reset"]);
     }
 }

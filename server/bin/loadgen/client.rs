@@ -310,19 +310,22 @@ async fn next_event(events: &mut Streaming<ServerEvent>) -> Result<Event, Status
         .ok_or_else(|| Status::unavailable("the stream ended"))
 }
 
-/// Opens an anonymous WatchPresence stream on `link` and waits for its snapshot.
+/// Opens an anonymous WatchPresence stream on `link` (of every user's presence, or only of the
+/// directory page) and waits for its snapshot.
 pub async fn watch_presence(
     link: Link,
+    every_user: bool,
     timeout: Duration,
 ) -> Result<Streaming<PresenceEvent>, Status> {
+    let request = WatchPresenceRequest { every_user };
     let watching = async {
         let mut events = match link {
             Link::Grpc(channel) => PresenceServiceClient::new(channel)
-                .watch_presence(WatchPresenceRequest {})
+                .watch_presence(request)
                 .await?
                 .into_inner(),
             Link::Web(web) => PresenceServiceClient::with_origin(web.channel, web.origin)
-                .watch_presence(WatchPresenceRequest {})
+                .watch_presence(request)
                 .await?
                 .into_inner(),
         };

@@ -1,4 +1,5 @@
-//! `presence`: M anonymous watchers (WatchPresence) look on while N users join, spread evenly
+//! `presence`: M anonymous watchers of every user (WatchPresence with `every_user`, as dashboards
+//! watch) look on while N users join, spread evenly
 //! over --duration-secs; reports how long each user's ONLINE change takes to reach the watchers,
 //! from the moment the user started opening its session.
 
@@ -79,7 +80,7 @@ pub async fn run(common: &Common, args: &PresenceArgs) -> anyhow::Result<impl Se
     let mut opening = JoinSet::new();
     for index in 0..watchers {
         let link = links.for_session(index);
-        opening.spawn(client::watch_presence(link, common.timeout()));
+        opening.spawn(client::watch_presence(link, true, common.timeout()));
     }
     let mut streams = Vec::new();
     while let Some(joined) = opening.join_next().await {

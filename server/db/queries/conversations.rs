@@ -100,6 +100,27 @@ impl Database {
         Ok(rows)
     }
 
+    /// Everyone `me` has a conversation with: the users they sent messages to or got messages
+    /// from. Two index lookups (by sender, and by recipient).
+    pub async fn conversation_peers(&self, me: UserId) -> Result<Vec<UserId>, DbErr> {
+        use chat_messages::Column as M;
+        let mut peers: Vec<Uuid> = Vec::new();
+        for (mine, theirs) in [(M::SenderId, M::RecipientId), (M::RecipientId, M::SenderId)] {
+            let found: Vec<Uuid> = chat_messages::Entity::find()
+                .select_only()
+                .column(theirs)
+                .distinct()
+                .filter(mine.eq(me.0))
+                .into_tuple()
+                .all(self.conn())
+                .await?;
+            peers.extend(found);
+        }
+        peers.sort();
+        peers.dedup();
+        Ok(peers.into_iter().map(UserId).collect())
+    }
+
     /// For each sender, how many of their messages to `me` lie past `me`'s read mark on them:
     /// one grouped query, whatever the number of conversations.
     async fn unread_counts(&self, me: UserId) -> Result<HashMap<Uuid, u64>, DbErr> {

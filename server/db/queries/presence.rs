@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, DbErr, EntityTrait, QueryFilter,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, TransactionTrait,
     sea_query::{Expr, OnConflict},
 };
 use uuid::Uuid;
@@ -37,9 +37,34 @@ impl StoredStatus {
 }
 
 impl Database {
+    /// When each of these users was last seen, for those `users_online` knows.
+    pub async fn last_seen_of(
+        &self,
+        users: &[UserId],
+    ) -> Result<HashMap<Uuid, DateTime<Utc>>, DbErr> {
+        Ok(users_online::Entity::find()
+            .filter(users_online::Column::UserId.is_in(users.iter().map(|u| u.0)))
+            .all(self.conn())
+            .await?
+            .into_iter()
+            .map(|row| (row.user_id, row.last_seen))
+            .collect())
+    }
+
+    /// Ends this node's open sessions and marks every user offline, in one transaction: at
+    /// start-up, for what a previous run left behind (the store does it again at shutdown).
+    pub async fn reset_node_presence(&self, node_id: &str, at: DateTime<Utc>) -> Result<(), DbErr> {
+        let tx = self.conn().begin().await?;
+        Self::reset_node_presence_on(&tx, node_id, at).await?;
+        tx.commit().await
+    }
+
+    // The write-through queries below take the connection to run on, the pool or a transaction,
+    // so the presence store can apply a whole batch of them in one transaction (one commit).
+
     /// Records a new session of `user` on `node_id`.
     pub async fn session_opened(
-        &self,
+        conn: &impl ConnectionTrait,
         id: SessionId,
         user: UserId,
         node_id: &str,
@@ -56,14 +81,14 @@ impl Database {
             last_active_at: Set(at),
             ended_at: Set(None),
         })
-        .exec_without_returning(self.conn())
+        .exec_without_returning(conn)
         .await
         .map(|_| ())
     }
 
     /// Records that a session said it is away (or back).
     pub async fn session_away(
-        &self,
+        conn: &impl ConnectionTrait,
         id: SessionId,
         away: bool,
         at: DateTime<Utc>,
@@ -72,25 +97,29 @@ impl Database {
             .col_expr(sessions::Column::Away, Expr::value(away))
             .col_expr(sessions::Column::LastActiveAt, Expr::value(at))
             .filter(sessions::Column::Id.eq(id.0))
-            .exec(self.conn())
+            .exec(conn)
             .await
             .map(|_| ())
     }
 
     /// Records that a session ended.
-    pub async fn session_closed(&self, id: SessionId, at: DateTime<Utc>) -> Result<(), DbErr> {
+    pub async fn session_closed(
+        conn: &impl ConnectionTrait,
+        id: SessionId,
+        at: DateTime<Utc>,
+    ) -> Result<(), DbErr> {
         sessions::Entity::update_many()
             .col_expr(sessions::Column::EndedAt, Expr::value(at))
             .col_expr(sessions::Column::LastActiveAt, Expr::value(at))
             .filter(sessions::Column::Id.eq(id.0))
-            .exec(self.conn())
+            .exec(conn)
             .await
             .map(|_| ())
     }
 
     /// Writes a user's presence to `users_online`.
     pub async fn upsert_presence(
-        &self,
+        conn: &impl ConnectionTrait,
         user: UserId,
         status: StoredStatus,
         session_count: u32,
@@ -113,34 +142,23 @@ impl Database {
                 ])
                 .to_owned(),
         )
-        .exec_without_returning(self.conn())
+        .exec_without_returning(conn)
         .await
         .map(|_| ())
     }
 
-    /// When each of these users was last seen, for those `users_online` knows.
-    pub async fn last_seen_of(
-        &self,
-        users: &[UserId],
-    ) -> Result<HashMap<Uuid, DateTime<Utc>>, DbErr> {
-        Ok(users_online::Entity::find()
-            .filter(users_online::Column::UserId.is_in(users.iter().map(|u| u.0)))
-            .all(self.conn())
-            .await?
-            .into_iter()
-            .map(|row| (row.user_id, row.last_seen))
-            .collect())
-    }
-
-    /// Ends this node's open sessions and marks every user offline: at start-up for what a previous
-    /// run left behind, and at shutdown. Every user, because there is one node for now; with
+    /// `reset_node_presence` on `conn`. Every user, because there is one node for now; with
     /// several, `users_online` will need the node too.
-    pub async fn reset_node_presence(&self, node_id: &str, at: DateTime<Utc>) -> Result<(), DbErr> {
+    pub async fn reset_node_presence_on(
+        conn: &impl ConnectionTrait,
+        node_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), DbErr> {
         sessions::Entity::update_many()
             .col_expr(sessions::Column::EndedAt, Expr::value(at))
             .filter(sessions::Column::NodeId.eq(node_id))
             .filter(sessions::Column::EndedAt.is_null())
-            .exec(self.conn())
+            .exec(conn)
             .await?;
         users_online::Entity::update_many()
             .col_expr(
@@ -150,7 +168,7 @@ impl Database {
             .col_expr(users_online::Column::Sessions, Expr::value(0))
             .col_expr(users_online::Column::UpdatedAt, Expr::value(at))
             .filter(users_online::Column::Status.ne(StoredStatus::Offline.as_str()))
-            .exec(self.conn())
+            .exec(conn)
             .await
             .map(|_| ())
     }
