@@ -9,9 +9,10 @@ use common::{Backend, ChatSession, TestServer, WAIT, authed, within};
 use fastchat::{
     db::tables::{sessions, users_online},
     proto::{
-        HeartbeatRequest, Hello, ListOnlineRequest, Ping, Presence, PresenceEvent, PresenceStatus,
-        PresenceUpdate, SetStatusRequest, WatchPresenceRequest, client_event, presence_event,
-        presence_service_client::PresenceServiceClient, server_event::Event,
+        HeartbeatRequest, Hello, ListOnlineRequest, Ping, Presence, PresenceEvent,
+        PresenceSnapshot, PresenceStatus, PresenceUpdate, SetStatusRequest, WatchPresenceRequest,
+        client_event, presence_event, presence_service_client::PresenceServiceClient,
+        server_event::Event,
     },
 };
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
@@ -831,6 +832,196 @@ async fn presence_is_written_through(backend: Backend) {
     server.stop().await;
 }
 
+/// The session's presence snapshot with its total, right after Welcome.
+async fn first_full_snapshot(session: &mut ChatSession) -> PresenceSnapshot {
+    match session.next().await.expect("stream failed") {
+        Event::Presence(PresenceEvent {
+            event: Some(presence_event::Event::Snapshot(snapshot)),
+        }) => snapshot,
+        other => panic!("the event after Welcome is the presence snapshot, got {other:?}"),
+    }
+}
+
+/// Opens a session of a new user and waits until the user was announced (the own sessions are
+/// told too), so the directory page takes users in the order they are opened.
+async fn announced_user(server: &TestServer, name: &str) -> ChatSession {
+    let mut session = ChatSession::new_user(server, name).await;
+    let id = session.user_id();
+    next_change_for(&mut session, &id).await;
+    session
+}
+
+/// Whether a chat event is an OnlineCount, and its total.
+fn online_count(event: Event) -> Option<u32> {
+    match event {
+        Event::Presence(PresenceEvent {
+            event: Some(presence_event::Event::OnlineCount(count)),
+        }) => Some(count.users),
+        _ => None,
+    }
+}
+
+/// Beyond the directory page, a session is told about the page, itself and its conversation
+/// peers, not about strangers, and gets the total as OnlineCount.
+async fn beyond_the_page_sessions_see_page_peers_and_count(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| c.presence_directory_size = 2).await;
+    let mut ann = announced_user(&server, "Ann").await;
+    let ben = announced_user(&server, "Ben").await;
+    let dan = announced_user(&server, "Dan").await;
+    let dan_id = dan.user_id();
+    let mut cat = ChatSession::new_user(&server, "Cat").await;
+    let cat_id = cat.user_id();
+
+    let snapshot = first_full_snapshot(&mut cat).await;
+    let mut seen = ids(&snapshot.users);
+    seen.sort();
+    let mut expected = vec![ann.user_id(), ben.user_id(), cat_id.clone()];
+    expected.sort();
+    assert_eq!(
+        seen, expected,
+        "the page and the user itself, not the stranger Dan"
+    );
+    assert_eq!(
+        snapshot.online_count, 3,
+        "Ann, Ben and Dan were announced; Cat not yet"
+    );
+
+    // Ann, on the page, hears of neither newcomer beyond it, but of the total.
+    let total = within(
+        WAIT,
+        ann.next_where(|e| {
+            assert!(!is_change_for(&e, &dan_id), "Ann was told about Dan");
+            assert!(!is_change_for(&e, &cat_id), "Ann was told about Cat");
+            online_count(e)
+        }),
+    )
+    .await;
+    assert!(
+        total > 2,
+        "OnlineCount {total} while more are online than the page holds"
+    );
+
+    // A message makes Cat and Dan peers: Cat is told Dan's presence now and his changes later.
+    cat.send_message(&dan_id, "m1", "hi Dan").await;
+    let dan_now = next_change_for(&mut cat, &dan_id).await;
+    assert_eq!(dan_now.status(), PresenceStatus::Online);
+    drop(dan);
+    let gone = next_change_for(&mut cat, &dan_id).await;
+    assert_eq!(gone.status(), PresenceStatus::Offline);
+    ann.assert_none_where(Duration::from_millis(500), |e| is_change_for(e, &dan_id))
+        .await;
+    drop(ben);
+    server.stop().await;
+}
+
+/// When a user of the page goes OFFLINE, an online user beyond it takes the place, and every
+/// session is told.
+async fn page_vacancy_goes_to_another_online_user(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| c.presence_directory_size = 2).await;
+    let mut ann = announced_user(&server, "Ann").await;
+    let ben = announced_user(&server, "Ben").await;
+    let cat = announced_user(&server, "Cat").await;
+    let (ben_id, cat_id) = (ben.user_id(), cat.user_id());
+
+    drop(ben);
+    ann.next_where(|e| {
+        change(e).filter(|p| user_id_of(p) == ben_id && p.status() == PresenceStatus::Offline)
+    })
+    .await;
+    let promoted = next_change_for(&mut ann, &cat_id).await;
+    assert_eq!(promoted.status(), PresenceStatus::Online);
+    drop(cat);
+    server.stop().await;
+}
+
+/// Conversation peers come from the stored history: after both went offline and came back, each
+/// sees the other although neither is on the page.
+async fn peers_from_history_are_watched_after_reconnecting(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| c.presence_directory_size = 1).await;
+    let _ann = announced_user(&server, "Ann").await; // holds the only place on the page
+    let cat = announced_user(&server, "Cat").await;
+    let mut dan = announced_user(&server, "Dan").await;
+    let (cat_id, dan_id) = (cat.user_id(), dan.user_id());
+    cat.send_message(&dan_id, "m1", "hello").await;
+    dan.next_where(|e| matches!(e, Event::Message(_)).then_some(()))
+        .await;
+    let (cat_again, dan_again) = (cat.hello_again(), dan.hello_again());
+    drop(cat);
+    drop(dan);
+    // Gone offline (and forgotten by the hub) once the grace period has passed.
+    eventually("Cat and Dan offline", || async {
+        let (cat, dan) = (
+            listed(&server, &cat_id).await,
+            listed(&server, &dan_id).await,
+        );
+        (cat.is_none() && dan.is_none()).then_some(())
+    })
+    .await;
+
+    let dan = ChatSession::open(&server, dan_again).await.unwrap();
+    let mut cat = ChatSession::open(&server, cat_again).await.unwrap();
+    let snapshot = first_full_snapshot(&mut cat).await;
+    assert!(
+        ids(&snapshot.users).contains(&dan_id.as_str()),
+        "Cat's snapshot lacks the peer Dan: {snapshot:?}"
+    );
+    drop(dan);
+    let gone = next_change_for(&mut cat, &dan_id).await;
+    assert_eq!(gone.status(), PresenceStatus::Offline);
+    server.stop().await;
+}
+
+/// WatchPresence with every_user sees everyone beyond the page; a plain watcher only the page;
+/// such streams are capped.
+async fn every_user_watchers_see_everyone_and_are_capped(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| {
+        c.presence_directory_size = 1;
+        c.presence_watch_all_limit = 1;
+    })
+    .await;
+    let mut client = server.presence().await.unwrap();
+    let every_user = WatchPresenceRequest { every_user: true };
+    let rx = client
+        .watch_presence(every_user)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut all = PresenceWatch { rx, tx: None };
+    all.snapshot().await;
+    let mut page = PresenceWatch::watch(&server).await;
+    page.snapshot().await;
+
+    let refused = client.watch_presence(every_user).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+
+    let ann = announced_user(&server, "Ann").await;
+    let ben = announced_user(&server, "Ben").await;
+    let cat = announced_user(&server, "Cat").await;
+    for user in [&ann, &ben, &cat] {
+        let seen = all.next_change_for(&user.user_id()).await;
+        assert_eq!(seen.status(), PresenceStatus::Online);
+    }
+    page.next_change_for(&ann.user_id()).await;
+    for user in [&ben, &cat] {
+        page.assert_no_change_for(&user.user_id(), Duration::from_millis(300))
+            .await;
+    }
+
+    // The place frees when the watcher goes.
+    drop(all);
+    within(WAIT, async {
+        loop {
+            match client.watch_presence(every_user).await {
+                Ok(_) => break,
+                Err(status) => assert_eq!(status.code(), Code::ResourceExhausted),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    server.stop().await;
+}
+
 on_both_databases!(
     snapshot_and_changes_across_two_users,
     away_only_when_every_session_is_away,
@@ -843,4 +1034,8 @@ on_both_databases!(
     presence_stream_is_an_authenticated_session,
     set_status_per_session_and_for_all,
     presence_is_written_through,
+    beyond_the_page_sessions_see_page_peers_and_count,
+    page_vacancy_goes_to_another_online_user,
+    peers_from_history_are_watched_after_reconnecting,
+    every_user_watchers_see_everyone_and_are_capped,
 );
