@@ -128,7 +128,8 @@ async fn apply(conn: &impl ConnectionTrait, op: &StoreOp, node_id: &str) -> Resu
 /// Drops each Presence upsert that a later one for the same user in the batch overwrites. An
 /// upsert sets every column of the row, so only the last one's values would survive anyway (a
 /// ResetNode between them changes only columns the later upsert sets again). It matters when the
-/// store falls behind: then a batch holds several ticks, each with an upsert per changed user.
+/// store falls behind: then a batch holds several publishing rounds, each with an upsert per
+/// changed user.
 fn drop_overwritten_presence(batch: &mut Vec<StoreOp>) {
     let mut last = HashMap::new();
     for (i, op) in batch.iter().enumerate() {
@@ -389,29 +390,6 @@ mod tests {
         failed_batch_falls_back_to_one_by_one,
         reset_answers_after_commit,
     );
-
-    #[tokio::test]
-    #[ignore]
-    async fn timing_20k() {
-        let t = TestDb::sqlite().await;
-        let ops = |t: &TestDb| -> Vec<StoreOp> {
-            let mut v = Vec::new();
-            for i in 0..10_000 {
-                let id = SessionId::new_random();
-                v.push(opened(id, t.alice, i));
-                v.push(StoreOp::SessionClosed { id, at: at(i + 1) });
-            }
-            v
-        };
-        let start = std::time::Instant::now();
-        for op in &ops(&t) {
-            apply(t.db.conn(), op, "node-a").await.unwrap();
-        }
-        eprintln!("one by one: {:?}", start.elapsed());
-        let start = std::time::Instant::now();
-        run_batch(&t.db, ops(&t)).await;
-        eprintln!("batched: {:?}", start.elapsed());
-    }
 
     #[test]
     fn only_the_last_presence_of_a_user_stays() {
