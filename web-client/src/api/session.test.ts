@@ -79,6 +79,9 @@ describe("ChatSession against an in-memory server", () => {
       "alice sees bob",
     );
     expect(bob.store.getState().users[alice.userId()]?.displayName).toBe("Alice");
+    // The total: Bob's from his snapshot, Alice's followed from Bob's change (she sees everyone).
+    expect(bob.store.getState().onlineCount).toBe(2);
+    expect(alice.store.getState().onlineCount).toBe(2);
 
     alice.session.sendMessage(bob.userId(), "Hi Bob");
     await waitFor(() => (bob.store.getState().conversations[alice.userId()]?.unread ?? 0) === 1);

@@ -1,7 +1,8 @@
 /**
  * People: conversations first (newest activity on top), then everyone else online or away.
  * Each row shows presence, the last message or "last seen", and an unread badge. Arrow keys,
- * Home and End move between rows; Enter opens one.
+ * Home and End move between rows; Enter opens one. When the server lists only part of the people
+ * online (its directory page), a line on top says how many there are in all.
  */
 import Avatar from "@mui/material/Avatar";
 import Badge from "@mui/material/Badge";
@@ -9,11 +10,17 @@ import List from "@mui/material/List";
 import ListItemAvatar from "@mui/material/ListItemAvatar";
 import ListItemButton from "@mui/material/ListItemButton";
 import ListItemText from "@mui/material/ListItemText";
+import ListSubheader from "@mui/material/ListSubheader";
 import Typography from "@mui/material/Typography";
 import { useMemo, type KeyboardEvent } from "react";
 import { useNow } from "../hooks/useNow";
 import { ago } from "../lib/time";
-import type { ChatState, PresenceKind, UserInfo } from "../store/chat";
+import {
+  selectOnlinePeople,
+  type ChatState,
+  type PresenceKind,
+  type UserInfo,
+} from "../store/chat";
 import { useChat } from "./ChatContext";
 
 export interface UserRow {
@@ -72,6 +79,12 @@ export function presenceText(row: Pick<UserRow, "presence" | "lastSeen">, now: n
   return row.lastSeen ? `Last seen ${ago(row.lastSeen, now)}` : "Offline";
 }
 
+/** "Showing 100 of 2,345 online" when more people are online than listed, otherwise null. */
+export function onlineSummary(people: { listed: number; total: number }): string | null {
+  if (people.total <= people.listed) return null;
+  return `Showing ${people.listed.toLocaleString()} of ${people.total.toLocaleString()} online`;
+}
+
 const PRESENCE_COLOR: Record<PresenceKind, string> = {
   online: "success.main",
   away: "warning.main",
@@ -88,6 +101,7 @@ export function UserList(props: { onSelect: (userId: string) => void }) {
   const conversations = useChat((s) => s.conversations);
   const selfId = useChat((s) => s.self.userId);
   const openPeerId = useChat((s) => s.openPeerId);
+  const summary = useChat((s) => onlineSummary(selectOnlinePeople(s)));
   const now = useNow(30_000);
   const parsed = useMemo(
     () => userRows({ users, conversations }, selfId),
@@ -107,7 +121,7 @@ export function UserList(props: { onSelect: (userId: string) => void }) {
     items[next]?.focus();
   };
 
-  if (parsed.length === 0) {
+  if (parsed.length === 0 && summary === null) {
     return (
       <Typography sx={{ p: 3 }} color="text.secondary" data-testid="user-list-empty">
         Nobody else is here yet. Open this page in another window to chat with yourself.
@@ -117,6 +131,22 @@ export function UserList(props: { onSelect: (userId: string) => void }) {
 
   return (
     <List aria-label="People" data-testid="user-list" onKeyDown={onKeyDown} sx={{ py: 0 }}>
+      {summary ? (
+        <ListSubheader
+          data-testid="online-summary"
+          sx={{
+            lineHeight: 2.5,
+            fontSize: "0.75rem",
+            fontWeight: 400,
+            color: "text.secondary",
+            whiteSpace: "nowrap",
+            overflow: "hidden",
+            textOverflow: "ellipsis",
+          }}
+        >
+          {summary}
+        </ListSubheader>
+      ) : null}
       {parsed.map((row) => {
         const status = presenceText(row, now);
         const preview = row.typing

@@ -156,6 +156,8 @@ describe("UserList", () => {
     expect(within(bea).getByText("are you around?")).toBeTruthy();
     expect(within(screen.getByTestId(`unread-${BEA}`)).getByText("2")).toBeTruthy();
     expect(screen.queryByTestId(`unread-${ALEX}`)).toBeNull();
+    // The snapshot listed everyone: no total line.
+    expect(screen.queryByTestId("online-summary")).toBeNull();
 
     // Offline people without a conversation are not listed; with one they are, with last seen.
     expect(screen.queryByTestId(`user-${CARL}`)).toBeNull();
@@ -177,6 +179,59 @@ describe("UserList", () => {
     expect(document.activeElement).toBe(rows[rows.length - 1]);
     await user.keyboard("{Enter}");
     expect(calls).toContain(`open ${ALEX}`);
+  });
+
+  it("says how many are online in all while the server lists only part of them", () => {
+    const store = storeAsMe();
+    const online = (userId: string, displayName: string) => ({
+      user: { userId, displayName },
+      status: PresenceStatus.ONLINE,
+      sessions: 1,
+    });
+    store.getState().applyPresenceEvent(
+      create(PresenceEventSchema, {
+        event: {
+          case: "snapshot",
+          value: {
+            users: [online(ME, "Me"), online(ALEX, "Alex"), online(BEA, "Bea")],
+            onlineCount: 2345,
+          },
+        },
+      }),
+    );
+    const { session } = recordingSession(store);
+    render(
+      <ChatProvider store={store} session={session}>
+        <UserList onSelect={(id) => void session.openPeer(id)} />
+      </ChatProvider>,
+    );
+
+    // Others only, as the rows: Alex and Bea of the 2,344 people online besides me.
+    const summary = screen.getByTestId("online-summary");
+    expect(summary.textContent).toBe(`Showing 2 of ${(2344).toLocaleString()} online`);
+    expect(within(screen.getByTestId("user-list")).getAllByRole("button")).toHaveLength(2);
+
+    act(() => {
+      store.getState().applyPresenceEvent(
+        create(PresenceEventSchema, {
+          event: { case: "onlineCount", value: { users: 3001 } },
+        }),
+      );
+    });
+    expect(screen.getByTestId("online-summary").textContent).toBe(
+      `Showing 2 of ${(3000).toLocaleString()} online`,
+    );
+
+    // Everyone fits in the list again: the line goes.
+    act(() => {
+      store
+        .getState()
+        .applyPresenceEvent(
+          create(PresenceEventSchema, { event: { case: "onlineCount", value: { users: 3 } } }),
+        );
+    });
+    expect(screen.queryByTestId("online-summary")).toBeNull();
+    expect(screen.getByTestId(`user-${ALEX}`)).toBeTruthy();
   });
 });
 

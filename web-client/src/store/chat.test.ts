@@ -10,12 +10,18 @@ import {
   ServerEventSchema,
   type ServerEvent,
 } from "../gen/fastchat/v1/chat_pb";
-import { PresenceSchema, PresenceStatus } from "../gen/fastchat/v1/presence_pb";
+import {
+  PresenceEventSchema,
+  PresenceSchema,
+  PresenceStatus,
+  type PresenceEvent,
+} from "../gen/fastchat/v1/presence_pb";
 import { memoryStorage } from "../test/fakeServer";
 import {
   createChatStore,
   SELF_STORAGE_KEY,
   selectConversationList,
+  selectOnlinePeople,
   selectOutboxMessages,
   selectTotalUnread,
   type ChatStore,
@@ -489,5 +495,88 @@ describe("typing, presence and the other events", () => {
     store.getState().applyMessage(msg(CAROL, ME, 2));
     expect(selectConversationList(store.getState()).map((c) => c.peerId)).toEqual([CAROL, BOB]);
     store.getState().applyServerEvent(ev({ case: undefined }));
+  });
+});
+
+describe("presence beyond the directory page", () => {
+  const DAVE = "user-dave";
+  const ERIN = "user-erin";
+  const FRANK = "user-frank";
+  const online = (userId: string, status = PresenceStatus.ONLINE) =>
+    create(PresenceSchema, { user: { userId, displayName: userId.slice(5) }, status, sessions: 1 });
+  const snapshot = (onlineCount: number, ...userIds: string[]): PresenceEvent =>
+    create(PresenceEventSchema, {
+      event: { case: "snapshot", value: { users: userIds.map((id) => online(id)), onlineCount } },
+    });
+  const change = (userId: string, status: PresenceStatus): PresenceEvent =>
+    create(PresenceEventSchema, {
+      event: { case: "change", value: { presence: { ...online(userId, status), sessions: 0 } } },
+    });
+  const count = (users: number): PresenceEvent =>
+    create(PresenceEventSchema, { event: { case: "onlineCount", value: { users } } });
+
+  it("takes the server's total from the snapshot", () => {
+    const { store } = setup();
+    store
+      .getState()
+      .applyServerEvent(ev({ case: "presence", value: snapshot(2345, ME, BOB, CAROL) }));
+    expect(store.getState().onlineCount).toBe(2345);
+    // This user is left out of both, as in the people list.
+    expect(selectOnlinePeople(store.getState())).toEqual({ listed: 2, total: 2344 });
+
+    // A complete snapshot (and one from a server that sends no total) lists everyone.
+    store.getState().applyPresenceEvent(snapshot(3, ME, BOB, CAROL));
+    expect(selectOnlinePeople(store.getState())).toEqual({ listed: 2, total: 2 });
+    store.getState().applyPresenceEvent(snapshot(0, ME, BOB));
+    expect(store.getState().onlineCount).toBe(2);
+    expect(selectOnlinePeople(store.getState())).toEqual({ listed: 1, total: 1 });
+  });
+
+  it("updates the total from OnlineCount events, then follows changes once everyone fits", () => {
+    const { store } = setup();
+    store.getState().applyPresenceEvent(snapshot(150, ME, BOB, CAROL));
+    store.getState().applyServerEvent(ev({ case: "presence", value: count(2400) }));
+    expect(store.getState().onlineCount).toBe(2400);
+    // While only part is listed, a change does not move the total (it may be a page refill).
+    store.getState().applyPresenceEvent(change(DAVE, PresenceStatus.ONLINE));
+    expect(store.getState().users[DAVE]?.presence).toBe("online");
+    expect(store.getState().onlineCount).toBe(2400);
+    expect(selectOnlinePeople(store.getState())).toEqual({ listed: 3, total: 2399 });
+
+    // Everyone fits again: the server says so once, and every change reaches this client after.
+    store.getState().applyPresenceEvent(count(4));
+    expect(selectOnlinePeople(store.getState())).toEqual({ listed: 3, total: 3 });
+    store.getState().applyPresenceEvent(change(CAROL, PresenceStatus.OFFLINE));
+    expect(store.getState().onlineCount).toBe(3);
+    store.getState().applyPresenceEvent(change(ERIN, PresenceStatus.AWAY));
+    expect(store.getState().onlineCount).toBe(4);
+    expect(selectOnlinePeople(store.getState())).toEqual({ listed: 3, total: 3 });
+  });
+
+  it("a partial snapshot marks absent peers offline and shows no one else as offline", () => {
+    const { store } = setup();
+    store.getState().applyMessage(msg(BOB, ME, 1)); // a peer
+    store.getState().applyMessage(msg(ERIN, ME, 1)); // a peer
+    store.getState().setOpenPeer(DAVE); // a conversation the server does not know yet
+    store.getState().applyPresenceEvent(snapshot(120, ME, BOB, CAROL, DAVE, ERIN));
+    expect(selectOnlinePeople(store.getState())).toEqual({ listed: 4, total: 119 });
+
+    // After a reconnect: Erin is listed, Frank is new on the page, the rest are absent.
+    store.getState().applyPresenceEvent(snapshot(130, ME, ERIN, FRANK));
+    const users = store.getState().users;
+    // The server lists every online peer, so an absent peer is offline.
+    expect(users[BOB]).toMatchObject({ presence: "offline", sessions: 0, displayName: "bob" });
+    // Carol may be online outside the page: not shown offline, but forgotten.
+    expect(users[CAROL]).toBeUndefined();
+    // Dave's conversation needs his name: what we knew stays.
+    expect(users[DAVE]?.presence).toBe("online");
+    expect(users[ERIN]?.presence).toBe("online");
+    expect(users[FRANK]?.presence).toBe("online");
+    expect(store.getState().onlineCount).toBe(130);
+    expect(selectOnlinePeople(store.getState())).toEqual({ listed: 3, total: 129 });
+
+    // A change for someone unknown (a page vacancy filled) adds them.
+    store.getState().applyPresenceEvent(change(CAROL, PresenceStatus.AWAY));
+    expect(store.getState().users[CAROL]).toMatchObject({ presence: "away", displayName: "carol" });
   });
 });

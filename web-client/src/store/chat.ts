@@ -109,6 +109,12 @@ export type ConnectionState =
 export interface ChatState {
   self: SelfIdentity;
   users: Record<string, UserInfo>;
+  /**
+   * Users ONLINE or AWAY on the whole server, this user included. Larger than the online users in
+   * `users` when the server tells this client only about some of them (the directory page, the
+   * conversation peers and the user): then it comes from the snapshot and OnlineCount events.
+   */
+  onlineCount: number;
   conversations: Record<string, ConversationState>;
   /** client_msg_ids waiting to be sent, oldest first (written while offline, or in flight). */
   outbox: string[];
@@ -366,6 +372,34 @@ function userFromPresence(p: Presence, previous: UserInfo | undefined): UserInfo
   };
 }
 
+/** How many of `users` are ONLINE or AWAY. */
+function countOnline(users: Record<string, UserInfo>): number {
+  let n = 0;
+  for (const u of Object.values(users)) if (u.presence !== "offline") n += 1;
+  return n;
+}
+
+/**
+ * Whether the server has stored a message between this user and the peer of `conv`: then it
+ * counts the peer as a conversation peer and lists them in every snapshot while they are online.
+ */
+function isServerPeer(conv: ConversationState | undefined): boolean {
+  return conv !== undefined && conv.messages.some((m) => m.seq !== null);
+}
+
+/**
+ * `users` as the new user map, with the total kept up. While the users known hold everyone online
+ * the server sends no OnlineCount (every change reaches this client), so the total follows them;
+ * otherwise it waits for the next OnlineCount.
+ */
+function withUsers(
+  state: Pick<ChatState, "users" | "onlineCount">,
+  users: Record<string, UserInfo>,
+): Pick<ChatState, "users" | "onlineCount"> {
+  const everyone = state.onlineCount <= countOnline(state.users);
+  return { users, onlineCount: everyone ? countOnline(users) : state.onlineCount };
+}
+
 function apiError(e: ErrorEvent): ApiError {
   return { code: e.code, message: e.message, retryAfterMs: e.retryAfterMs, field: e.field };
 }
@@ -381,6 +415,20 @@ export function selectConversationList(state: ChatState): ConversationState[] {
 /** Total unread messages (for the title badge). */
 export function selectTotalUnread(state: ChatState): number {
   return Object.values(state.conversations).reduce((sum, c) => sum + c.unread, 0);
+}
+
+/**
+ * Others ONLINE or AWAY (this user left out, as in the people list): `listed`, those the store
+ * knows, and `total`, on the whole server; `total` is larger only while the server lists a part.
+ */
+export function selectOnlinePeople(state: Pick<ChatState, "users" | "onlineCount" | "self">): {
+  listed: number;
+  total: number;
+} {
+  const known = countOnline(state.users);
+  const self = state.users[state.self.userId];
+  const listed = known - (self && self.presence !== "offline" ? 1 : 0);
+  return { listed, total: listed + Math.max(0, state.onlineCount - known) };
 }
 
 /** The own messages waiting in the outbox, oldest first, with their peer. */
@@ -488,24 +536,42 @@ export function createChatStore(options: ChatStoreOptions = {}): ChatStore {
       applyPresenceEvent(event) {
         const e = event.event;
         if (e.case === "snapshot") {
+          const snapshot = e.value;
           set((state) => {
-            // The snapshot lists everyone ONLINE or AWAY: anyone else we know is offline now.
+            // A complete snapshot (online_count no larger than its list) has everyone ONLINE or
+            // AWAY: anyone else we know is offline now. A partial one has the directory page, this
+            // user and every online conversation peer (the server loads them from the stored
+            // messages before the snapshot), so an absent peer is offline too. Anyone else absent
+            // may be online outside the page: rather than shown offline they are forgotten, as
+            // their changes no longer come (one that does adds them back); they stay as they were
+            // while a conversation the server does not know yet (opened, or only unsent messages)
+            // needs their name.
+            const complete = snapshot.onlineCount <= snapshot.users.length;
             const users: Record<string, UserInfo> = {};
             for (const [id, u] of Object.entries(state.users)) {
-              users[id] = u.presence === "offline" ? u : { ...u, presence: "offline", sessions: 0 };
+              const conv = state.conversations[id];
+              if (complete || isServerPeer(conv)) {
+                users[id] =
+                  u.presence === "offline" ? u : { ...u, presence: "offline", sessions: 0 };
+              } else if (conv) {
+                users[id] = u;
+              }
             }
-            for (const p of e.value.users) {
+            for (const p of snapshot.users) {
               const u = userFromPresence(p, state.users[p.user?.userId ?? ""]);
               if (u) users[u.userId] = u;
             }
-            return { users };
+            return { users, onlineCount: Math.max(snapshot.onlineCount, countOnline(users)) };
           });
         } else if (e.case === "change" && e.value.presence) {
+          // Possibly someone new (a vacancy in the page filled, a new peer): they are added.
           const p = e.value.presence;
           set((state) => {
             const u = userFromPresence(p, state.users[p.user?.userId ?? ""]);
-            return u ? { users: { ...state.users, [u.userId]: u } } : {};
+            return u ? withUsers(state, { ...state.users, [u.userId]: u }) : {};
           });
+        } else if (e.case === "onlineCount") {
+          set({ onlineCount: e.value.users });
         }
       },
 
@@ -606,7 +672,7 @@ export function createChatStore(options: ChatStoreOptions = {}): ChatStore {
               sessions: previous?.sessions ?? 0,
             };
             if (c.peer?.displayName) user.displayName = c.peer.displayName;
-            return { users: { ...state.users, [peerId]: user } };
+            return withUsers(state, { ...state.users, [peerId]: user });
           });
           updateConv(peerId, (conv) => {
             let next = conv;
@@ -719,6 +785,7 @@ export function createChatStore(options: ChatStoreOptions = {}): ChatStore {
     return {
       self: loadSelf(storage, defaultName),
       users: {},
+      onlineCount: 0,
       conversations: {},
       outbox: [],
       openPeerId: null,

@@ -2,8 +2,9 @@
  * An in-memory FastChat server for tests, served through `createRouterTransport`: the client
  * code under test makes real ChatService/PresenceService calls with the real generated request
  * and response types. It follows the API's documented behaviour closely enough for the client:
- * Welcome first, a presence snapshot, undelivered messages, echo to the sender's sessions,
- * DELIVERED/READ updates naming the newest message covered, idempotent client_msg_id.
+ * Welcome first, a presence snapshot (everyone, with online_count), undelivered messages, echo
+ * to the sender's sessions, DELIVERED/READ updates naming the newest message covered, idempotent
+ * client_msg_id.
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
@@ -265,6 +266,7 @@ export function createFakeServer(): FakeServer {
                   },
                 }),
               );
+              const everyoneOnline = [...users.keys()].filter(online).map(presenceOf);
               session.queue.push(
                 create(ServerEventSchema, {
                   event: {
@@ -272,9 +274,8 @@ export function createFakeServer(): FakeServer {
                     value: {
                       event: {
                         case: "snapshot",
-                        value: {
-                          users: [...users.keys()].filter(online).map(presenceOf),
-                        },
+                        // Everyone: this server has no directory page to scope it to.
+                        value: { users: everyoneOnline, onlineCount: everyoneOnline.length },
                       },
                     },
                   },

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fastchat/v1/presence.proto.
  */
 export const file_fastchat_v1_presence: GenFile = /*@__PURE__*/
-  fileDesc("ChpmYXN0Y2hhdC92MS9wcmVzZW5jZS5wcm90bxILZmFzdGNoYXQudjEimQEKCFByZXNlbmNlEh8KBHVzZXIYASABKAsyES5mYXN0Y2hhdC52MS5Vc2VyEisKBnN0YXR1cxgCIAEoDjIbLmZhc3RjaGF0LnYxLlByZXNlbmNlU3RhdHVzEi0KCWxhc3Rfc2VlbhgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIc2Vzc2lvbnMYBCABKA0iOAoQUHJlc2VuY2VTbmFwc2hvdBIkCgV1c2VycxgBIAMoCzIVLmZhc3RjaGF0LnYxLlByZXNlbmNlIjkKDlByZXNlbmNlQ2hhbmdlEicKCHByZXNlbmNlGAEgASgLMhUuZmFzdGNoYXQudjEuUHJlc2VuY2UiegoNUHJlc2VuY2VFdmVudBIxCghzbmFwc2hvdBgBIAEoCzIdLmZhc3RjaGF0LnYxLlByZXNlbmNlU25hcHNob3RIABItCgZjaGFuZ2UYAiABKAsyGy5mYXN0Y2hhdC52MS5QcmVzZW5jZUNoYW5nZUgAQgcKBWV2ZW50Ij0KDlByZXNlbmNlVXBkYXRlEisKBnN0YXR1cxgBIAEoDjIbLmZhc3RjaGF0LnYxLlByZXNlbmNlU3RhdHVzIhYKFFdhdGNoUHJlc2VuY2VSZXF1ZXN0IlMKEFNldFN0YXR1c1JlcXVlc3QSKwoGc3RhdHVzGAEgASgOMhsuZmFzdGNoYXQudjEuUHJlc2VuY2VTdGF0dXMSEgoKc2Vzc2lvbl9pZBgCIAEoCSI8ChFTZXRTdGF0dXNSZXNwb25zZRInCghwcmVzZW5jZRgBIAEoCzIVLmZhc3RjaGF0LnYxLlByZXNlbmNlIjkKEEhlYXJ0YmVhdFJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkiSwoRSGVhcnRiZWF0UmVzcG9uc2USJwoIcHJlc2VuY2UYASABKAsyFS5mYXN0Y2hhdC52MS5QcmVzZW5jZRINCgV0b2tlbhgCIAEoCSIsChFMaXN0T25saW5lUmVxdWVzdBIXCg9leGNsdWRlX3VzZXJfaWQYASABKAkiSQoSTGlzdE9ubGluZVJlc3BvbnNlEiQKBXVzZXJzGAEgAygLMhUuZmFzdGNoYXQudjEuUHJlc2VuY2USDQoFY291bnQYAiABKA0qhAEKDlByZXNlbmNlU3RhdHVzEh8KG1BSRVNFTkNFX1NUQVRVU19VTlNQRUNJRklFRBAAEhoKFlBSRVNFTkNFX1NUQVRVU19PTkxJTkUQARIYChRQUkVTRU5DRV9TVEFUVVNfQVdBWRACEhsKF1BSRVNFTkNFX1NUQVRVU19PRkZMSU5FEAMykwMKD1ByZXNlbmNlU2VydmljZRJHCghQcmVzZW5jZRIbLmZhc3RjaGF0LnYxLlByZXNlbmNlVXBkYXRlGhouZmFzdGNoYXQudjEuUHJlc2VuY2VFdmVudCgBMAESUAoNV2F0Y2hQcmVzZW5jZRIhLmZhc3RjaGF0LnYxLldhdGNoUHJlc2VuY2VSZXF1ZXN0GhouZmFzdGNoYXQudjEuUHJlc2VuY2VFdmVudDABEkoKCVNldFN0YXR1cxIdLmZhc3RjaGF0LnYxLlNldFN0YXR1c1JlcXVlc3QaHi5mYXN0Y2hhdC52MS5TZXRTdGF0dXNSZXNwb25zZRJKCglIZWFydGJlYXQSHS5mYXN0Y2hhdC52MS5IZWFydGJlYXRSZXF1ZXN0Gh4uZmFzdGNoYXQudjEuSGVhcnRiZWF0UmVzcG9uc2USTQoKTGlzdE9ubGluZRIeLmZhc3RjaGF0LnYxLkxpc3RPbmxpbmVSZXF1ZXN0Gh8uZmFzdGNoYXQudjEuTGlzdE9ubGluZVJlc3BvbnNlYgZwcm90bzM", [file_fastchat_v1_common, file_google_protobuf_timestamp]);
+  fileDesc("ChpmYXN0Y2hhdC92MS9wcmVzZW5jZS5wcm90bxILZmFzdGNoYXQudjEimQEKCFByZXNlbmNlEh8KBHVzZXIYASABKAsyES5mYXN0Y2hhdC52MS5Vc2VyEisKBnN0YXR1cxgCIAEoDjIbLmZhc3RjaGF0LnYxLlByZXNlbmNlU3RhdHVzEi0KCWxhc3Rfc2VlbhgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIc2Vzc2lvbnMYBCABKA0iTgoQUHJlc2VuY2VTbmFwc2hvdBIkCgV1c2VycxgBIAMoCzIVLmZhc3RjaGF0LnYxLlByZXNlbmNlEhQKDG9ubGluZV9jb3VudBgCIAEoDSIcCgtPbmxpbmVDb3VudBINCgV1c2VycxgBIAEoDSI5Cg5QcmVzZW5jZUNoYW5nZRInCghwcmVzZW5jZRgBIAEoCzIVLmZhc3RjaGF0LnYxLlByZXNlbmNlIqwBCg1QcmVzZW5jZUV2ZW50EjEKCHNuYXBzaG90GAEgASgLMh0uZmFzdGNoYXQudjEuUHJlc2VuY2VTbmFwc2hvdEgAEi0KBmNoYW5nZRgCIAEoCzIbLmZhc3RjaGF0LnYxLlByZXNlbmNlQ2hhbmdlSAASMAoMb25saW5lX2NvdW50GAMgASgLMhguZmFzdGNoYXQudjEuT25saW5lQ291bnRIAEIHCgVldmVudCI9Cg5QcmVzZW5jZVVwZGF0ZRIrCgZzdGF0dXMYASABKA4yGy5mYXN0Y2hhdC52MS5QcmVzZW5jZVN0YXR1cyIqChRXYXRjaFByZXNlbmNlUmVxdWVzdBISCgpldmVyeV91c2VyGAEgASgIIlMKEFNldFN0YXR1c1JlcXVlc3QSKwoGc3RhdHVzGAEgASgOMhsuZmFzdGNoYXQudjEuUHJlc2VuY2VTdGF0dXMSEgoKc2Vzc2lvbl9pZBgCIAEoCSI8ChFTZXRTdGF0dXNSZXNwb25zZRInCghwcmVzZW5jZRgBIAEoCzIVLmZhc3RjaGF0LnYxLlByZXNlbmNlIjkKEEhlYXJ0YmVhdFJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkiSwoRSGVhcnRiZWF0UmVzcG9uc2USJwoIcHJlc2VuY2UYASABKAsyFS5mYXN0Y2hhdC52MS5QcmVzZW5jZRINCgV0b2tlbhgCIAEoCSIsChFMaXN0T25saW5lUmVxdWVzdBIXCg9leGNsdWRlX3VzZXJfaWQYASABKAkiSQoSTGlzdE9ubGluZVJlc3BvbnNlEiQKBXVzZXJzGAEgAygLMhUuZmFzdGNoYXQudjEuUHJlc2VuY2USDQoFY291bnQYAiABKA0qhAEKDlByZXNlbmNlU3RhdHVzEh8KG1BSRVNFTkNFX1NUQVRVU19VTlNQRUNJRklFRBAAEhoKFlBSRVNFTkNFX1NUQVRVU19PTkxJTkUQARIYChRQUkVTRU5DRV9TVEFUVVNfQVdBWRACEhsKF1BSRVNFTkNFX1NUQVRVU19PRkZMSU5FEAMykwMKD1ByZXNlbmNlU2VydmljZRJHCghQcmVzZW5jZRIbLmZhc3RjaGF0LnYxLlByZXNlbmNlVXBkYXRlGhouZmFzdGNoYXQudjEuUHJlc2VuY2VFdmVudCgBMAESUAoNV2F0Y2hQcmVzZW5jZRIhLmZhc3RjaGF0LnYxLldhdGNoUHJlc2VuY2VSZXF1ZXN0GhouZmFzdGNoYXQudjEuUHJlc2VuY2VFdmVudDABEkoKCVNldFN0YXR1cxIdLmZhc3RjaGF0LnYxLlNldFN0YXR1c1JlcXVlc3QaHi5mYXN0Y2hhdC52MS5TZXRTdGF0dXNSZXNwb25zZRJKCglIZWFydGJlYXQSHS5mYXN0Y2hhdC52MS5IZWFydGJlYXRSZXF1ZXN0Gh4uZmFzdGNoYXQudjEuSGVhcnRiZWF0UmVzcG9uc2USTQoKTGlzdE9ubGluZRIeLmZhc3RjaGF0LnYxLkxpc3RPbmxpbmVSZXF1ZXN0Gh8uZmFzdGNoYXQudjEuTGlzdE9ubGluZVJlc3BvbnNlYgZwcm90bzM", [file_fastchat_v1_common, file_google_protobuf_timestamp]);
 
 /**
  * One user's presence.
@@ -60,17 +60,25 @@ export const PresenceSchema: GenMessage<Presence> = /*@__PURE__*/
   messageDesc(file_fastchat_v1_presence, 0);
 
 /**
- * Everyone ONLINE or AWAY when the stream started.
+ * Who is ONLINE or AWAY when the stream started, as far as the stream is told (see the service).
  *
  * @generated from message fastchat.v1.PresenceSnapshot
  */
 export type PresenceSnapshot = Message<"fastchat.v1.PresenceSnapshot"> & {
   /**
-   * Users currently ONLINE or AWAY.
+   * Users currently ONLINE or AWAY: the directory page, the user's conversation peers, and the
+   * user; everyone when online_count is no larger than the list.
    *
    * @generated from field: repeated fastchat.v1.Presence users = 1;
    */
   users: Presence[];
+
+  /**
+   * How many users are ONLINE or AWAY on the server in all.
+   *
+   * @generated from field: uint32 online_count = 2;
+   */
+  onlineCount: number;
 };
 
 /**
@@ -79,6 +87,28 @@ export type PresenceSnapshot = Message<"fastchat.v1.PresenceSnapshot"> & {
  */
 export const PresenceSnapshotSchema: GenMessage<PresenceSnapshot> = /*@__PURE__*/
   messageDesc(file_fastchat_v1_presence, 1);
+
+/**
+ * How many users are online in all, sent (at most every few seconds) while more are online than
+ * the directory page holds, and once more when it holds everyone again.
+ *
+ * @generated from message fastchat.v1.OnlineCount
+ */
+export type OnlineCount = Message<"fastchat.v1.OnlineCount"> & {
+  /**
+   * Users ONLINE or AWAY on the server.
+   *
+   * @generated from field: uint32 users = 1;
+   */
+  users: number;
+};
+
+/**
+ * Describes the message fastchat.v1.OnlineCount.
+ * Use `create(OnlineCountSchema)` to create a new message.
+ */
+export const OnlineCountSchema: GenMessage<OnlineCount> = /*@__PURE__*/
+  messageDesc(file_fastchat_v1_presence, 2);
 
 /**
  * One user's new presence.
@@ -99,7 +129,7 @@ export type PresenceChange = Message<"fastchat.v1.PresenceChange"> & {
  * Use `create(PresenceChangeSchema)` to create a new message.
  */
 export const PresenceChangeSchema: GenMessage<PresenceChange> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_presence, 2);
+  messageDesc(file_fastchat_v1_presence, 3);
 
 /**
  * An event on a presence stream: the snapshot first, then changes.
@@ -128,6 +158,14 @@ export type PresenceEvent = Message<"fastchat.v1.PresenceEvent"> & {
      */
     value: PresenceChange;
     case: "change";
+  } | {
+    /**
+     * The number of users online changed (only while it exceeds the directory page, see above).
+     *
+     * @generated from field: fastchat.v1.OnlineCount online_count = 3;
+     */
+    value: OnlineCount;
+    case: "onlineCount";
   } | { case: undefined; value?: undefined };
 };
 
@@ -136,7 +174,7 @@ export type PresenceEvent = Message<"fastchat.v1.PresenceEvent"> & {
  * Use `create(PresenceEventSchema)` to create a new message.
  */
 export const PresenceEventSchema: GenMessage<PresenceEvent> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_presence, 3);
+  messageDesc(file_fastchat_v1_presence, 4);
 
 /**
  * The client's own state on a Presence stream (or a Chat stream).
@@ -157,7 +195,7 @@ export type PresenceUpdate = Message<"fastchat.v1.PresenceUpdate"> & {
  * Use `create(PresenceUpdateSchema)` to create a new message.
  */
 export const PresenceUpdateSchema: GenMessage<PresenceUpdate> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_presence, 4);
+  messageDesc(file_fastchat_v1_presence, 5);
 
 /**
  * Starts a WatchPresence stream.
@@ -165,6 +203,13 @@ export const PresenceUpdateSchema: GenMessage<PresenceUpdate> = /*@__PURE__*/
  * @generated from message fastchat.v1.WatchPresenceRequest
  */
 export type WatchPresenceRequest = Message<"fastchat.v1.WatchPresenceRequest"> & {
+  /**
+   * Every online user in the snapshot and every user's changes, not just the directory page; for
+   * dashboards. At most --presence-watch-all-limit such streams at once (RESOURCE_EXHAUSTED).
+   *
+   * @generated from field: bool every_user = 1;
+   */
+  everyUser: boolean;
 };
 
 /**
@@ -172,7 +217,7 @@ export type WatchPresenceRequest = Message<"fastchat.v1.WatchPresenceRequest"> &
  * Use `create(WatchPresenceRequestSchema)` to create a new message.
  */
 export const WatchPresenceRequestSchema: GenMessage<WatchPresenceRequest> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_presence, 5);
+  messageDesc(file_fastchat_v1_presence, 6);
 
 /**
  * Sets the caller's status; authenticated with `authorization: Bearer <token>`.
@@ -200,7 +245,7 @@ export type SetStatusRequest = Message<"fastchat.v1.SetStatusRequest"> & {
  * Use `create(SetStatusRequestSchema)` to create a new message.
  */
 export const SetStatusRequestSchema: GenMessage<SetStatusRequest> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_presence, 6);
+  messageDesc(file_fastchat_v1_presence, 7);
 
 /**
  * The caller's presence after SetStatus.
@@ -221,7 +266,7 @@ export type SetStatusResponse = Message<"fastchat.v1.SetStatusResponse"> & {
  * Use `create(SetStatusResponseSchema)` to create a new message.
  */
 export const SetStatusResponseSchema: GenMessage<SetStatusResponse> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_presence, 7);
+  messageDesc(file_fastchat_v1_presence, 8);
 
 /**
  * A heartbeat from a client without a stream.
@@ -249,7 +294,7 @@ export type HeartbeatRequest = Message<"fastchat.v1.HeartbeatRequest"> & {
  * Use `create(HeartbeatRequestSchema)` to create a new message.
  */
 export const HeartbeatRequestSchema: GenMessage<HeartbeatRequest> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_presence, 8);
+  messageDesc(file_fastchat_v1_presence, 9);
 
 /**
  * The caller's presence after the heartbeat.
@@ -278,7 +323,7 @@ export type HeartbeatResponse = Message<"fastchat.v1.HeartbeatResponse"> & {
  * Use `create(HeartbeatResponseSchema)` to create a new message.
  */
 export const HeartbeatResponseSchema: GenMessage<HeartbeatResponse> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_presence, 9);
+  messageDesc(file_fastchat_v1_presence, 10);
 
 /**
  * Lists online users.
@@ -299,7 +344,7 @@ export type ListOnlineRequest = Message<"fastchat.v1.ListOnlineRequest"> & {
  * Use `create(ListOnlineRequestSchema)` to create a new message.
  */
 export const ListOnlineRequestSchema: GenMessage<ListOnlineRequest> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_presence, 10);
+  messageDesc(file_fastchat_v1_presence, 11);
 
 /**
  * Users ONLINE or AWAY.
@@ -327,7 +372,7 @@ export type ListOnlineResponse = Message<"fastchat.v1.ListOnlineResponse"> & {
  * Use `create(ListOnlineResponseSchema)` to create a new message.
  */
 export const ListOnlineResponseSchema: GenMessage<ListOnlineResponse> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_presence, 11);
+  messageDesc(file_fastchat_v1_presence, 12);
 
 /**
  * A user's presence state.
@@ -374,6 +419,13 @@ export const PresenceStatusSchema: GenEnum<PresenceStatus> = /*@__PURE__*/
  * Who is online. Streams send one snapshot, then a change for every user who joins, leaves or
  * changes status. Changes are coalesced and reach watchers within one second.
  *
+ * What a stream is told is scoped, so presence costs do not grow with the square of the users
+ * online: the directory page (the first users online, at most --presence-directory-size, 100 by
+ * default; a vacancy is filled by another online user, announced as a change), the session's own
+ * user, and the user's conversation peers. While no more users are online than the page holds,
+ * that is everyone, and every stream sees every change. Beyond it, OnlineCount events keep the
+ * total current. WatchPresence with `every_user` sees everyone, for dashboards.
+ *
  * @generated from service fastchat.v1.PresenceService
  */
 export const PresenceService: GenService<{
@@ -392,7 +444,8 @@ export const PresenceService: GenService<{
     output: typeof PresenceEventSchema;
   },
   /**
-   * Browsers: the same events as a server stream; no token needed to watch.
+   * Browsers: the same events as a server stream; no token needed to watch. Without a user, it
+   * sees the directory page (or everyone, with `every_user`).
    *
    * @generated from rpc fastchat.v1.PresenceService.WatchPresence
    */
