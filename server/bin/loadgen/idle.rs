@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     Common, Transport,
     client::{self, Links, Opening},
-    stats::{Errors, Latency, ServerProcess, histogram, record},
+    stats::{CpuUse, Errors, Latency, ServerProcess, histogram, record},
 };
 
 /// The `idle` scenario's settings.
@@ -58,6 +58,8 @@ struct IdleReport {
     server_rss_after_bytes: Option<u64>,
     /// The growth divided by the open sessions.
     server_rss_per_session_bytes: Option<f64>,
+    /// The server's CPU while the sessions were held (heartbeats and all).
+    server_cpu_held: Option<CpuUse>,
 }
 
 /// Runs `idle`.
@@ -112,7 +114,10 @@ pub async fn run(common: &Common, args: &IdleArgs) -> anyhow::Result<impl Serial
             drop(session);
         });
     }
+    let cpu_before = server.cpu_secs();
+    let held = std::time::Instant::now();
     tokio::time::sleep(common.duration()).await;
+    let server_cpu_held = CpuUse::between(cpu_before, server.cpu_secs(), held.elapsed());
     let rss_after = server.rss_bytes();
     stop.cancel();
     while holders.join_next().await.is_some() {}
@@ -133,6 +138,7 @@ pub async fn run(common: &Common, args: &IdleArgs) -> anyhow::Result<impl Serial
         held_secs: common.duration_secs,
         server_rss_before_bytes: rss_before,
         server_rss_after_bytes: rss_after,
+        server_cpu_held,
         server_rss_per_session_bytes: rss_before
             .zip(rss_after)
             .filter(|_| sessions_open > 0)
