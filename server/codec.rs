@@ -1,6 +1,10 @@
 //! The protobuf codec for every generated service: tonic-prost's, except that a client event
 //! that does not decode becomes an empty `ClientEvent`. The Chat stream then answers it with an
 //! ErrorEvent and goes on, instead of tonic ending the whole stream on one bad frame.
+//!
+//! Its buffers start small: each open stream holds one for encoding and one for decoding, and
+//! tonic's default of 8 KiB each would be most of an idle session's memory. They grow as a
+//! message needs.
 
 use std::{any::TypeId, marker::PhantomData};
 
@@ -13,6 +17,16 @@ use tonic::{
 use tonic_prost::{ProstCodec, ProstEncoder};
 
 use crate::{error::Error, proto::ClientEvent};
+
+/// A stream's first buffer size (most events are far smaller); beyond it a buffer grows in steps
+/// of this size.
+const BUFFER_SIZE: usize = 512;
+/// tonic's default: encoded messages are handed to the transport once this much is gathered.
+const YIELD_THRESHOLD: usize = 32 * 1024;
+
+fn buffer_settings() -> BufferSettings {
+    BufferSettings::new(BUFFER_SIZE, YIELD_THRESHOLD)
+}
 
 /// tonic-prost's codec with lenient decoding of `ClientEvent`s.
 #[derive(Debug, Clone)]
@@ -39,7 +53,7 @@ where
     type Decoder = LenientDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstCodec::<T, U>::raw_encoder(BufferSettings::default())
+        ProstCodec::<T, U>::raw_encoder(buffer_settings())
     }
 
     fn decoder(&mut self) -> Self::Decoder {
@@ -59,6 +73,10 @@ impl<U: Message + Default + 'static> Decoder for LenientDecoder<U> {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         decode_lenient(buf).map(Some)
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        buffer_settings()
     }
 }
 

@@ -286,30 +286,37 @@ impl ChatService for ChatApi {
         let session = stream.id();
         let ended = stream.ended();
         let api = self.clone();
-        tokio::spawn(async move {
-            let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT_SENDS));
-            loop {
-                tokio::select! {
-                    _ = ended.cancelled() => break,
-                    next = inbound.message() => match next {
-                        Ok(Some(event)) => api.handle_event(&user, session, &in_flight, event).await,
-                                                Ok(None) => {
-                            // The client is done sending: end the session once every send it
-                            // made has its ack.
-                            let all = MAX_IN_FLIGHT_SENDS as u32;
-                            let _ = in_flight.acquire_many(all).await;
-                            break;
-                        }
-                        Err(status) => {
-                            // Oversize or broken frames: the stream ends with tonic's reason.
-                            api.app.hub.end_session(session, status);
-                            return;
-                        }
-                    },
+        tokio::spawn(
+            async move {
+                let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT_SENDS));
+                loop {
+                    tokio::select! {
+                        _ = ended.cancelled() => break,
+                        next = inbound.message() => match next {
+                            // Boxed: the handler's future is large, and this task lives as long as
+                            // the session, mostly idle.
+                            Ok(Some(event)) => {
+                                Box::pin(api.handle_event(&user, session, &in_flight, event)).await
+                            }
+                                                    Ok(None) => {
+                                // The client is done sending: end the session once every send it
+                                // made has its ack.
+                                let all = MAX_IN_FLIGHT_SENDS as u32;
+                                let _ = in_flight.acquire_many(all).await;
+                                break;
+                            }
+                            Err(status) => {
+                                // Oversize or broken frames: the stream ends with tonic's reason.
+                                api.app.hub.end_session(session, status);
+                                return;
+                            }
+                        },
+                    }
                 }
+                api.app.hub.close_session(session);
             }
-            api.app.hub.close_session(session);
-        }.instrument(tracing::Span::current()));
+            .instrument(tracing::Span::current()),
+        );
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -160,8 +160,9 @@ struct SessionEntry {
     kind: SessionKind,
     /// How the client reached the server.
     transport: Transport,
-    /// Its outgoing queue.
-    tx: mpsc::Sender<ServerEvent>,
+    /// Its outgoing queue. Boxed events keep the queue's preallocated slots small: every session
+    /// holds one block of them, mostly empty.
+    tx: mpsc::Sender<Box<ServerEvent>>,
     /// The status the stream ends with when the hub ends it.
     closing: Arc<Mutex<Option<Status>>>,
     /// Cancelled when the session ends, so its inbound task stops too.
@@ -267,7 +268,7 @@ impl Hub {
         let Some(entry) = state.sessions.get_mut(&id) else {
             return false;
         };
-        match entry.tx.try_send(event) {
+        match entry.tx.try_send(Box::new(event)) {
             Ok(()) => {
                 entry.last_sent = Instant::now();
                 true

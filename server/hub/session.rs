@@ -210,7 +210,7 @@ pub struct SessionStream {
     /// Seqs of the stored messages in `prefix`, so a live copy of one is not sent twice.
     backlog: HashSet<u64>,
     /// Live events.
-    rx: mpsc::Receiver<ServerEvent>,
+    rx: mpsc::Receiver<Box<ServerEvent>>,
     /// Set when the hub ends the session, sent as the stream's final status.
     closing: Arc<Mutex<Option<Status>>>,
     /// Cancelled when the session ends.
@@ -254,6 +254,7 @@ impl Stream for SessionStream {
         loop {
             match self.rx.poll_recv(cx) {
                 Poll::Ready(Some(event)) => {
+                    let event = *event;
                     if let Some(Event::Message(message)) = &event.event
                         && self.backlog.remove(&message.seq)
                     {
