@@ -141,8 +141,9 @@ pub struct Config {
     pub max_sessions_per_user: u32,
 
     /// Users in the presence directory page: every session is told about these (plus its own
-    /// conversation peers). While no more users are online, every session sees everyone.
-    #[arg(long, env = "FASTCHAT_PRESENCE_DIRECTORY_SIZE", default_value_t = 100,
+    /// conversation peers). While no more users are online, every session sees everyone. Each
+    /// session keeps a buffer the size of its snapshot (about 80 bytes per listed user).
+    #[arg(long, env = "FASTCHAT_PRESENCE_DIRECTORY_SIZE", default_value_t = 50,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub presence_directory_size: u32,
 
