@@ -116,6 +116,8 @@ fn connector(source: IpAddr) -> HttpConnector {
 pub struct Session {
     /// The user it is signed in as.
     pub user_id: String,
+    /// The user's bearer token (from the Welcome), to sign in again.
+    pub token: String,
     /// Events from the server after the Welcome (and after the presence snapshot when asked to
     /// wait for it), read off the wire as they arrive; the channel closes when the stream ends.
     pub events: Events,
@@ -262,6 +264,7 @@ pub async fn open(link: Link, hello: Hello, opening: Opening) -> Result<Session,
         };
         Ok(Session {
             user_id: welcome.user.map(|user| user.user_id).unwrap_or_default(),
+            token: welcome.token,
             events: read_events(events, opening.keep_events),
             outbox,
             welcomed_after,

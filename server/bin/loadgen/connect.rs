@@ -1,5 +1,7 @@
 //! `connect`: N users connect at once, each with a session that receives presence; reports how
 //! long until each is welcomed and has its presence snapshot, and the server's CPU meanwhile.
+//! The users are new (each claims its id as it connects) or, with `--returning`, users who were
+//! claimed before and come back with their tokens, as after a restart or a network outage.
 
 use clap::Args;
 use fastchat::proto::Hello;
@@ -17,6 +19,14 @@ pub struct ConnectArgs {
     /// Users connecting at once, each a new user with one session.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     sessions: u32,
+    /// Claim the users first (sessions opened and closed, not measured), wait until they are
+    /// OFFLINE, then measure them connecting again with their tokens.
+    #[arg(long)]
+    returning: bool,
+    /// With --returning: how long to wait for the users to go OFFLINE (the server's grace
+    /// period, 5 s by default, plus a margin).
+    #[arg(long, default_value_t = 7)]
+    offline_wait_secs: u64,
 }
 
 /// What `connect` measured.
@@ -28,6 +38,8 @@ struct ConnectReport {
     transport: Transport,
     /// Users that connected.
     sessions: u32,
+    /// Whether they were returning users (claimed before) rather than new ones.
+    returning: bool,
     /// Sessions that were welcomed and got their presence snapshot.
     sessions_welcomed: usize,
     /// Sessions that were not.
@@ -51,15 +63,49 @@ pub async fn run(common: &Common, args: &ConnectArgs) -> anyhow::Result<impl Ser
     let server = ServerProcess::new(common.server_pid)?;
     let count = args.sessions as usize;
     let links = Links::new(common, count)?;
-    let cpu_before = server.cpu_secs();
     let opening = Opening {
         wait_snapshot: true,
         keep_events: false,
         timeout: common.timeout(),
     };
-    let opened = client::open_all(&links, count, count, opening, |index| Hello {
+    let new_user = |index| Hello {
         display_name: format!("connect-{index}"),
         ..Default::default()
+    };
+    let returning: Vec<Hello> = if args.returning {
+        let claimed = client::open_all(
+            &links,
+            count,
+            common.open_concurrency as usize,
+            opening,
+            new_user,
+        )
+        .await;
+        anyhow::ensure!(
+            claimed.errors.total() == 0,
+            "claiming the users failed: {:?}",
+            claimed.errors
+        );
+        let hellos = claimed
+            .sessions
+            .into_iter()
+            .map(|(_, session)| Hello {
+                user_id: session.user_id,
+                token: session.token,
+                ..Default::default()
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_secs(args.offline_wait_secs)).await;
+        hellos
+    } else {
+        Vec::new()
+    };
+    let cpu_before = server.cpu_secs();
+    let opened = client::open_all(&links, count, count, opening, |index| {
+        returning
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| new_user(index))
     })
     .await;
     let cpu_after = server.cpu_secs();
@@ -75,6 +121,7 @@ pub async fn run(common: &Common, args: &ConnectArgs) -> anyhow::Result<impl Ser
         scenario: "connect",
         transport: common.transport,
         sessions: args.sessions,
+        returning: args.returning,
         sessions_welcomed: opened.sessions.len(),
         sessions_failed: opened.errors.total(),
         errors: opened.errors,
