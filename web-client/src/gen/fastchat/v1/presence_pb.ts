@@ -420,7 +420,7 @@ export const PresenceStatusSchema: GenEnum<PresenceStatus> = /*@__PURE__*/
  * changes status. Changes are coalesced and reach watchers within one second.
  *
  * What a stream is told is scoped, so presence costs do not grow with the square of the users
- * online: the directory page (the first users online, at most --presence-directory-size, 100 by
+ * online: the directory page (the first users online, at most --presence-directory-size, 50 by
  * default; a vacancy is filled by another online user, announced as a change), the session's own
  * user, and the user's conversation peers. While no more users are online than the page holds,
  * that is everyone, and every stream sees every change. Beyond it, OnlineCount events keep the
