@@ -5,6 +5,7 @@
 //! token names the user, nothing is claimed, and FastChat mints no tokens. This type is the one
 //! place that knows which mode is on; the services call it the same way in both.
 
+mod claims;
 pub mod jwt;
 
 use std::{
@@ -16,9 +17,10 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    db::{Database, ids::UserId},
+    db::{Database, NewUser, ids::UserId},
     error::{Error, Result},
 };
+use claims::ClaimWriter;
 use jwt::JwtVerifier;
 
 /// Longest display name, in characters.
@@ -49,6 +51,8 @@ pub struct Claim {
 pub struct Identity {
     /// Where users and token hashes live.
     db: Database,
+    /// Inserts claimed users in batches.
+    claims: ClaimWriter,
     /// What is known not to change, so calls do not each cost a query.
     cache: Mutex<Cache>,
     /// Set when sign-in is by JWT: then tokens are checked by it and ids are never claimed.
@@ -75,9 +79,11 @@ impl Cache {
 }
 
 impl Identity {
-    /// Identity over `db`; `jwt` turns JWT sign-in on.
+    /// Identity over `db`; `jwt` turns JWT sign-in on. Starts the claim writer on the current
+    /// runtime.
     pub fn new(db: Database, jwt: Option<JwtVerifier>) -> Self {
         Self {
+            claims: ClaimWriter::start(db.clone()),
             db,
             cache: Mutex::new(Cache::default()),
             jwt,
@@ -142,11 +148,12 @@ impl Identity {
             ));
         };
         let token = new_token();
-        if !self
-            .db
-            .claim_user(id, &display_name, &hash_token(&token))
-            .await?
-        {
+        let claimed = self.claims.claim(NewUser {
+            id,
+            display_name: display_name.clone(),
+            token_hash: hash_token(&token),
+        });
+        if !claimed.await? {
             return Err(already_claimed());
         }
         let user = AuthUser { id, display_name };
@@ -204,7 +211,12 @@ impl Identity {
             (Some(stored), _) => stored,
             (None, wanted) => {
                 let name = wanted.clone().unwrap_or_else(|| default_display_name(id));
-                if self.db.claim_user(id, &name, &jwt_token_hash(id)).await? {
+                let claimed = self.claims.claim(NewUser {
+                    id,
+                    display_name: name.clone(),
+                    token_hash: jwt_token_hash(id),
+                });
+                if claimed.await? {
                     name
                 } else if wanted.is_some() {
                     // Another session of the user created the row meanwhile.

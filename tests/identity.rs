@@ -137,8 +137,54 @@ async fn server_picks_ids_and_renames(backend: Backend) {
     server.stop().await;
 }
 
+/// Claims arriving together are committed together; when several claim the same id at once,
+/// exactly one gets it, and every other new user gets their own.
+async fn concurrent_claims_one_winner_per_id(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let contested = uuid::Uuid::new_v4().to_string();
+    let mut claims = tokio::task::JoinSet::new();
+    for index in 0..40 {
+        let channel = server.channel().await.unwrap();
+        let user_id = if index % 2 == 0 {
+            contested.clone()
+        } else {
+            String::new()
+        };
+        claims.spawn(async move {
+            let hello = Hello {
+                user_id,
+                display_name: format!("user-{index}"),
+                token: String::new(),
+            };
+            (index, ChatSession::open_on(channel, hello).await)
+        });
+    }
+    let (mut winners, mut others) = (Vec::new(), std::collections::HashSet::new());
+    while let Some(joined) = claims.join_next().await {
+        match joined.unwrap() {
+            (index, Ok(session)) if index % 2 == 0 => winners.push(session),
+            (_, Ok(session)) => assert!(others.insert(session.user_id()), "an id given twice"),
+            (index, Err(status)) => {
+                assert_eq!(index % 2, 0, "a claim of a fresh id failed: {status:?}");
+                assert_eq!(status.code(), Code::Unauthenticated);
+            }
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one claim of the contested id wins"
+    );
+    assert_eq!(winners[0].user_id(), contested);
+    assert_eq!(others.len(), 20);
+    // The winner's token is the one stored: it opens another session.
+    winners[0].again(&server).await;
+    server.stop().await;
+}
+
 on_both_databases!(
     claimed_ids_need_their_token,
+    concurrent_claims_one_winner_per_id,
     unary_calls_act_as_the_token_user,
     server_picks_ids_and_renames,
 );

@@ -16,6 +16,7 @@ pub use queries::conversations::ConversationRow;
 pub use queries::messages::{NewMessage, StoredMessage};
 pub use queries::presence::StoredStatus;
 pub use queries::stats::{BucketCounts, BucketKind};
+pub use queries::users::NewUser;
 
 /// The database handle; cheap to clone (a connection pool inside).
 #[derive(Debug, Clone)]

@@ -202,8 +202,14 @@ mod tests {
             let db = Database::connect(url).await.unwrap();
             db.migrate().await.unwrap();
             let (alice, bob) = (UserId::new_random(), UserId::new_random());
-            db.claim_user(alice, "alice", "hash-alice").await.unwrap();
-            db.claim_user(bob, "bob", "hash-bob").await.unwrap();
+            let user = |id, name: &str| crate::db::NewUser {
+                id,
+                display_name: name.to_owned(),
+                token_hash: format!("hash-{name}"),
+            };
+            db.claim_users(&[user(alice, "alice"), user(bob, "bob")])
+                .await
+                .unwrap();
             Self {
                 db,
                 alice,

@@ -3,29 +3,41 @@
 use chrono::Utc;
 use sea_orm::{ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, TryInsertResult};
 
+use std::collections::HashSet;
+
 use crate::db::{Database, ids::UserId, tables::users};
 
+/// A user to claim.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// The id to claim.
+    pub id: UserId,
+    /// Shown to others.
+    pub display_name: String,
+    /// The SHA-256 of the user's token.
+    pub token_hash: String,
+}
+
 impl Database {
-    /// Claims `id` for a new user. Returns false when the id was already claimed.
-    pub async fn claim_user(
-        &self,
-        id: UserId,
-        display_name: &str,
-        token_hash: &str,
-    ) -> Result<bool, DbErr> {
+    /// Claims ids for new users in one statement; returns the ids it inserted (the others were
+    /// claimed already).
+    pub async fn claim_users(&self, new: &[NewUser]) -> Result<HashSet<UserId>, DbErr> {
         let now = Utc::now();
-        let user = users::ActiveModel {
-            id: Set(id.0),
-            display_name: Set(display_name.to_owned()),
-            token_hash: Set(token_hash.to_owned()),
+        let rows = new.iter().map(|user| users::ActiveModel {
+            id: Set(user.id.0),
+            display_name: Set(user.display_name.clone()),
+            token_hash: Set(user.token_hash.clone()),
             created_at: Set(now),
             updated_at: Set(now),
-        };
-        let result = users::Entity::insert(user)
+        });
+        let inserted = users::Entity::insert_many(rows)
             .on_conflict_do_nothing()
-            .exec_without_returning(self.conn())
+            .exec_with_returning_keys(self.conn())
             .await?;
-        Ok(matches!(result, TryInsertResult::Inserted(1)))
+        Ok(match inserted {
+            TryInsertResult::Inserted(ids) => ids.into_iter().map(UserId).collect(),
+            TryInsertResult::Empty | TryInsertResult::Conflicted => HashSet::new(),
+        })
     }
 
     /// The user whose token hashes to `token_hash`.
