@@ -115,6 +115,27 @@ async fn connect_welcomes_every_user() {
     server.stop().await;
 }
 
+/// `connect --returning` claims the users, lets them go OFFLINE, then welcomes every one of them
+/// coming back with its token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_welcomes_every_returning_user() {
+    // The test config's grace period is 300 ms, so a second's wait sees them OFFLINE.
+    let server = TestServer::start(Backend::Sqlite).await;
+    let args = [
+        "connect",
+        "--sessions",
+        "200",
+        "--returning",
+        "--offline-wait-secs",
+        "1",
+    ];
+    let report = loadgen(&server, &args).await;
+    assert_eq!(report["returning"], true, "{report}");
+    assert_eq!(count(&report, "sessions_welcomed"), 200, "{report}");
+    assert_no_errors(&report);
+    server.stop().await;
+}
+
 /// Asserts that a `chat` report shows every message sent, acked and delivered once.
 fn assert_all_delivered(report: &Value, messages: u64) {
     assert_eq!(count(report, "sent"), messages, "{report}");
