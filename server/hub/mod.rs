@@ -50,7 +50,7 @@ use store::StoreOp;
 /// How long shutdown waits for the presence rows to be reset.
 const STORE_FLUSH_LIMIT: Duration = Duration::from_secs(3);
 
-/// How often the ticker looks at timers; bounds how late a presence change or typing expiry is.
+/// How often the ticker looks at timers; bounds how late a grace or typing expiry is noticed.
 const TICK: Duration = Duration::from_millis(200);
 
 /// The hub's settings, taken from the server's config.
