@@ -69,7 +69,7 @@ impl Hub {
             Some(user) if needs_peers => self.db.conversation_peers(user.id).await?,
             _ => Vec::new(),
         };
-        let snapshot = {
+        let (snapshot, peers_missed) = {
             let mut state = self.lock();
             // Checked under the lock shutdown takes, so no session slips in after it.
             if self.is_shutting_down() {
@@ -107,6 +107,7 @@ impl Hub {
                 },
             );
             self.metrics.session_opened(transport);
+            let mut peers_missed = false;
             if let Some(user) = user {
                 state
                     .users
@@ -116,6 +117,7 @@ impl Hub {
                 if needs_peers {
                     self.set_peers(&mut state, user.id, peers);
                 }
+                peers_missed = state.users[&user.id].needs_peers();
                 self.mark_dirty(&mut state, user.id);
                 // Queued under the lock, so it is written before this session's SessionClosed.
                 let _ = self.store.send(StoreOp::SessionOpened {
@@ -125,7 +127,8 @@ impl Hub {
                     at: chrono::Utc::now(),
                 });
             }
-            self.snapshot(&state, user.map(|u| u.id), kind, Instant::now())
+            let snapshot = self.snapshot(&state, user.map(|u| u.id), kind, Instant::now());
+            (snapshot, peers_missed)
         };
         let mut stream = SessionStream {
             id,
@@ -141,6 +144,13 @@ impl Hub {
             stream.prefix.push_back(presence_snapshot(snapshot));
             return Ok(stream);
         };
+        if peers_missed {
+            // The hub forgot the user between the check above and the lock (their grace period
+            // ran out meanwhile): the peers come now, after the snapshot. (An error drops the
+            // stream, which ends the session.)
+            let peers = self.db.conversation_peers(user.id).await?;
+            self.set_peers(&mut self.lock(), user.id, peers);
+        }
 
         if kind == SessionKind::Chat {
             stream
