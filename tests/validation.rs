@@ -364,7 +364,12 @@ async fn undecodable_frames_get_an_error_event(backend: Backend) {
             .await
             .unwrap()
             .unwrap();
-        seen.push(next.expect("stream ended early").event.unwrap());
+        let event = next.expect("stream ended early").event.unwrap();
+        // The user's own ONLINE change may come at any point after the snapshot.
+        if seen.len() >= 2 && matches!(event, Event::Presence(_)) {
+            continue;
+        }
+        seen.push(event);
     }
     assert!(matches!(seen[0], Event::Welcome(_)));
     assert!(matches!(seen[1], Event::Presence(_)));
