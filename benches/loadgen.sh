@@ -87,7 +87,7 @@ for scenario in "${scenarios[@]}"; do
     idle)
         start_server sqlite
         run "idle: 100,000 sessions over 2,000 connections" --streams-per-connection 50 \
-            --open-concurrency 1000 --duration-secs 30 idle --sessions 100000
+            --open-concurrency 1000 --duration-secs 40 idle --sessions 100000 --settle-secs 15
         stop_server
         start_server sqlite
         run "idle: 15,000 sessions, a connection each" --source-ips 127.0.0.1,127.0.0.2 \

@@ -57,7 +57,15 @@ async fn idle_holds_every_session() {
     let server = TestServer::start(Backend::Sqlite).await;
     let report = loadgen(
         &server,
-        &["--duration-secs", "1", "idle", "--sessions", "200"],
+        &[
+            "--duration-secs",
+            "1",
+            "idle",
+            "--sessions",
+            "200",
+            "--settle-secs",
+            "0",
+        ],
     )
     .await;
     assert_eq!(count(&report, "sessions_open"), 200, "{report}");
@@ -86,6 +94,8 @@ async fn idle_multiplexes_grpc_web_sessions() {
         "idle",
         "--sessions",
         "200",
+        "--settle-secs",
+        "0",
     ];
     let report = loadgen(&server, &args).await;
     assert_eq!(count(&report, "sessions_open"), 200, "{report}");

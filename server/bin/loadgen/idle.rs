@@ -23,6 +23,10 @@ pub struct IdleArgs {
     /// Sessions to open, each as a new user.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     sessions: u32,
+    /// Seconds to wait, once every session is open, before the measured hold, so the server's
+    /// CPU figure leaves out the tail of the connecting (write-through, the last presence counts).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    settle_secs: u64,
 }
 
 /// What `idle` measured.
@@ -50,8 +54,10 @@ struct IdleReport {
     connect_all_secs: f64,
     /// Each session's time to its Welcome.
     welcome_latency: Latency,
-    /// How long the sessions were held.
+    /// How long the sessions were held and measured (after the settling time).
     held_secs: u64,
+    /// How long the sessions were held before that, unmeasured.
+    settle_secs: u64,
     /// The server's resident memory before the first session.
     server_rss_before_bytes: Option<u64>,
     /// The server's resident memory at the end of the hold.
@@ -114,6 +120,7 @@ pub async fn run(common: &Common, args: &IdleArgs) -> anyhow::Result<impl Serial
             drop(session);
         });
     }
+    tokio::time::sleep(std::time::Duration::from_secs(args.settle_secs)).await;
     let cpu_before = server.cpu_secs();
     let held = std::time::Instant::now();
     tokio::time::sleep(common.duration()).await;
@@ -136,6 +143,7 @@ pub async fn run(common: &Common, args: &IdleArgs) -> anyhow::Result<impl Serial
         connect_all_secs: opened.elapsed.as_secs_f64(),
         welcome_latency: Latency::of(&welcome),
         held_secs: common.duration_secs,
+        settle_secs: args.settle_secs,
         server_rss_before_bytes: rss_before,
         server_rss_after_bytes: rss_after,
         server_cpu_held,
