@@ -13,7 +13,7 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, DbErr};
 
 pub use queries::conversations::ConversationRow;
-pub use queries::messages::{NewMessage, StoredMessage};
+pub use queries::messages::{CommittedRound, NewMessage, StoredMessage};
 pub use queries::presence::StoredStatus;
 pub use queries::stats::{BucketCounts, BucketKind};
 pub use queries::users::NewUser;

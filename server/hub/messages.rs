@@ -1,5 +1,5 @@
 //! The message path: a single writer commits messages in batches (group commit), then fans each
-//! new one out and acks it; a tracker records deliveries in batches and tells senders.
+//! new one out and acks it; in the same transactions it records deliveries and then tells senders.
 
 use std::{
     collections::HashMap,
@@ -27,7 +27,7 @@ use crate::{
 pub(super) const WRITER_QUEUE: usize = 8192;
 /// Most messages committed in one transaction.
 const MAX_BATCH: usize = 512;
-/// Most deliveries recorded in one transaction.
+/// Most deliveries recorded in one round.
 const MAX_DELIVERY_BATCH: usize = 1024;
 
 /// A validated message from an authenticated sender.
@@ -173,121 +173,182 @@ impl Hub {
     }
 }
 
-/// The writer: takes every queued message (up to a batch), commits them in one transaction, then
-/// fans out and acks each. Acks never precede the commit.
+/// The writer, the one task that writes messages. Each round takes every queued message (up to a
+/// batch) and every delivery noted since the last round, commits both in one transaction, then
+/// fans the new messages out, acks them and tells senders DELIVERED. Acks never precede the commit.
+/// One writer for both keeps SQLite's single write lock uncontended: a second one would wait for
+/// it in SQLite's busy handler, which sleeps in steps of milliseconds.
 pub(super) async fn run_writer(
     hub: Weak<Hub>,
     db: Database,
     mut requests: mpsc::Receiver<WriteRequest>,
+    mut taken: mpsc::UnboundedReceiver<(i64, DateTime<Utc>)>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    let mut received = Vec::with_capacity(MAX_DELIVERY_BATCH);
+    loop {
+        // Both are cancel safe: the branch that loses has received nothing.
+        let open = tokio::select! {
+            n = requests.recv_many(&mut batch, MAX_BATCH) => n > 0,
+            n = taken.recv_many(&mut received, MAX_DELIVERY_BATCH) => n > 0,
+        };
+        if !open {
+            return; // the hub, which holds both senders, is gone
+        }
+        // What the other queue holds joins this round without waiting for it.
+        while batch.len() < MAX_BATCH {
+            let Ok(request) = requests.try_recv() else {
+                break;
+            };
+            batch.push(request);
+        }
+        while received.len() < MAX_DELIVERY_BATCH {
+            let Ok(delivery) = taken.try_recv() else {
+                break;
+            };
+            received.push(delivery);
+        }
+        // Sorted by seq, then time, so each seq keeps the moment it was first taken.
+        received.sort_unstable();
+        received.dedup_by_key(|(seq, _)| *seq);
+        let seqs: Vec<i64> = received.iter().map(|(seq, _)| *seq).collect();
+        let taken_at: HashMap<i64, DateTime<Utc>> = received.drain(..).collect();
         let messages: Vec<NewMessage> = batch.iter().map(|r| r.message.clone()).collect();
-        let outcomes = insert_batch(&db, &messages).await;
+
+        let (outcomes, delivered) = commit_round(&db, &messages, &seqs).await;
         let Some(hub) = hub.upgrade() else { return };
+        hub.ack_round(&mut batch, outcomes).await;
+        hub.report_deliveries(&seqs, &taken_at, delivered).await;
+    }
+}
+
+/// Commits a round in one transaction. If that fails, records the deliveries on their own and
+/// commits each message on its own, so one bad row fails only its own send.
+async fn commit_round(
+    db: &Database,
+    messages: &[NewMessage],
+    delivered: &[i64],
+) -> (
+    Vec<Result<(StoredMessage, bool), DbErr>>,
+    Result<Vec<StoredMessage>, DbErr>,
+) {
+    let err = match db.commit_messages(messages, delivered).await {
+        Ok(round) => {
+            return (
+                round.messages.into_iter().map(Ok).collect(),
+                Ok(round.delivered),
+            );
+        }
+        Err(err) => err,
+    };
+    if messages.len() + delivered.len() <= 1 {
+        let delivered = if delivered.is_empty() {
+            Ok(Vec::new())
+        } else {
+            Err(err.clone())
+        };
+        return (
+            messages.iter().map(|_| Err(err.clone())).collect(),
+            delivered,
+        );
+    }
+    tracing::warn!(error = %err, batch = messages.len(), "round failed; committing one by one");
+    let delivered = db
+        .commit_messages(&[], delivered)
+        .await
+        .map(|round| round.delivered);
+    let mut outcomes = Vec::with_capacity(messages.len());
+    for message in messages {
+        let single = db.commit_messages(std::slice::from_ref(message), &[]).await;
+        outcomes.push(single.map(|mut round| round.messages.remove(0)));
+    }
+    (outcomes, delivered)
+}
+
+impl Hub {
+    /// After a round's commit: fans each new message out and acks every one of the batch.
+    async fn ack_round(
+        &self,
+        batch: &mut Vec<WriteRequest>,
+        outcomes: Vec<Result<(StoredMessage, bool), DbErr>>,
+    ) {
         let mut to_erase = Vec::new();
         for (request, outcome) in batch.drain(..).zip(outcomes) {
             let result = match outcome {
                 Ok((stored, true)) => {
-                    let taken = hub.publish_message(&stored, request.origin);
-                    if taken == 0 && !hub.config.keeps_history() {
+                    let taken = self.publish_message(&stored, request.origin);
+                    if taken == 0 && !self.config.keeps_history() {
                         // No history: what no session took now is not kept for later.
                         to_erase.push(stored.seq);
                     }
                     Ok(ack(&stored, MessageStatus::Sent))
                 }
-                Ok((stored, false)) => hub.retry_ack(&request, &stored).await,
+                Ok((stored, false)) => self.retry_ack(&request, &stored).await,
                 Err(err) => Err(Error::Database(err)),
             };
             let received = request.received;
-            hub.deliver_ack(request.ack_to, &request.message.client_msg_id, result);
-            hub.metrics.message_processed(received.elapsed());
+            self.deliver_ack(request.ack_to, &request.message.client_msg_id, result);
+            self.metrics.message_processed(received.elapsed());
         }
-        if let Err(err) = db.erase_messages(&to_erase).await {
+        if let Err(err) = self.db.erase_messages(&to_erase).await {
             tracing::warn!(error = %err, "could not erase undelivered messages");
         }
     }
-}
 
-/// Commits a batch in one transaction. If that fails, commits each message on its own, so one
-/// bad row fails only its own send.
-async fn insert_batch(
-    db: &Database,
-    messages: &[NewMessage],
-) -> Vec<Result<(StoredMessage, bool), DbErr>> {
-    match db.insert_messages(messages).await {
-        Ok(stored) => stored.into_iter().map(Ok).collect(),
-        Err(err) if messages.len() > 1 => {
-            tracing::warn!(error = %err, batch = messages.len(), "batch failed; committing one by one");
-            let mut outcomes = Vec::with_capacity(messages.len());
-            for message in messages {
-                let single = db.insert_messages(std::slice::from_ref(message)).await;
-                outcomes.push(single.map(|mut stored| stored.remove(0)));
-            }
-            outcomes
+    /// After a round's commit: tells the senders of the messages it marked delivered, once per
+    /// message at most, and measures each one's delivery latency, once: from its `sent_at`,
+    /// stamped as it was handed to the group commit, to when the first recipient session took it.
+    async fn report_deliveries(
+        &self,
+        seqs: &[i64],
+        taken_at: &HashMap<i64, DateTime<Utc>>,
+        delivered: Result<Vec<StoredMessage>, DbErr>,
+    ) {
+        if seqs.is_empty() {
+            return;
         }
-        Err(err) => vec![Err(err)],
-    }
-}
-
-/// The delivery tracker: records, in batches, that a recipient session took a message, and tells
-/// the sender's sessions DELIVERED, once per message at most. Each message it records gets its
-/// delivery latency measured, once: from its `sent_at`, stamped as it was handed to the group
-/// commit, to when the first recipient session took it.
-pub(super) async fn run_delivery_tracker(
-    hub: Weak<Hub>,
-    db: Database,
-    mut taken: mpsc::UnboundedReceiver<(i64, DateTime<Utc>)>,
-) {
-    let mut received = Vec::with_capacity(MAX_DELIVERY_BATCH);
-    while taken.recv_many(&mut received, MAX_DELIVERY_BATCH).await > 0 {
-        // Sorted by seq, then time, so each seq keeps the moment it was first taken.
-        received.sort_unstable();
-        received.dedup_by_key(|(seq, _)| *seq);
-        let batch: Vec<i64> = received.iter().map(|(seq, _)| *seq).collect();
-        let taken_at: HashMap<i64, DateTime<Utc>> = received.drain(..).collect();
-        let delivered = db.mark_delivered(&batch).await;
-        let Some(hub) = hub.upgrade() else { return };
         // Recorded (or, on failure, left undelivered for the next session to load).
-        hub.lock_in_delivery()
-            .retain(|seq| batch.binary_search(seq).is_err());
-        match delivered {
-            Ok(delivered) => {
-                for message in &delivered {
-                    if let Some(at) = taken_at.get(&message.seq) {
-                        let latency = (*at - message.sent_at).to_std().unwrap_or_default();
-                        hub.metrics.delivered(latency);
-                    }
-                }
-                // One update per conversation: DELIVERED covers every earlier message in it, so
-                // a burst of deliveries reaches the sender as one event, not one each.
-                let mut newest: HashMap<(Uuid, Uuid), &StoredMessage> = HashMap::new();
-                for message in &delivered {
-                    let entry = newest
-                        .entry((message.sender_id, message.recipient_id))
-                        .or_insert(message);
-                    if message.seq > entry.seq {
-                        *entry = message;
-                    }
-                }
-                for message in newest.into_values() {
-                    let update = server_event(Event::Status(StatusUpdate {
-                        message_id: message.message_id.to_string(),
-                        peer_user_id: message.recipient_id.to_string(),
-                        seq: message.seq as u64,
-                        status: MessageStatus::Delivered as i32,
-                    }));
-                    hub.publish_to_user(UserId(message.sender_id), update);
-                }
-                if !hub.config.keeps_history() {
-                    let seqs: Vec<i64> = delivered.iter().map(|m| m.seq).collect();
-                    if let Err(err) = db.erase_messages(&seqs).await {
-                        tracing::warn!(error = %err, "could not erase delivered messages");
-                    }
-                }
-            }
+        self.lock_in_delivery()
+            .retain(|seq| seqs.binary_search(seq).is_err());
+        let delivered = match delivered {
+            Ok(delivered) => delivered,
             // The rows stay undelivered, so the messages come again on the next session.
-            Err(err) => tracing::warn!(error = %err, "could not record deliveries"),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not record deliveries");
+                return;
+            }
+        };
+        for message in &delivered {
+            if let Some(at) = taken_at.get(&message.seq) {
+                let latency = (*at - message.sent_at).to_std().unwrap_or_default();
+                self.metrics.delivered(latency);
+            }
+        }
+        // One update per conversation: DELIVERED covers every earlier message in it, so a burst
+        // of deliveries reaches the sender as one event, not one each.
+        let mut newest: HashMap<(Uuid, Uuid), &StoredMessage> = HashMap::new();
+        for message in &delivered {
+            let entry = newest
+                .entry((message.sender_id, message.recipient_id))
+                .or_insert(message);
+            if message.seq > entry.seq {
+                *entry = message;
+            }
+        }
+        for message in newest.into_values() {
+            let update = server_event(Event::Status(StatusUpdate {
+                message_id: message.message_id.to_string(),
+                peer_user_id: message.recipient_id.to_string(),
+                seq: message.seq as u64,
+                status: MessageStatus::Delivered as i32,
+            }));
+            self.publish_to_user(UserId(message.sender_id), update);
+        }
+        if !self.config.keeps_history() {
+            let seqs: Vec<i64> = delivered.iter().map(|m| m.seq).collect();
+            if let Err(err) = self.db.erase_messages(&seqs).await {
+                tracing::warn!(error = %err, "could not erase delivered messages");
+            }
         }
     }
 }
@@ -307,3 +368,4 @@ pub(super) async fn run_retention(hub: Weak<Hub>) {
         }
     }
 }
+

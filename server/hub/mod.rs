@@ -3,9 +3,9 @@
 //! A session is one stream (Chat, Subscribe or Presence) with a bounded outgoing queue. The hub
 //! maps users to their sessions and fans events out to them without ever blocking: a session whose
 //! queue is full is ended with RESOURCE_EXHAUSTED and gets what it missed from the database when it
-//! reconnects. Background tasks do the slow parts: the message writer (group commit), the delivery
-//! tracker, the presence publisher and its write-through, and a ticker for timers (typing,
-//! presence grace, heartbeats).
+//! reconnects. Background tasks do the slow parts: the message writer (group commit, deliveries
+//! recorded in the same transactions), the presence publisher and its write-through, and a ticker
+//! for timers (typing, presence grace, heartbeats).
 //!
 //! The services only call the hub's "publish to a user" and "presence changed" style methods, so
 //! the in-process fan-out can later be swapped for a bus between nodes.
@@ -118,9 +118,9 @@ pub struct Hub {
     db: Database,
     /// Messages waiting for the writer's next transaction.
     writer: mpsc::Sender<messages::WriteRequest>,
-    /// Seqs of messages a recipient session has taken, and when, for the delivery tracker.
+    /// Seqs of messages a recipient session has taken, and when, for the writer to record.
     delivered: mpsc::UnboundedSender<(i64, chrono::DateTime<chrono::Utc>)>,
-    /// The same seqs until the tracker has recorded them, so a session opening meanwhile does not
+    /// The same seqs until the writer has recorded them, so a session opening meanwhile does not
     /// load them again as undelivered. Its own lock: it is touched for every message taken.
     in_delivery: Mutex<HashSet<i64>>,
     /// Presence writes for `users_online` and `sessions`, applied in order by one task.
@@ -196,10 +196,6 @@ impl Hub {
             Arc::downgrade(&hub),
             db.clone(),
             writer_rx,
-        ));
-        tokio::spawn(messages::run_delivery_tracker(
-            Arc::downgrade(&hub),
-            db.clone(),
             delivered_rx,
         ));
         tokio::spawn(store::run(db, store_rx, hub.config.node_id.clone()));

@@ -169,7 +169,7 @@ impl Hub {
         if kind == SessionKind::Chat && self.config.keeps_history() {
             // Registered first, loaded second: a message committed meanwhile is both queued live
             // and in the backlog, and the stream drops the live copy. Messages another session
-            // took but the tracker has not recorded yet are left out.
+            // took but the writer has not recorded yet are left out.
             let taken = self.lock_in_delivery().clone();
             let backlog = self.db.undelivered_for(user.id).await?;
             for message in backlog.into_iter().filter(|m| !taken.contains(&m.seq)) {

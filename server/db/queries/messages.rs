@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, Condition, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait, TryInsertResult,
+    ColumnTrait, Condition, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait, TryInsertResult,
     sea_query::Expr,
 };
 use uuid::Uuid;
@@ -37,74 +37,33 @@ pub struct NewMessage {
     pub sent_at: DateTime<Utc>,
 }
 
+/// What one transaction of the message writer did.
+#[derive(Debug, Default)]
+pub struct CommittedRound {
+    /// In the batch's order, each stored message and whether this round inserted it (false: a
+    /// retry of a stored one).
+    pub messages: Vec<(StoredMessage, bool)>,
+    /// The messages this round marked delivered, leaving out ones delivered before or deleted.
+    pub delivered: Vec<StoredMessage>,
+}
+
 impl Database {
-    /// Stores a batch of messages in one transaction (group commit). Returns, in the batch's order,
-    /// each stored message and whether this call inserted it (false: a retry of a stored one).
-    pub async fn insert_messages(
+    /// Stores a batch of messages (group commit) and marks the messages with the `delivered` seqs
+    /// delivered, in one transaction: one commit for both, and SQLite's single write lock is
+    /// never contended by a second message writer.
+    pub async fn commit_messages(
         &self,
         batch: &[NewMessage],
-    ) -> Result<Vec<(StoredMessage, bool)>, DbErr> {
-        let rows = batch.iter().map(|m| chat_messages::ActiveModel {
-            seq: NotSet,
-            message_id: Set(m.message_id),
-            conversation_key: Set(conversation_key(m.sender, m.recipient)),
-            sender_id: Set(m.sender.0),
-            recipient_id: Set(m.recipient.0),
-            client_msg_id: Set(m.client_msg_id.clone()),
-            text: Set(m.text.clone()),
-            sent_at: Set(m.sent_at),
-            delivered_at: Set(None),
-        });
+        delivered: &[i64],
+    ) -> Result<CommittedRound, DbErr> {
         let tx = self.conn().begin().await?;
-        let inserted = match chat_messages::Entity::insert_many(rows)
-            .on_conflict_do_nothing_on([
-                chat_messages::Column::SenderId,
-                chat_messages::Column::ClientMsgId,
-            ])
-            .exec_with_returning_many(&tx)
-            .await?
-        {
-            TryInsertResult::Inserted(models) => models,
-            TryInsertResult::Empty | TryInsertResult::Conflicted => Vec::new(),
-        };
-        let mut by_key: HashMap<(Uuid, String), (StoredMessage, bool)> = inserted
-            .into_iter()
-            .map(|m| ((m.sender_id, m.client_msg_id.clone()), (m, true)))
-            .collect();
-
-        let retries: Vec<&NewMessage> = batch
-            .iter()
-            .filter(|m| !by_key.contains_key(&(m.sender.0, m.client_msg_id.clone())))
-            .collect();
-        if !retries.is_empty() {
-            let mut any = Condition::any();
-            for m in &retries {
-                any = any.add(
-                    Condition::all()
-                        .add(chat_messages::Column::SenderId.eq(m.sender.0))
-                        .add(chat_messages::Column::ClientMsgId.eq(m.client_msg_id.as_str())),
-                );
-            }
-            for existing in chat_messages::Entity::find().filter(any).all(&tx).await? {
-                by_key.insert(
-                    (existing.sender_id, existing.client_msg_id.clone()),
-                    (existing, false),
-                );
-            }
-        }
+        let messages = insert_messages(&tx, batch).await?;
+        let delivered = mark_delivered(&tx, delivered).await?;
         tx.commit().await?;
-
-        // A batch may hold the same key twice: the first gets the insert, the rest are retries.
-        let mut seen = std::collections::HashSet::new();
-        batch
-            .iter()
-            .map(|m| {
-                let key = (m.sender.0, m.client_msg_id.clone());
-                let (stored, inserted) =
-                    by_key.get(&key).cloned().ok_or(DbErr::RecordNotInserted)?;
-                Ok((stored, inserted && seen.insert(key)))
-            })
-            .collect()
+        Ok(CommittedRound {
+            messages,
+            delivered,
+        })
     }
 
     /// Messages to `user` that no session of theirs has received, oldest first.
@@ -114,18 +73,6 @@ impl Database {
             .filter(chat_messages::Column::DeliveredAt.is_null())
             .order_by_asc(chat_messages::Column::Seq)
             .all(self.conn())
-            .await
-    }
-
-    /// Marks the messages with these seqs delivered. Returns those this call changed (and so
-    /// whose senders are still to be told), leaving out ones delivered before or deleted. One
-    /// `UPDATE ... RETURNING`, so two trackers could never both claim a message.
-    pub async fn mark_delivered(&self, seqs: &[i64]) -> Result<Vec<StoredMessage>, DbErr> {
-        chat_messages::Entity::update_many()
-            .col_expr(chat_messages::Column::DeliveredAt, Expr::value(Utc::now()))
-            .filter(chat_messages::Column::Seq.is_in(seqs.iter().copied()))
-            .filter(chat_messages::Column::DeliveredAt.is_null())
-            .exec_with_returning(self.conn())
             .await
     }
 
@@ -176,4 +123,91 @@ impl Database {
             .await
             .map(|_| ())
     }
+}
+
+/// Inserts a batch, skipping keys already stored; returns, in the batch's order, each stored
+/// message and whether this call inserted it.
+async fn insert_messages(
+    tx: &DatabaseTransaction,
+    batch: &[NewMessage],
+) -> Result<Vec<(StoredMessage, bool)>, DbErr> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = batch.iter().map(|m| chat_messages::ActiveModel {
+        seq: NotSet,
+        message_id: Set(m.message_id),
+        conversation_key: Set(conversation_key(m.sender, m.recipient)),
+        sender_id: Set(m.sender.0),
+        recipient_id: Set(m.recipient.0),
+        client_msg_id: Set(m.client_msg_id.clone()),
+        text: Set(m.text.clone()),
+        sent_at: Set(m.sent_at),
+        delivered_at: Set(None),
+    });
+    let inserted = match chat_messages::Entity::insert_many(rows)
+        .on_conflict_do_nothing_on([
+            chat_messages::Column::SenderId,
+            chat_messages::Column::ClientMsgId,
+        ])
+        .exec_with_returning_many(tx)
+        .await?
+    {
+        TryInsertResult::Inserted(models) => models,
+        TryInsertResult::Empty | TryInsertResult::Conflicted => Vec::new(),
+    };
+    let mut by_key: HashMap<(Uuid, String), (StoredMessage, bool)> = inserted
+        .into_iter()
+        .map(|m| ((m.sender_id, m.client_msg_id.clone()), (m, true)))
+        .collect();
+
+    let retries: Vec<&NewMessage> = batch
+        .iter()
+        .filter(|m| !by_key.contains_key(&(m.sender.0, m.client_msg_id.clone())))
+        .collect();
+    if !retries.is_empty() {
+        let mut any = Condition::any();
+        for m in &retries {
+            any = any.add(
+                Condition::all()
+                    .add(chat_messages::Column::SenderId.eq(m.sender.0))
+                    .add(chat_messages::Column::ClientMsgId.eq(m.client_msg_id.as_str())),
+            );
+        }
+        for existing in chat_messages::Entity::find().filter(any).all(tx).await? {
+            by_key.insert(
+                (existing.sender_id, existing.client_msg_id.clone()),
+                (existing, false),
+            );
+        }
+    }
+
+    // A batch may hold the same key twice: the first gets the insert, the rest are retries.
+    let mut seen = std::collections::HashSet::new();
+    batch
+        .iter()
+        .map(|m| {
+            let key = (m.sender.0, m.client_msg_id.clone());
+            let (stored, inserted) = by_key.get(&key).cloned().ok_or(DbErr::RecordNotInserted)?;
+            Ok((stored, inserted && seen.insert(key)))
+        })
+        .collect()
+}
+
+/// Marks the messages with these seqs delivered. Returns those this call changed (and so whose
+/// senders are still to be told), leaving out ones delivered before or deleted. One
+/// `UPDATE ... RETURNING`, so two writers could never both claim a message.
+async fn mark_delivered(
+    tx: &DatabaseTransaction,
+    seqs: &[i64],
+) -> Result<Vec<StoredMessage>, DbErr> {
+    if seqs.is_empty() {
+        return Ok(Vec::new());
+    }
+    chat_messages::Entity::update_many()
+        .col_expr(chat_messages::Column::DeliveredAt, Expr::value(Utc::now()))
+        .filter(chat_messages::Column::Seq.is_in(seqs.iter().copied()))
+        .filter(chat_messages::Column::DeliveredAt.is_null())
+        .exec_with_returning(tx)
+        .await
 }
