@@ -369,3 +369,81 @@ pub(super) async fn run_retention(hub: Weak<Hub>) {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::testing::{TestDb, on_both_backends};
+
+    fn message(sender: UserId, recipient: UserId, key: &str) -> NewMessage {
+        NewMessage {
+            message_id: Uuid::now_v7(),
+            sender,
+            recipient,
+            client_msg_id: key.to_owned(),
+            text: format!("text of {key}"),
+            sent_at: Utc::now(),
+        }
+    }
+
+    /// Stores one message from alice to bob; returns its seq.
+    async fn stored(t: &TestDb, key: &str) -> i64 {
+        let batch = [message(t.alice, t.bob, key)];
+        let round = t.db.commit_messages(&batch, &[]).await.unwrap();
+        round.messages[0].0.seq
+    }
+
+    /// One round stores its messages and records its deliveries together.
+    async fn round_commits_messages_and_deliveries(t: TestDb) {
+        let first = stored(&t, "m1").await;
+        let (outcomes, delivered) =
+            commit_round(&t.db, &[message(t.bob, t.alice, "m2")], &[first]).await;
+
+        let (reply, inserted) = outcomes[0].as_ref().unwrap();
+        assert!(*inserted);
+        let delivered: Vec<i64> = delivered.unwrap().iter().map(|m| m.seq).collect();
+        assert_eq!(delivered, [first]);
+        assert!(t.db.undelivered_for(t.bob).await.unwrap().is_empty());
+        let waiting: Vec<i64> =
+            t.db.undelivered_for(t.alice)
+                .await
+                .unwrap()
+                .iter()
+                .map(|m| m.seq)
+                .collect();
+        assert_eq!(waiting, [reply.seq]);
+    }
+
+    /// A round whose transaction fails (one message to a user who does not exist) still records
+    /// its deliveries and stores its other messages; only the bad message fails.
+    async fn failed_round_falls_back_to_one_by_one(t: TestDb) {
+        let first = stored(&t, "m1").await;
+        let bad = message(t.alice, UserId::new_random(), "m2");
+        let good = message(t.bob, t.alice, "m3");
+        let (outcomes, delivered) = commit_round(&t.db, &[bad, good], &[first]).await;
+
+        assert!(outcomes[0].is_err());
+        assert!(
+            outcomes[1]
+                .as_ref()
+                .is_ok_and(|(m, inserted)| *inserted && m.client_msg_id == "m3")
+        );
+        let delivered: Vec<i64> = delivered.unwrap().iter().map(|m| m.seq).collect();
+        assert_eq!(delivered, [first]);
+        assert!(t.db.undelivered_for(t.bob).await.unwrap().is_empty());
+    }
+
+    /// A message recorded delivered once is not reported again by a later round.
+    async fn deliveries_are_reported_once(t: TestDb) {
+        let first = stored(&t, "m1").await;
+        let (_, once) = commit_round(&t.db, &[], &[first]).await;
+        let (_, again) = commit_round(&t.db, &[], &[first]).await;
+        assert_eq!(once.unwrap().len(), 1);
+        assert!(again.unwrap().is_empty());
+    }
+
+    on_both_backends!(
+        round_commits_messages_and_deliveries,
+        failed_round_falls_back_to_one_by_one,
+        deliveries_are_reported_once,
+    );
+}

@@ -151,74 +151,14 @@ fn drop_overwritten_presence(batch: &mut Vec<StoreOp>) {
 #[cfg(test)]
 mod tests {
     use sea_orm::EntityTrait;
-    use uuid::Uuid;
 
     use super::*;
-    use crate::db::tables::{sessions, users_online};
-
-    /// A migrated database with two users, and what keeps it alive.
-    struct TestDb {
-        db: Database,
-        alice: UserId,
-        bob: UserId,
-        _dir: Option<tempfile::TempDir>,
-        /// The PostgreSQL server and database name, dropped when this is.
-        pg: Option<(String, String)>,
-    }
+    use crate::db::{
+        tables::{sessions, users_online},
+        testing::{TestDb, on_both_backends},
+    };
 
     impl TestDb {
-        async fn sqlite() -> Self {
-            let dir = tempfile::tempdir().unwrap();
-            let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-            Self::with(&url, Some(dir), None).await
-        }
-
-        /// None without `FASTCHAT_TEST_DATABASE_URL`.
-        async fn postgres() -> Option<Self> {
-            let Some(base) = std::env::var("FASTCHAT_TEST_DATABASE_URL")
-                .ok()
-                .filter(|url| !url.is_empty())
-            else {
-                eprintln!("FASTCHAT_TEST_DATABASE_URL is not set: skipping the PostgreSQL variant");
-                return None;
-            };
-            let name = format!("fastchat_store_{}", Uuid::new_v4().simple());
-            let admin = sea_orm::Database::connect(&base).await.unwrap();
-            admin
-                .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                .await
-                .unwrap();
-            admin.close().await.unwrap();
-            let (server, _) = base.rsplit_once('/').unwrap();
-            let url = format!("{server}/{name}");
-            Some(Self::with(&url, None, Some((base, name))).await)
-        }
-
-        async fn with(
-            url: &str,
-            dir: Option<tempfile::TempDir>,
-            pg: Option<(String, String)>,
-        ) -> Self {
-            let db = Database::connect(url).await.unwrap();
-            db.migrate().await.unwrap();
-            let (alice, bob) = (UserId::new_random(), UserId::new_random());
-            let user = |id, name: &str| crate::db::NewUser {
-                id,
-                display_name: name.to_owned(),
-                token_hash: format!("hash-{name}"),
-            };
-            db.claim_users(&[user(alice, "alice"), user(bob, "bob")])
-                .await
-                .unwrap();
-            Self {
-                db,
-                alice,
-                bob,
-                _dir: dir,
-                pg,
-            }
-        }
-
         async fn session(&self, id: SessionId) -> Option<sessions::Model> {
             sessions::Entity::find_by_id(id.0)
                 .one(self.db.conn())
@@ -232,29 +172,6 @@ mod tests {
                 .await
                 .unwrap()
                 .unwrap()
-        }
-    }
-
-    impl Drop for TestDb {
-        fn drop(&mut self) {
-            let Some((base, name)) = self.pg.take() else {
-                return;
-            };
-            // Drop cannot await: a runtime of its own on another thread.
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async {
-                    if let Ok(admin) = sea_orm::Database::connect(&base).await {
-                        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                        let _ = admin.execute_unprepared(&sql).await;
-                        let _ = admin.close().await;
-                    }
-                });
-            })
-            .join();
         }
     }
 
@@ -370,25 +287,6 @@ mod tests {
         assert_eq!((alice.status.as_str(), alice.sessions), ("offline", 0));
         drop(tx);
         task.await.unwrap();
-    }
-
-    macro_rules! on_both_backends {
-        ($($name:ident),* $(,)?) => {
-            mod sqlite {
-                $(#[tokio::test]
-                async fn $name() {
-                    super::$name(super::TestDb::sqlite().await).await;
-                })*
-            }
-            mod postgres {
-                $(#[tokio::test]
-                async fn $name() {
-                    if let Some(t) = super::TestDb::postgres().await {
-                        super::$name(t).await;
-                    }
-                })*
-            }
-        };
     }
 
     on_both_backends!(
