@@ -19,6 +19,13 @@ pub struct Config {
     #[arg(long, env = "FASTCHAT_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
 
+    /// Connections the kernel may hold waiting to be accepted (capped by net.core.somaxconn).
+    /// Thousands of clients arriving at once overflow a small queue, and each one dropped retries
+    /// only after 1, 3, 7 s.
+    #[arg(long, env = "FASTCHAT_LISTEN_BACKLOG", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=65_535))]
+    pub listen_backlog: u32,
+
     /// Database URL (`postgres://...` or `sqlite://...`); empty means an SQLite file in --data-dir.
     #[arg(long, env = "DATABASE_URL", default_value = "", hide_env_values = true)]
     pub database_url: String,

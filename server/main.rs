@@ -1,10 +1,12 @@
 //! The `fastchat` binary: reads the config, sets up logging, binds the port and serves until
 //! SIGINT or SIGTERM.
 
+use std::net::SocketAddr;
+
 use anyhow::Context;
 use clap::Parser;
 use fastchat::config::{Command, Config};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -25,12 +27,24 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Serve) | None => {
-            let listener = TcpListener::bind(config.listen)
-                .await
+            let listener = listen(config.listen, config.listen_backlog)
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             fastchat::run(config, listener, shutdown_signal()).await
         }
     }
+}
+
+/// Binds `addr` with room for `backlog` connections waiting to be accepted (tokio's own `bind`
+/// leaves 1,024).
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

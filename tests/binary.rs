@@ -1,4 +1,5 @@
-//! The `fastchat` binary itself: `migrate`, and graceful shutdown on SIGTERM and SIGINT.
+//! The `fastchat` binary itself: `migrate`, graceful shutdown on SIGTERM and SIGINT, its listening
+//! socket, its settings and its logs.
 
 mod common;
 
@@ -122,6 +123,26 @@ async fn signals_shut_down_gracefully() {
         };
         assert!(status.success(), "SIG{signal}: exit status {status}");
     }
+}
+
+/// `--listen-backlog` sizes the kernel's queue of connections waiting to be accepted, beyond
+/// the 1,024 of tokio's own `bind` (`ss` shows a listening socket's backlog as its Send-Q).
+#[tokio::test]
+async fn listen_backlog_sizes_the_accept_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, port) =
+        start_binary(dir.path(), &["--listen-backlog", "3000"], Stdio::null()).await;
+    let listing = Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2) must be installed");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    // State, Recv-Q, Send-Q (the backlog), local address, peer address.
+    let columns: Vec<&str> = listing.split_whitespace().collect();
+    assert_eq!(columns.get(2), Some(&"3000"), "ss printed: {listing}");
 }
 
 /// `--help` lists every setting with its environment variable.
