@@ -20,17 +20,42 @@ pub use queries::presence::StoredStatus;
 pub use queries::stats::{BucketCounts, BucketKind};
 pub use queries::users::NewUser;
 
-/// The database handle; cheap to clone (a connection pool inside).
+/// The database handle; cheap to clone (connection pools inside).
 #[derive(Debug, Clone)]
 pub struct Database {
-    /// The SeaORM connection pool.
+    /// The SeaORM connection pool, for reads.
     conn: DatabaseConnection,
+    /// For writes. On SQLite a pool of one connection: SQLite lets one writer in at a time, and
+    /// writers queued for this connection take their turns in order, where writers on separate
+    /// connections would wait in SQLite's busy handler, which sleeps and retries and can starve
+    /// one of them for seconds. On PostgreSQL the same pool as `conn`.
+    writer: DatabaseConnection,
 }
 
 impl Database {
     /// Connects to `url`. SQLite gets WAL and `synchronous = FULL`, so an acknowledged message
     /// survives a crash, and a busy timeout so writers from several tasks wait instead of failing.
     pub async fn connect(url: &str) -> Result<Self, DbErr> {
+        if !url.starts_with("sqlite:") {
+            let conn = sea_orm::Database::connect(Self::options(url)).await?;
+            return Ok(Self {
+                writer: conn.clone(),
+                conn,
+            });
+        }
+        let mut readers = Self::options(url);
+        // Readers do not block each other or the writer in WAL mode: a few serve concurrent reads.
+        readers.max_connections(4).min_connections(1);
+        let mut writer = Self::options(url);
+        writer.max_connections(1).min_connections(1);
+        Ok(Self {
+            conn: sea_orm::Database::connect(readers).await?,
+            writer: sea_orm::Database::connect(writer).await?,
+        })
+    }
+
+    /// The settings both pools share.
+    fn options(url: &str) -> ConnectOptions {
         let mut options = ConnectOptions::new(url);
         options
             .sqlx_logging(false)
@@ -49,17 +74,12 @@ impl Database {
                     // once per checkpoint, not once per 1,000 pages.
                     .pragma("wal_autocheckpoint", "4000")
             });
-        if url.starts_with("sqlite:") {
-            // One SQLite file takes one writer at a time; a small pool avoids lock contention.
-            options.max_connections(4).min_connections(1);
-        }
-        let conn = sea_orm::Database::connect(options).await?;
-        Ok(Self { conn })
+        options
     }
 
     /// Applies every pending migration.
     pub async fn migrate(&self) -> Result<(), DbErr> {
-        Migrator::up(&self.conn, None).await
+        Migrator::up(&self.writer, None).await
     }
 
     /// A real round trip to the database, for health checks.
@@ -78,16 +98,26 @@ impl Database {
         &mut self,
         observe: impl Fn(&sea_orm::metric::Info<'_>) + Send + Sync + 'static,
     ) {
-        self.conn.set_metric_callback(observe);
+        let observe = std::sync::Arc::new(observe);
+        let for_writer = observe.clone();
+        self.conn.set_metric_callback(move |info| observe(info));
+        self.writer
+            .set_metric_callback(move |info| for_writer(info));
     }
 
-    /// The SeaORM connection, for queries.
+    /// The SeaORM connection pool for reads.
     pub(crate) fn conn(&self) -> &DatabaseConnection {
         &self.conn
     }
 
-    /// Closes the pool.
+    /// The SeaORM connection pool for writes, and for reads inside a write transaction.
+    pub(crate) fn writer(&self) -> &DatabaseConnection {
+        &self.writer
+    }
+
+    /// Closes the pools.
     pub async fn close(self) -> Result<(), DbErr> {
-        self.conn.close().await
+        self.conn.close().await?;
+        self.writer.close().await
     }
 }

@@ -77,7 +77,7 @@ async fn apply_batch(db: &Database, batch: &[StoreOp], node_id: &str) {
     }
     tracing::warn!(error = %err, batch = batch.len(), "presence batch failed; applying one by one");
     for op in batch {
-        if let Err(err) = apply(db.conn(), op, node_id).await {
+        if let Err(err) = apply(db.writer(), op, node_id).await {
             tracing::warn!(error = %err, "presence write-through failed");
         }
     }
@@ -88,7 +88,7 @@ async fn apply_in_transaction(
     batch: &[StoreOp],
     node_id: &str,
 ) -> Result<(), DbErr> {
-    let tx = db.conn().begin().await?;
+    let tx = db.writer().begin().await?;
     for op in batch {
         if let Err(err) = apply(&tx, op, node_id).await {
             // Roll back before the one-by-one retry: dropping the transaction would leave the

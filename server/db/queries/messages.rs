@@ -56,7 +56,7 @@ impl Database {
         batch: &[NewMessage],
         delivered: &[i64],
     ) -> Result<CommittedRound, DbErr> {
-        let tx = self.conn().begin().await?;
+        let tx = self.writer().begin().await?;
         let messages = insert_messages(&tx, batch).await?;
         let delivered = mark_delivered(&tx, delivered).await?;
         tx.commit().await?;
@@ -105,7 +105,7 @@ impl Database {
     pub async fn delete_messages_before(&self, cutoff: DateTime<Utc>) -> Result<u64, DbErr> {
         let result = chat_messages::Entity::delete_many()
             .filter(chat_messages::Column::SentAt.lt(cutoff))
-            .exec(self.conn())
+            .exec(self.writer())
             .await?;
         Ok(result.rows_affected)
     }
@@ -119,7 +119,7 @@ impl Database {
         chat_messages::Entity::update_many()
             .col_expr(chat_messages::Column::Text, Expr::value(""))
             .filter(chat_messages::Column::Seq.is_in(seqs.iter().copied()))
-            .exec(self.conn())
+            .exec(self.writer())
             .await
             .map(|_| ())
     }

@@ -54,7 +54,7 @@ impl Database {
     /// Ends this node's open sessions and marks every user offline, in one transaction: at
     /// start-up, for what a previous run left behind (the store does it again at shutdown).
     pub async fn reset_node_presence(&self, node_id: &str, at: DateTime<Utc>) -> Result<(), DbErr> {
-        let tx = self.conn().begin().await?;
+        let tx = self.writer().begin().await?;
         Self::reset_node_presence_on(&tx, node_id, at).await?;
         tx.commit().await
     }

@@ -31,7 +31,7 @@ impl Database {
         up_to_seq: i64,
     ) -> Result<(i64, Option<StoredMessage>), DbErr> {
         let now = Utc::now();
-        let tx = self.conn().begin().await?;
+        let tx = self.writer().begin().await?;
         // Write first: on SQLite a transaction that reads before its first write can fail to
         // upgrade to a writer when another connection commits in between.
         read_marks::Entity::insert(read_marks::ActiveModel {

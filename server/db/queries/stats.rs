@@ -69,7 +69,7 @@ impl Database {
     /// Adds counts gathered per hour (keyed by the hour's start) to their hourly buckets and to
     /// the daily buckets holding them, in one transaction: either all of it is stored or none.
     pub async fn add_to_stats(&self, hours: &[(DateTime<Utc>, BucketCounts)]) -> Result<(), DbErr> {
-        let tx = self.conn().begin().await?;
+        let tx = self.writer().begin().await?;
         for (hour, counts) in hours {
             for kind in [BucketKind::Hour, BucketKind::Day] {
                 stats_buckets::Entity::insert(stats_buckets::ActiveModel {

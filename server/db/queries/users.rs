@@ -32,7 +32,7 @@ impl Database {
         });
         let inserted = users::Entity::insert_many(rows)
             .on_conflict_do_nothing()
-            .exec_with_returning_keys(self.conn())
+            .exec_with_returning_keys(self.writer())
             .await?;
         Ok(match inserted {
             TryInsertResult::Inserted(ids) => ids.into_iter().map(UserId).collect(),
@@ -65,7 +65,7 @@ impl Database {
             ..Default::default()
         };
         users::Entity::update(user)
-            .exec(self.conn())
+            .exec(self.writer())
             .await
             .map(|_| ())
     }
