@@ -1,7 +1,11 @@
 //! Connections and sessions over native gRPC or grpc-web, as the server's real clients hold them.
 
 use std::{
-    net::IpAddr,
+    future::Future,
+    io,
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    task::{Context as TaskContext, Poll},
     time::{Duration, Instant},
 };
 
@@ -13,10 +17,15 @@ use fastchat::proto::{
 };
 use http::Uri;
 use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
+    client::legacy::Client,
+    rt::{TokioExecutor, TokioIo},
 };
-use tokio::{sync::mpsc, task::JoinSet};
+use nix::sys::socket::{setsockopt, sockopt::IpBindAddressNoPort};
+use tokio::{
+    net::{TcpSocket, TcpStream},
+    sync::mpsc,
+    task::JoinSet,
+};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{
     Request, Status, Streaming,
@@ -29,7 +38,7 @@ use tower::Layer as _;
 use crate::{Common, Transport, stats::Errors};
 
 /// A hyper client under tonic-web's grpc-web layer, as a browser's grpc-web library talks.
-pub type WebChannel = GrpcWebClientService<Client<HttpConnector, GrpcWebCall<Body>>>;
+pub type WebChannel = GrpcWebClientService<Client<SourceConnector, GrpcWebCall<Body>>>;
 
 /// What client events a native session can have queued before sending waits.
 const OUTBOX_CAPACITY: usize = 1024;
@@ -74,7 +83,9 @@ impl Links {
             .http2_adaptive_window(true);
         let links = (0..sessions.div_ceil(per_link).max(1))
             .map(|index| {
-                let connector = connector(common.source_ips[index % common.source_ips.len()]);
+                let connector = SourceConnector {
+                    source: common.source_ips[index % common.source_ips.len()],
+                };
                 match common.transport {
                     Transport::Grpc => Link::Grpc(endpoint.connect_with_connector_lazy(connector)),
                     Transport::GrpcWeb => {
@@ -104,12 +115,47 @@ impl Links {
     }
 }
 
-/// A TCP connector whose sockets are bound to `source`.
-fn connector(source: IpAddr) -> HttpConnector {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_local_address(Some(source));
-    connector
+/// Opens TCP connections (without Nagle) from the address `source`, leaving the choice of port
+/// to the connect (`IP_BIND_ADDRESS_NO_PORT`). hyper's own connector binds the port first, which
+/// reserves it for every destination: with the tens of thousands of connections of earlier runs
+/// still in TIME_WAIT, the kernel's search for a free port took most of both cores and stalled
+/// runs for seconds.
+#[derive(Clone, Copy)]
+pub struct SourceConnector {
+    /// The local address every connection comes from.
+    source: IpAddr,
+}
+
+impl tower::Service<Uri> for SourceConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let source = self.source;
+        Box::pin(async move {
+            let host = uri.host().unwrap_or("localhost").trim_matches(['[', ']']);
+            let port = uri.port_u16().unwrap_or(80);
+            let server = tokio::net::lookup_host((host, port))
+                .await?
+                .find(|addr| addr.is_ipv4() == source.is_ipv4())
+                .ok_or_else(|| io::Error::other(format!("{host} has no address like {source}")))?;
+            let socket = if source.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            setsockopt(&socket, IpBindAddressNoPort, &true)?;
+            socket.bind(SocketAddr::new(source, 0))?;
+            let stream = socket.connect(server).await?;
+            stream.set_nodelay(true)?;
+            Ok(TokioIo::new(stream))
+        })
+    }
 }
 
 /// One session, welcomed.
