@@ -34,7 +34,8 @@ pub struct Database {
 
 impl Database {
     /// Connects to `url`. SQLite gets WAL and `synchronous = FULL`, so an acknowledged message
-    /// survives a crash, and a busy timeout so writers from several tasks wait instead of failing.
+    /// survives a crash, and a busy timeout so a writer from another process (the migration CLI)
+    /// waits instead of failing.
     pub async fn connect(url: &str) -> Result<Self, DbErr> {
         if !url.starts_with("sqlite:") {
             let conn = sea_orm::Database::connect(Self::options(url)).await?;

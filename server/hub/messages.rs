@@ -176,8 +176,8 @@ impl Hub {
 /// The writer, the one task that writes messages. Each round takes every queued message (up to a
 /// batch) and every delivery noted since the last round, commits both in one transaction, then
 /// fans the new messages out, acks them and tells senders DELIVERED. Acks never precede the commit.
-/// One writer for both keeps SQLite's single write lock uncontended: a second one would wait for
-/// it in SQLite's busy handler, which sleeps in steps of milliseconds.
+/// Both in one transaction: one commit per round instead of two, and pages the inserts and the
+/// delivery updates share are written once.
 pub(super) async fn run_writer(
     hub: Weak<Hub>,
     db: Database,
@@ -217,8 +217,12 @@ pub(super) async fn run_writer(
 
         let (outcomes, delivered) = commit_round(&db, &messages, &seqs).await;
         let Some(hub) = hub.upgrade() else { return };
-        hub.ack_round(&mut batch, outcomes).await;
-        hub.report_deliveries(&seqs, &taken_at, delivered).await;
+        let mut to_erase = Vec::new();
+        hub.ack_round(&mut batch, outcomes, &mut to_erase).await;
+        hub.report_deliveries(&seqs, &taken_at, delivered, &mut to_erase);
+        if let Err(err) = db.erase_messages(&to_erase).await {
+            tracing::warn!(error = %err, "could not erase messages past their live delivery");
+        }
     }
 }
 
@@ -253,10 +257,13 @@ async fn commit_round(
         );
     }
     tracing::warn!(error = %err, batch = messages.len(), "round failed; committing one by one");
-    let delivered = db
-        .commit_messages(&[], delivered)
-        .await
-        .map(|round| round.delivered);
+    let delivered = if delivered.is_empty() {
+        Ok(Vec::new())
+    } else {
+        db.commit_messages(&[], delivered)
+            .await
+            .map(|round| round.delivered)
+    };
     let mut outcomes = Vec::with_capacity(messages.len());
     for message in messages {
         let single = db.commit_messages(std::slice::from_ref(message), &[]).await;
@@ -266,13 +273,14 @@ async fn commit_round(
 }
 
 impl Hub {
-    /// After a round's commit: fans each new message out and acks every one of the batch.
+    /// After a round's commit: fans each new message out and acks every one of the batch. Without
+    /// history, adds to `to_erase` the new messages no session took.
     async fn ack_round(
         &self,
         batch: &mut Vec<WriteRequest>,
         outcomes: Vec<Result<(StoredMessage, bool), DbErr>>,
+        to_erase: &mut Vec<i64>,
     ) {
-        let mut to_erase = Vec::new();
         for (request, outcome) in batch.drain(..).zip(outcomes) {
             let result = match outcome {
                 Ok((stored, true)) => {
@@ -290,19 +298,18 @@ impl Hub {
             self.deliver_ack(request.ack_to, &request.message.client_msg_id, result);
             self.metrics.message_processed(received.elapsed());
         }
-        if let Err(err) = self.db.erase_messages(&to_erase).await {
-            tracing::warn!(error = %err, "could not erase undelivered messages");
-        }
     }
 
     /// After a round's commit: tells the senders of the messages it marked delivered, once per
     /// message at most, and measures each one's delivery latency, once: from its `sent_at`,
     /// stamped as it was handed to the group commit, to when the first recipient session took it.
-    async fn report_deliveries(
+    /// Without history, adds the delivered messages to `to_erase`.
+    fn report_deliveries(
         &self,
         seqs: &[i64],
         taken_at: &HashMap<i64, DateTime<Utc>>,
         delivered: Result<Vec<StoredMessage>, DbErr>,
+        to_erase: &mut Vec<i64>,
     ) {
         if seqs.is_empty() {
             return;
@@ -345,10 +352,7 @@ impl Hub {
             self.publish_to_user(UserId(message.sender_id), update);
         }
         if !self.config.keeps_history() {
-            let seqs: Vec<i64> = delivered.iter().map(|m| m.seq).collect();
-            if let Err(err) = self.db.erase_messages(&seqs).await {
-                tracing::warn!(error = %err, "could not erase delivered messages");
-            }
+            to_erase.extend(delivered.iter().map(|m| m.seq));
         }
     }
 }

@@ -38,7 +38,7 @@ pub struct NewMessage {
 }
 
 /// What one transaction of the message writer did.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CommittedRound {
     /// In the batch's order, each stored message and whether this round inserted it (false: a
     /// retry of a stored one).
@@ -49,8 +49,8 @@ pub struct CommittedRound {
 
 impl Database {
     /// Stores a batch of messages (group commit) and marks the messages with the `delivered` seqs
-    /// delivered, in one transaction: one commit for both, and SQLite's single write lock is
-    /// never contended by a second message writer.
+    /// delivered, in one transaction: one commit (and, on SQLite, one fsync and one write of each
+    /// touched page) for both.
     pub async fn commit_messages(
         &self,
         batch: &[NewMessage],
