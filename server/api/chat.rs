@@ -18,7 +18,7 @@ use crate::{
     limits::Action,
     metrics::{MessageKind, Transport},
     proto::{
-        ClientEvent, Conversation, GetHistoryRequest, GetHistoryResponse, ListConversationsRequest,
+        AcknowledgeRequest, AcknowledgeResponse, ClientEvent, Conversation, GetHistoryRequest, GetHistoryResponse, ListConversationsRequest,
         ListConversationsResponse, MarkReadRequest, MarkReadResponse, Pong, Presence,
         PresenceStatus, SendMessageRequest, SendMessageResponse, ServerEvent, SetTypingRequest,
         SetTypingResponse, SubscribeRequest, User, chat_service_server::ChatService, client_event,
@@ -141,6 +141,7 @@ impl ChatApi {
             Some(E::MarkRead(_)) => MessageKind::MarkRead,
             Some(E::Ping(_)) => MessageKind::Ping,
             Some(E::Presence(_)) => MessageKind::Presence,
+            Some(E::Received(_)) => MessageKind::Received,
             Some(E::Hello(_)) | None => MessageKind::Invalid,
         });
         let (client_msg_id, result) = match event.event {
@@ -195,6 +196,7 @@ impl ChatApi {
                     });
                 (String::new(), result)
             }
+            Some(E::Received(_)) => (String::new(), Ok(())),
             Some(E::Hello(_)) => (
                 String::new(),
                 Err(Error::invalid(
@@ -345,6 +347,13 @@ impl ChatService for ChatApi {
             .await
             .map_err(|_| Status::from(Error::WriterStopped))??;
         Ok(Response::new(response))
+    }
+
+    async fn acknowledge(
+        &self,
+        _request: Request<AcknowledgeRequest>,
+    ) -> Result<Response<AcknowledgeResponse>, Status> {
+        Err(Status::unimplemented("receipts are not implemented yet"))
     }
 
     async fn set_typing(

@@ -227,7 +227,7 @@ mod tests {
             token in hostile_string(),
             bearer in proptest::option::of(hostile_string()),
         ) {
-            let request = Hello { user_id, display_name, token };
+            let request = Hello { user_id, display_name, token, receipts: false };
             match hello("hello.", &request, bearer.clone()) {
                 Ok(claim) => {
                     let token = Some(request.token.trim()).filter(|t| !t.is_empty());

@@ -163,6 +163,7 @@ impl Hub {
                     }),
                     token,
                     server_time: Some(now_timestamp()),
+                    receive_window: 0,
                 })));
         }
         stream.prefix.push_back(presence_snapshot(snapshot));

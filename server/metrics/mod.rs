@@ -93,19 +93,22 @@ pub enum MessageKind {
     Presence,
     /// A Heartbeat call.
     Heartbeat,
+    /// A delivery receipt (`received` event or Acknowledge call).
+    Received,
     /// An event that is empty, does not decode, or is a second hello.
     Invalid,
 }
 
 impl MessageKind {
     /// Every kind.
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::SendMessage,
         Self::Typing,
         Self::MarkRead,
         Self::Ping,
         Self::Presence,
         Self::Heartbeat,
+        Self::Received,
         Self::Invalid,
     ];
 
@@ -118,6 +121,7 @@ impl MessageKind {
             Self::Ping => "ping",
             Self::Presence => "presence",
             Self::Heartbeat => "heartbeat",
+            Self::Received => "received",
             Self::Invalid => "invalid",
         }
     }
