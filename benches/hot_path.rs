@@ -87,6 +87,7 @@ async fn fixture() -> Fixture {
             SessionKind::Chat,
             Transport::Grpc,
             String::new(),
+            false,
         )
         .await
         .unwrap();

@@ -79,6 +79,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(256..=1_000_000))]
     pub session_queue: u64,
 
+    /// Messages a session with receipts (Hello.receipts) may have unacknowledged before the server
+    /// waits for a receipt; also how many stored messages a session reads at once. A session holds
+    /// at most this many messages in memory (each at most --max-message-chars characters).
+    #[arg(long, env = "FASTCHAT_RECEIVE_WINDOW", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub receive_window: u32,
+
     /// Origins allowed to call from a browser (comma-separated); `*` allows any. Unset: this
     /// server's own origin (localhost and 127.0.0.1 on its port) and the dev server on 5173.
     #[arg(long, env = "FASTCHAT_CORS_ORIGINS", value_delimiter = ',')]

@@ -23,6 +23,9 @@ pub enum Error {
     /// The caller is known but may not see or do this.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The request does not fit the state of what it names.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// The user went past a rate limit; the action was dropped.
     #[error("rate limited: too many {} actions; retry in {} ms", action.name(), retry_after.as_millis())]
     RateLimited {
@@ -68,6 +71,7 @@ impl Error {
             Self::NotFound(_) => Code::NotFound,
             Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::PermissionDenied(_) => Code::PermissionDenied,
+            Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::RateLimited { .. } | Self::TooManySessions(_) | Self::TooManyWatchers(_) => {
                 Code::ResourceExhausted
             }

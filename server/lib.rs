@@ -72,6 +72,8 @@ use crate::{
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// How long shutdown may wait for connections to finish after every stream was ended.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(8);
+/// How long shutdown waits for the message writer to record the last deliveries.
+const SHUTDOWN_WRITER_FLUSH: Duration = Duration::from_secs(3);
 /// How often the database is checked for the gRPC health service.
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// The port of the web client's dev server (`npm run dev`), allowed by the default CORS list.
@@ -258,6 +260,13 @@ pub async fn run(
             let _ = stopping_rx.await;
             tokio::time::sleep(SHUTDOWN_DRAIN).await;
         } => tracing::warn!("connections still open after the drain period; closing them"),
+    }
+    // The deliveries the last streams reported are recorded, so they are not sent again.
+    if tokio::time::timeout(SHUTDOWN_WRITER_FLUSH, hub.flush_writer())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the message writer did not finish within the shutdown limit");
     }
     stop_flusher.cancel();
     let _ = flusher.await;

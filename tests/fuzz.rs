@@ -71,6 +71,7 @@ fn client_event(known: Vec<String>) -> impl Strategy<Value = ClientEvent> {
                 user_id,
                 display_name,
                 token,
+                ..Default::default()
             })
         }),
         3 => (client_msg_id, text.clone(), text.clone()).prop_map(
@@ -201,7 +202,9 @@ fn expected(frame: &[u8]) -> Expected {
         {
             Expected::Error("presence.status")
         }
-        Some(E::Typing(_) | E::MarkRead(_) | E::Presence(_)) => Expected::ErrorIfInvalid,
+        Some(E::Typing(_) | E::MarkRead(_) | E::Presence(_) | E::Received(_)) => {
+            Expected::ErrorIfInvalid
+        }
     }
 }
 

@@ -19,6 +19,7 @@ async fn claimed_ids_need_their_token(backend: Backend) {
             user_id: chosen.clone(),
             display_name: "Alice".into(),
             token: String::new(),
+            ..Default::default()
         },
     )
     .await
@@ -31,6 +32,7 @@ async fn claimed_ids_need_their_token(backend: Backend) {
         user_id: chosen.clone(),
         display_name: "Alice".into(),
         token: token.to_owned(),
+        ..Default::default()
     };
     let status = ChatSession::open(&server, as_alice(""))
         .await
@@ -129,6 +131,7 @@ async fn server_picks_ids_and_renames(backend: Backend) {
             user_id: first.user_id(),
             display_name: "Annie".into(),
             token: first.token(),
+            ..Default::default()
         },
     )
     .await
@@ -155,6 +158,7 @@ async fn concurrent_claims_one_winner_per_id(backend: Backend) {
                 user_id,
                 display_name: format!("user-{index}"),
                 token: String::new(),
+                ..Default::default()
             };
             (index, ChatSession::open_on(channel, hello).await)
         });

@@ -202,6 +202,7 @@ async fn bad_tokens_are_refused(backend: Backend) {
             user_id: alice_id.clone(),
             display_name: "Alice".into(),
             token: String::new(),
+            ..Default::default()
         },
         "sign-in is by JWT",
     )

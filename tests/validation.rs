@@ -238,6 +238,7 @@ async fn bad_hellos_are_refused(backend: Backend) {
             user_id,
             display_name,
             token: String::new(),
+            ..Default::default()
         };
         let status = ChatSession::open(&server, hello)
             .await

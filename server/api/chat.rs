@@ -18,11 +18,11 @@ use crate::{
     limits::Action,
     metrics::{MessageKind, Transport},
     proto::{
-        AcknowledgeRequest, AcknowledgeResponse, ClientEvent, Conversation, GetHistoryRequest, GetHistoryResponse, ListConversationsRequest,
-        ListConversationsResponse, MarkReadRequest, MarkReadResponse, Pong, Presence,
-        PresenceStatus, SendMessageRequest, SendMessageResponse, ServerEvent, SetTypingRequest,
-        SetTypingResponse, SubscribeRequest, User, chat_service_server::ChatService, client_event,
-        server_event::Event,
+        AcknowledgeRequest, AcknowledgeResponse, ClientEvent, Conversation, GetHistoryRequest,
+        GetHistoryResponse, ListConversationsRequest, ListConversationsResponse, MarkReadRequest,
+        MarkReadResponse, Pong, Presence, PresenceStatus, SendMessageRequest, SendMessageResponse,
+        ServerEvent, SetTypingRequest, SetTypingResponse, SubscribeRequest, User,
+        chat_service_server::ChatService, client_event, server_event::Event,
     },
 };
 
@@ -196,7 +196,11 @@ impl ChatApi {
                     });
                 (String::new(), result)
             }
-            Some(E::Received(_)) => (String::new(), Ok(())),
+            Some(E::Received(receipt)) => (
+                String::new(),
+                validate::seq("received.up_to_seq", receipt.up_to_seq)
+                    .and_then(|up_to| self.app.hub.acknowledge(me.id, session, up_to)),
+            ),
             Some(E::Hello(_)) => (
                 String::new(),
                 Err(Error::invalid(
@@ -239,7 +243,13 @@ impl ChatApi {
         let stream = self
             .app
             .hub
-            .open_session(Some(&user), SessionKind::Chat, transport, token)
+            .open_session(
+                Some(&user),
+                SessionKind::Chat,
+                transport,
+                token,
+                hello.receipts,
+            )
             .await?;
         record_session(stream.id());
         tracing::info!("session opened");
@@ -351,9 +361,15 @@ impl ChatService for ChatApi {
 
     async fn acknowledge(
         &self,
-        _request: Request<AcknowledgeRequest>,
+        request: Request<AcknowledgeRequest>,
     ) -> Result<Response<AcknowledgeResponse>, Status> {
-        Err(Status::unimplemented("receipts are not implemented yet"))
+        self.app.metrics.message(MessageKind::Received);
+        let me = authenticate(&self.app, request.metadata()).await?;
+        let request = request.get_ref();
+        let session = validate::session_id("session_id", &request.session_id)?;
+        let up_to = validate::seq("up_to_seq", request.up_to_seq)?;
+        self.app.hub.acknowledge(me.id, session, up_to)?;
+        Ok(Response::new(AcknowledgeResponse {}))
     }
 
     async fn set_typing(

@@ -69,7 +69,13 @@ impl PresenceService for PresenceApi {
         let stream = self
             .app
             .hub
-            .open_session(Some(&me), SessionKind::Presence, transport, String::new())
+            .open_session(
+                Some(&me),
+                SessionKind::Presence,
+                transport,
+                String::new(),
+                false,
+            )
             .await?;
         let session = stream.id();
         record_session(session);
@@ -123,7 +129,7 @@ impl PresenceService for PresenceApi {
         let stream = self
             .app
             .hub
-            .open_session(None, kind, transport, String::new())
+            .open_session(None, kind, transport, String::new(), false)
             .await?;
         record_session(stream.id());
         Ok(Response::new(presence_only(stream)))

@@ -35,6 +35,11 @@ pub fn optional_user_id(field: &str, value: &str) -> Result<Option<UserId>> {
     }
 }
 
+/// A required session id (a UUID).
+pub fn session_id(field: &str, value: &str) -> Result<SessionId> {
+    user_id(field, value).map(|id| SessionId(id.0))
+}
+
 /// An optional session id (a UUID): empty means none.
 pub fn optional_session_id(field: &str, value: &str) -> Result<Option<SessionId>> {
     Ok(optional_user_id(field, value)?.map(|id| SessionId(id.0)))

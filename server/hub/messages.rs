@@ -73,6 +73,14 @@ pub(super) struct WriteRequest {
 }
 
 impl Hub {
+    /// Waits until the writer has committed every message and delivery queued before the call.
+    pub async fn flush_writer(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.flushes.send(done).is_ok() {
+            let _ = flushed.await;
+        }
+    }
+
     /// Hands a message to the writer. Its ack comes through `ack_to` after the commit.
     pub async fn send_message(&self, message: OutgoingMessage, ack_to: AckTo) -> Result<()> {
         let origin = match &ack_to {
@@ -183,17 +191,20 @@ pub(super) async fn run_writer(
     db: Database,
     mut requests: mpsc::Receiver<WriteRequest>,
     mut taken: mpsc::UnboundedReceiver<(i64, DateTime<Utc>)>,
+    mut flushes: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut received = Vec::with_capacity(MAX_DELIVERY_BATCH);
+    let mut flushed = Vec::new();
     loop {
-        // Both are cancel safe: the branch that loses has received nothing.
+        // All are cancel safe: a branch that loses has received nothing.
         let open = tokio::select! {
             n = requests.recv_many(&mut batch, MAX_BATCH) => n > 0,
             n = taken.recv_many(&mut received, MAX_DELIVERY_BATCH) => n > 0,
+            n = flushes.recv_many(&mut flushed, 16) => n > 0,
         };
         if !open {
-            return; // the hub, which holds both senders, is gone
+            return; // the hub, which holds the senders, is gone
         }
         // What the other queue holds joins this round without waiting for it.
         while batch.len() < MAX_BATCH {
@@ -208,6 +219,12 @@ pub(super) async fn run_writer(
             };
             received.push(delivery);
         }
+        // A unary sender that gave up (its deadline passed while the database was slow) was told
+        // the send failed: storing it now would deliver a message its client shows as failed.
+        batch.retain(|request| match &request.ack_to {
+            AckTo::Caller(reply) => !reply.is_closed(),
+            AckTo::Session { .. } => true,
+        });
         // Sorted by seq, then time, so each seq keeps the moment it was first taken.
         received.sort_unstable();
         received.dedup_by_key(|(seq, _)| *seq);
@@ -222,6 +239,12 @@ pub(super) async fn run_writer(
         hub.report_deliveries(&seqs, &taken_at, delivered, &mut to_erase);
         if let Err(err) = db.erase_messages(&to_erase).await {
             tracing::warn!(error = %err, "could not erase messages past their live delivery");
+        }
+        // Everything queued before a flush was asked for is in this round or an earlier one.
+        if !flushed.is_empty() && requests.is_empty() && taken.is_empty() {
+            for done in flushed.drain(..) {
+                let _ = done.send(());
+            }
         }
     }
 }

@@ -60,6 +60,8 @@ pub struct HubConfig {
     pub node_id: String,
     /// Events a session may have queued before it is ended as too slow.
     pub session_queue: usize,
+    /// Messages a session with receipts may have unacknowledged; also the backlog's page size.
+    pub receive_window: usize,
     /// Silence after which a chat stream gets a Heartbeat event.
     pub heartbeat_interval: Duration,
     /// How long a Heartbeat RPC keeps a user ONLINE.
@@ -93,6 +95,7 @@ impl From<&Config> for HubConfig {
         Self {
             node_id: config.node_id.clone(),
             session_queue: config.session_queue as usize,
+            receive_window: config.receive_window as usize,
             heartbeat_interval: config.heartbeat_interval(),
             presence_ttl: config.presence_ttl(),
             offline_grace: config.offline_grace(),
@@ -118,11 +121,14 @@ pub struct Hub {
     db: Database,
     /// Messages waiting for the writer's next transaction.
     writer: mpsc::Sender<messages::WriteRequest>,
-    /// Seqs of messages a recipient session has taken, and when, for the writer to record.
+    /// Seqs of messages a recipient's client has (acknowledged, or sent to a session without
+    /// receipts), and when, for the writer to record.
     delivered: mpsc::UnboundedSender<(i64, chrono::DateTime<chrono::Utc>)>,
     /// The same seqs until the writer has recorded them, so a session opening meanwhile does not
     /// load them again as undelivered. Its own lock: it is touched for every message taken.
     in_delivery: Mutex<HashSet<i64>>,
+    /// Asks the writer to say when everything queued so far is committed.
+    flushes: mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>,
     /// Presence writes for `users_online` and `sessions`, applied in order by one task.
     store: mpsc::UnboundedSender<StoreOp>,
     /// Wakes the presence publisher when a user's presence may have changed, so changes go out
@@ -171,6 +177,8 @@ struct SessionEntry {
     away: bool,
     /// When an event was last queued, to find idle streams.
     last_sent: Instant,
+    /// What its client has not acknowledged, when it sends receipts.
+    receipts: Option<Arc<session::Receipts>>,
 }
 
 impl Hub {
@@ -178,6 +186,7 @@ impl Hub {
     pub fn start(db: Database, config: HubConfig, metrics: Arc<Metrics>) -> Arc<Self> {
         let (writer_tx, writer_rx) = mpsc::channel(messages::WRITER_QUEUE);
         let (delivered_tx, delivered_rx) = mpsc::unbounded_channel();
+        let (flushes_tx, flushes_rx) = mpsc::unbounded_channel();
         let (store_tx, store_rx) = mpsc::unbounded_channel();
         let (presence_tx, presence_rx) = mpsc::channel(1);
         let hub = Arc::new(Self {
@@ -186,6 +195,7 @@ impl Hub {
             db: db.clone(),
             writer: writer_tx,
             delivered: delivered_tx,
+            flushes: flushes_tx,
             in_delivery: Mutex::new(HashSet::new()),
             store: store_tx,
             presence_changed: presence_tx,
@@ -197,6 +207,7 @@ impl Hub {
             db.clone(),
             writer_rx,
             delivered_rx,
+            flushes_rx,
         ));
         tokio::spawn(store::run(db, store_rx, hub.config.node_id.clone()));
         tokio::spawn(run_ticker(Arc::downgrade(&hub)));

@@ -1,12 +1,15 @@
 //! Opening sessions and the stream each one returns to tonic.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{BTreeSet, VecDeque},
+    future::Future,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, MutexGuard},
     task::{Context, Poll},
 };
 
+use futures_util::task::AtomicWaker;
+use sea_orm::DbErr;
 use tokio::{sync::mpsc, time::Instant};
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
@@ -15,7 +18,10 @@ use tonic::Status;
 use super::{Hub, SessionEntry, presence::UserEntry, store::StoreOp};
 use crate::{
     convert::{chat_message, now_timestamp, server_event},
-    db::ids::SessionId,
+    db::{
+        StoredMessage,
+        ids::{SessionId, UserId},
+    },
     error::{Error, Result},
     identity::AuthUser,
     metrics::Transport,
@@ -24,6 +30,10 @@ use crate::{
         server_event::Event,
     },
 };
+
+/// Live messages a session may have skipped (its window was full, or it was still reading its
+/// backlog) before it counts as too slow and is ended: their seqs are all it keeps of them.
+const MAX_MISSED: usize = 16_384;
 
 /// Which events a session takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,15 +58,20 @@ impl SessionKind {
 impl Hub {
     /// Opens a session for `user` (None: an anonymous presence watcher) that came by `transport`.
     /// The stream starts with Welcome (chat sessions), then the presence snapshot, then every
-    /// stored message no session of the user has received, then live events.
+    /// stored message no session of the user has received (read in pages), then live events.
+    /// With `receipts`, a message counts as delivered once the client acknowledges it.
     pub async fn open_session(
         self: &Arc<Self>,
         user: Option<&AuthUser>,
         kind: SessionKind,
         transport: Transport,
         token: String,
+        receipts: bool,
     ) -> Result<SessionStream> {
         let id = SessionId::new_random();
+        // Without history nothing waits for a later session, so there is nothing to acknowledge.
+        let receipts = (receipts && kind == SessionKind::Chat && self.config.keeps_history())
+            .then(|| Arc::new(Receipts::default()));
         let (tx, rx) = mpsc::channel(self.config.session_queue);
         let closing = Arc::new(Mutex::new(None));
         let cancel = CancellationToken::new();
@@ -104,6 +119,7 @@ impl Hub {
                     cancel: cancel.clone(),
                     away: false,
                     last_sent: Instant::now(),
+                    receipts: receipts.clone(),
                 },
             );
             self.metrics.session_opened(transport);
@@ -134,7 +150,7 @@ impl Hub {
             id,
             user_id: user.map(|u| u.id.to_string()),
             prefix: VecDeque::new(),
-            backlog: HashSet::new(),
+            inbox: None,
             rx,
             closing,
             cancel,
@@ -163,22 +179,38 @@ impl Hub {
                     }),
                     token,
                     server_time: Some(now_timestamp()),
-                    receive_window: 0,
+                    receive_window: if receipts.is_some() {
+                        self.config.receive_window as u32
+                    } else {
+                        0
+                    },
                 })));
         }
         stream.prefix.push_back(presence_snapshot(snapshot));
-        if kind == SessionKind::Chat && self.config.keeps_history() {
-            // Registered first, loaded second: a message committed meanwhile is both queued live
-            // and in the backlog, and the stream drops the live copy. Messages another session
-            // took but the writer has not recorded yet are left out.
-            let taken = self.lock_in_delivery().clone();
-            let backlog = self.db.undelivered_for(user.id).await?;
-            for message in backlog.into_iter().filter(|m| !taken.contains(&m.seq)) {
-                stream.backlog.insert(message.seq as u64);
-                stream
-                    .prefix
-                    .push_back(server_event(Event::Message(chat_message(&message, 0))));
+        if kind == SessionKind::Chat {
+            let mut inbox = Inbox {
+                user: user.id,
+                receipts,
+                window: self.config.receive_window,
+                floor: 0,
+                backlog_after: None,
+                missed: BTreeSet::new(),
+                sent_up_to: 0,
+                page: VecDeque::new(),
+                fetching: None,
+            };
+            if self.config.keeps_history() {
+                // Registered first, floor second: a message committed meanwhile is both queued
+                // live and at or below the floor, and the inbox takes only the stored copy.
+                inbox.floor = self.db.last_seq().await?;
+                // The first page now, so it comes before any live event.
+                let page = self
+                    .db
+                    .undelivered_page(user.id, 0, inbox.floor, inbox.window as u64)
+                    .await?;
+                inbox.backlog_page_read(self, page);
             }
+            stream.inbox = Some(inbox);
         }
         Ok(stream)
     }
@@ -195,10 +227,224 @@ impl Hub {
         self.detach(&mut state, id, Some(status));
     }
 
-    /// Notes that a recipient session took the message with this seq just now.
-    fn note_delivered(&self, seq: u64) {
-        self.lock_in_delivery().insert(seq as i64);
-        let _ = self.delivered.send((seq as i64, chrono::Utc::now()));
+    /// A receipt from a session of `user`: its client has every message the session sent to it
+    /// up to `up_to`. Those count as delivered now.
+    pub fn acknowledge(&self, user: UserId, session: SessionId, up_to: i64) -> Result<()> {
+        let receipts = {
+            let state = self.lock();
+            let entry = state
+                .sessions
+                .get(&session)
+                .filter(|entry| entry.user == Some(user))
+                .ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "session_id: no open session {session} of this user"
+                    ))
+                })?;
+            entry.receipts.clone().ok_or_else(|| {
+                Error::FailedPrecondition(
+                    "session_id: the session did not ask for receipts (Hello.receipts), or the \
+                     server keeps no history"
+                        .into(),
+                )
+            })?
+        };
+        let acknowledged: Vec<i64> = {
+            let mut unacked = receipts.unacked();
+            let covered = unacked.partition_point(|seq| *seq <= up_to);
+            unacked.drain(..covered).collect()
+        };
+        self.note_delivered(&acknowledged);
+        receipts.room.wake();
+        Ok(())
+    }
+
+    /// Notes that the user's client has the messages with these seqs, as of now.
+    fn note_delivered(&self, seqs: &[i64]) {
+        if seqs.is_empty() {
+            return;
+        }
+        let now = chrono::Utc::now();
+        self.lock_in_delivery().extend(seqs);
+        for seq in seqs {
+            let _ = self.delivered.send((*seq, now));
+        }
+    }
+}
+
+/// What a session with receipts has sent and its client has not acknowledged yet.
+#[derive(Debug, Default)]
+pub(super) struct Receipts {
+    /// Seqs sent and not acknowledged, in the (increasing) order they were sent.
+    unacked: Mutex<VecDeque<i64>>,
+    /// Wakes the session's stream when a receipt makes room in its window.
+    room: AtomicWaker,
+}
+
+impl Receipts {
+    fn unacked(&self) -> MutexGuard<'_, VecDeque<i64>> {
+        self.unacked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The messages to a chat session's user, sent in increasing seq: the stored backlog read in
+/// pages, then live ones; at most `window` unacknowledged when the client sends receipts.
+/// Memory stays bounded whatever waits in the database: one page, and the seqs of the live
+/// messages it had to skip (which it reads back later).
+struct Inbox {
+    /// Whose messages.
+    user: UserId,
+    /// What the client has not acknowledged; None: a message counts as delivered once sent.
+    receipts: Option<Arc<Receipts>>,
+    /// Most messages unacknowledged at once, and the page size.
+    window: usize,
+    /// The highest seq committed when the session opened: undelivered messages up to it come
+    /// from the backlog, later ones live.
+    floor: i64,
+    /// Where the next backlog page starts; None once the backlog is read.
+    backlog_after: Option<i64>,
+    /// Live messages above the floor that could not be sent when they came, to be read back.
+    missed: BTreeSet<i64>,
+    /// The highest seq sent, so nothing goes out twice or out of order.
+    sent_up_to: i64,
+    /// Stored messages read and not yet sent.
+    page: VecDeque<StoredMessage>,
+    /// The page being read, and whether it is from the backlog.
+    fetching: Option<(bool, PageFuture)>,
+}
+
+type PageFuture = Pin<Box<dyn Future<Output = Result<Vec<StoredMessage>, DbErr>> + Send>>;
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox")
+            .field("user", &self.user)
+            .field("sent_up_to", &self.sent_up_to)
+            .field("missed", &self.missed.len())
+            .field("page", &self.page.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inbox {
+    /// How many more messages may be sent before a receipt.
+    fn room(&self) -> usize {
+        let unacked = self.receipts.as_ref().map_or(0, |r| r.unacked().len());
+        self.window.saturating_sub(unacked)
+    }
+
+    /// Whether stored messages are still to be sent before live ones may go out.
+    fn catching_up(&self) -> bool {
+        self.backlog_after.is_some()
+            || self.fetching.is_some()
+            || !self.page.is_empty()
+            || !self.missed.is_empty()
+    }
+
+    /// Takes a page of the backlog, leaving out what another session's client has acknowledged
+    /// and the writer not yet recorded.
+    fn backlog_page_read(&mut self, hub: &Hub, page: Vec<StoredMessage>) {
+        self.backlog_after = match page.last() {
+            Some(last) if page.len() >= self.window => Some(last.seq),
+            _ => None,
+        };
+        let taken = hub.lock_in_delivery();
+        self.page
+            .extend(page.into_iter().filter(|m| !taken.contains(&m.seq)));
+    }
+
+    /// Sends a message to the user: notes it unacknowledged, or delivered without receipts.
+    fn send(&mut self, hub: &Hub, seq: i64, event: ServerEvent) -> ServerEvent {
+        self.sent_up_to = seq;
+        match &self.receipts {
+            Some(receipts) => receipts.unacked().push_back(seq),
+            None => hub.note_delivered(&[seq]),
+        }
+        event
+    }
+
+    /// The next stored message to send, reading pages as needed. Ready(Ok(None)): nothing stored
+    /// is waiting, or the window is full (then a receipt wakes the stream).
+    fn poll_stored(
+        &mut self,
+        cx: &mut Context<'_>,
+        hub: &Arc<Hub>,
+    ) -> Poll<Result<Option<ServerEvent>, Status>> {
+        loop {
+            if self.room() == 0 {
+                if let Some(receipts) = &self.receipts {
+                    receipts.room.register(cx.waker());
+                }
+                // A receipt that came before the registration has made room already.
+                if self.room() == 0 {
+                    return Poll::Ready(Ok(None));
+                }
+            }
+            if let Some(message) = self.page.pop_front() {
+                if message.seq <= self.sent_up_to {
+                    continue;
+                }
+                let event = server_event(Event::Message(chat_message(&message, 0)));
+                return Poll::Ready(Ok(Some(self.send(hub, message.seq, event))));
+            }
+            if let Some((backlog, fetch)) = &mut self.fetching {
+                let backlog = *backlog;
+                let page = match fetch.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(page)) => page,
+                    Poll::Ready(Err(err)) => {
+                        tracing::warn!(error = %err, "could not read a session's messages");
+                        return Poll::Ready(Err(Status::unavailable(
+                            "could not read your messages; reconnect to receive them",
+                        )));
+                    }
+                };
+                self.fetching = None;
+                if backlog {
+                    self.backlog_page_read(hub, page);
+                } else {
+                    self.page.extend(page);
+                }
+                continue;
+            }
+            let limit = self.window;
+            let db = hub.db.clone();
+            let fetch: PageFuture = if let Some(after) = self.backlog_after {
+                let (user, floor) = (self.user, self.floor);
+                Box::pin(async move { db.undelivered_page(user, after, floor, limit as u64).await })
+            } else if !self.missed.is_empty() {
+                let seqs: Vec<i64> = std::iter::from_fn(|| self.missed.pop_first())
+                    .take(limit)
+                    .collect();
+                Box::pin(async move { db.messages_by_seq(&seqs).await })
+            } else {
+                return Poll::Ready(Ok(None));
+            };
+            self.fetching = Some((self.backlog_after.is_some(), fetch));
+        }
+    }
+
+    /// A live message to the user: sent now, dropped (the backlog or the stream has it), or noted
+    /// to be read back once the stored ones before it are sent. Err when too many wait.
+    fn live(
+        &mut self,
+        hub: &Hub,
+        seq: i64,
+        event: ServerEvent,
+    ) -> Result<Option<ServerEvent>, Status> {
+        if seq <= self.floor || seq <= self.sent_up_to {
+            return Ok(None);
+        }
+        if self.catching_up() || self.room() == 0 {
+            if self.missed.len() >= MAX_MISSED {
+                return Err(Status::resource_exhausted(
+                    "session fell too far behind its messages; reconnect to receive them",
+                ));
+            }
+            self.missed.insert(seq);
+            return Ok(None);
+        }
+        Ok(Some(self.send(hub, seq, event)))
     }
 }
 
@@ -216,10 +462,10 @@ pub struct SessionStream {
     id: SessionId,
     /// The session's user id as messages carry it; None for anonymous watchers.
     user_id: Option<String>,
-    /// Welcome, snapshot and stored messages, sent before anything live.
+    /// Welcome and the presence snapshot, sent before anything else.
     prefix: VecDeque<ServerEvent>,
-    /// Seqs of the stored messages in `prefix`, so a live copy of one is not sent twice.
-    backlog: HashSet<u64>,
+    /// Messages to the user (chat sessions).
+    inbox: Option<Inbox>,
     /// Live events.
     rx: mpsc::Receiver<Box<ServerEvent>>,
     /// Set when the hub ends the session, sent as the stream's final status.
@@ -241,15 +487,21 @@ impl SessionStream {
         self.cancel.clone()
     }
 
-    /// A message addressed to this session's user: remember that it was delivered. An error
-    /// event: count it (every error event reaches the client here, whoever made it).
-    fn on_yield(&self, event: &ServerEvent) {
-        match (&event.event, &self.user_id) {
-            (Some(Event::Message(message)), Some(user_id)) if &message.to_user_id == user_id => {
-                self.hub.note_delivered(message.seq);
+    /// A live event: what to send of it. Messages to the user go through the inbox; error events
+    /// are counted (every error event reaches the client here, whoever made it).
+    fn live(&mut self, event: ServerEvent) -> Result<Option<ServerEvent>, Status> {
+        match (&event.event, &self.user_id, &mut self.inbox) {
+            (Some(Event::Message(message)), Some(user_id), Some(inbox))
+                if &message.to_user_id == user_id =>
+            {
+                let seq = message.seq as i64;
+                inbox.live(&self.hub, seq, event)
             }
-            (Some(Event::Error(error)), _) => self.hub.metrics.error(&error.code),
-            _ => {}
+            (Some(Event::Error(error)), _, _) => {
+                self.hub.metrics.error(&error.code);
+                Ok(Some(event))
+            }
+            _ => Ok(Some(event)),
         }
     }
 }
@@ -258,24 +510,29 @@ impl Stream for SessionStream {
     type Item = Result<ServerEvent, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if let Some(event) = self.prefix.pop_front() {
-            self.on_yield(&event);
+        let this = &mut *self;
+        if let Some(event) = this.prefix.pop_front() {
             return Poll::Ready(Some(Ok(event)));
         }
+        // Stored messages first: every live message left to send is newer.
+        if let Some(inbox) = &mut this.inbox
+            && let Poll::Ready(stored) = inbox.poll_stored(cx, &this.hub)
+        {
+            match stored {
+                Ok(Some(event)) => return Poll::Ready(Some(Ok(event))),
+                Ok(None) => {}
+                Err(status) => return Poll::Ready(Some(Err(status))),
+            }
+        }
         loop {
-            match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(event)) => {
-                    let event = *event;
-                    if let Some(Event::Message(message)) = &event.event
-                        && self.backlog.remove(&message.seq)
-                    {
-                        continue;
-                    }
-                    self.on_yield(&event);
-                    return Poll::Ready(Some(Ok(event)));
-                }
+            match this.rx.poll_recv(cx) {
+                Poll::Ready(Some(event)) => match this.live(*event) {
+                    Ok(Some(event)) => return Poll::Ready(Some(Ok(event))),
+                    Ok(None) => {}
+                    Err(status) => return Poll::Ready(Some(Err(status))),
+                },
                 Poll::Ready(None) => {
-                    let status = self
+                    let status = this
                         .closing
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())

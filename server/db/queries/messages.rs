@@ -67,6 +67,7 @@ impl Database {
     }
 
     /// Messages to `user` that no session of theirs has received, oldest first.
+    #[cfg(test)]
     pub async fn undelivered_for(&self, user: UserId) -> Result<Vec<StoredMessage>, DbErr> {
         chat_messages::Entity::find()
             .filter(chat_messages::Column::RecipientId.eq(user.0))
@@ -74,6 +75,49 @@ impl Database {
             .order_by_asc(chat_messages::Column::Seq)
             .all(self.conn())
             .await
+    }
+
+    /// One page of a session's backlog: up to `limit` messages to `user` that no session of
+    /// theirs has received, with seq in `after + 1 ..= up_to`, oldest first.
+    pub async fn undelivered_page(
+        &self,
+        user: UserId,
+        after: i64,
+        up_to: i64,
+        limit: u64,
+    ) -> Result<Vec<StoredMessage>, DbErr> {
+        chat_messages::Entity::find()
+            .filter(chat_messages::Column::RecipientId.eq(user.0))
+            .filter(chat_messages::Column::DeliveredAt.is_null())
+            .filter(chat_messages::Column::Seq.gt(after))
+            .filter(chat_messages::Column::Seq.lte(up_to))
+            .order_by_asc(chat_messages::Column::Seq)
+            .limit(limit)
+            .all(self.conn())
+            .await
+    }
+
+    /// The messages with these seqs that still exist, oldest first.
+    pub async fn messages_by_seq(&self, seqs: &[i64]) -> Result<Vec<StoredMessage>, DbErr> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        chat_messages::Entity::find()
+            .filter(chat_messages::Column::Seq.is_in(seqs.iter().copied()))
+            .order_by_asc(chat_messages::Column::Seq)
+            .all(self.conn())
+            .await
+    }
+
+    /// The highest seq committed so far (0 when there are no messages).
+    pub async fn last_seq(&self) -> Result<i64, DbErr> {
+        let last = chat_messages::Entity::find()
+            .select_only()
+            .column_as(chat_messages::Column::Seq.max(), "last")
+            .into_tuple::<Option<i64>>()
+            .one(self.conn())
+            .await?;
+        Ok(last.flatten().unwrap_or(0))
     }
 
     /// One page of a conversation, before `before_seq` (0: from the newest), in ascending seq,
