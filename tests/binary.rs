@@ -4,61 +4,13 @@
 mod common;
 
 use std::{
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::ChatSession;
+use common::{BINARY, ChatSession, start_binary};
 use fastchat::proto::Hello;
 use tonic::Code;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_fastchat");
-
-/// A free port on loopback (bound, then released for the binary to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts `fastchat` (with `extra` flags) on a fresh data directory and waits until it serves.
-async fn start_binary(data_dir: &std::path::Path, extra: &[&str], stdout: Stdio) -> (Child, u16) {
-    let port = free_port();
-    let child = Command::new(BINARY)
-        .args(extra)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "info")
-        .stdout(stdout)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !health_ok(port).await {
-        assert!(Instant::now() < deadline, "fastchat did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (child, port)
-}
-
-/// Whether `GET /health` answers 200: the port is bound before migrations run, so a connection
-/// alone does not mean the server serves yet.
-async fn health_ok(port: u16) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
-    };
-    let request = b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    if stream.write_all(request).await.is_err() {
-        return false;
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response).await;
-    response.starts_with("HTTP/1.1 200")
-}
 
 /// `fastchat migrate` creates the SQLite database in the data directory and exits.
 #[test]

@@ -2,7 +2,13 @@
 //! PostgreSQL (a fresh database per test, dropped afterwards), and small clients to drive it.
 #![allow(dead_code)] // each test binary uses part of the harness
 
-use std::{future::Future, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use fastchat::{
     config::Config,
@@ -19,6 +25,70 @@ use tonic::{
     Request, Status, Streaming,
     transport::{Certificate, Channel, ClientTlsConfig},
 };
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_fastchat");
+
+/// A free port on loopback (bound, then released for the binary to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the `fastchat` binary (with `extra` flags) on a fresh data directory and waits until
+/// it serves; returns the child and its port.
+pub async fn start_binary(
+    data_dir: &std::path::Path,
+    extra: &[&str],
+    stdout: Stdio,
+) -> (Child, u16) {
+    start_binary_on("", data_dir, extra, stdout).await
+}
+
+/// Starts the `fastchat` binary on `database_url` (empty: SQLite in `data_dir`), as
+/// [`start_binary`] does: for what only a process of its own shows (signals, memory, a crash).
+pub async fn start_binary_on(
+    database_url: &str,
+    data_dir: &std::path::Path,
+    extra: &[&str],
+    stdout: Stdio,
+) -> (Child, u16) {
+    let port = free_port();
+    let child = Command::new(BINARY)
+        .args(extra)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "info")
+        .stdout(stdout)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !health_ok(port).await {
+        assert!(Instant::now() < deadline, "fastchat did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, port)
+}
+
+/// Whether `GET /health` answers 200: the port is bound before migrations run, so a connection
+/// alone does not mean the server serves yet.
+pub async fn health_ok(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let request = b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request).await.is_err() {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    response.starts_with("HTTP/1.1 200")
+}
 
 /// How long a test waits for an event it expects.
 pub const WAIT: Duration = Duration::from_secs(10);

@@ -1,0 +1,552 @@
+//! Delivery receipts: a message counts as DELIVERED only once the recipient's client acknowledged
+//! it; what a session was sent and did not acknowledge comes again on the next session; the
+//! backlog is read in pages, at most a window of messages unacknowledged at once.
+
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use common::{
+    Backend, ChatSession, FreshDatabase, TestServer, WAIT, authed, start_binary_on, within,
+};
+use fastchat::proto::{
+    AcknowledgeRequest, ChatMessage, Hello, MessageStatus, Ping, Received, SendMessageRequest,
+    StatusUpdate, SubscribeRequest, client_event, server_event::Event,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tonic::{Code, transport::Channel};
+
+fn message(event: Event) -> Option<ChatMessage> {
+    match event {
+        Event::Message(message) => Some(message),
+        _ => None,
+    }
+}
+
+/// The Hello of another session of `session`'s user, asking for receipts.
+fn with_receipts(session: &ChatSession) -> Hello {
+    Hello {
+        receipts: true,
+        ..session.hello_again()
+    }
+}
+
+/// Sends `count` messages from `from` to `to` on `from`'s stream and waits for every ack; returns
+/// their seqs in order.
+async fn send_many(from: &mut ChatSession, to: &str, count: usize, text: &str) -> Vec<u64> {
+    let sender = from.sender();
+    let (to, text) = (to.to_owned(), text.to_owned());
+    let batch = uuid::Uuid::new_v4().simple().to_string();
+    let sending = tokio::spawn(async move {
+        for index in 0..count {
+            let event = client_event::Event::SendMessage(SendMessageRequest {
+                client_msg_id: format!("{batch}-{index}"),
+                to_user_id: to.clone(),
+                text: text.clone(),
+            });
+            sender
+                .send(fastchat::proto::ClientEvent { event: Some(event) })
+                .await
+                .unwrap();
+        }
+    });
+    let mut seqs = Vec::with_capacity(count);
+    while seqs.len() < count {
+        match from.next().await.expect("sender's stream failed") {
+            Event::Ack(ack) => seqs.push(ack.seq),
+            Event::Error(error) => panic!("send refused: {error:?}"),
+            _ => {}
+        }
+    }
+    sending.await.unwrap();
+    seqs
+}
+
+/// The next event of a Subscribe stream.
+async fn next_event(events: &mut tonic::Streaming<fastchat::proto::ServerEvent>) -> Event {
+    let message = tokio::time::timeout(WAIT, events.message())
+        .await
+        .expect("timed out waiting for an event")
+        .expect("stream failed")
+        .expect("stream ended");
+    message.event.expect("event without payload")
+}
+
+/// The recipient's side of a session with receipts: reads messages, acknowledges them every
+/// `ack_every`, and keeps what it has by seq.
+struct Reader {
+    session: Option<ChatSession>,
+    /// Every seq this session received, in order.
+    received: Vec<u64>,
+    /// The newest seq acknowledged so far.
+    acked: u64,
+}
+
+impl Reader {
+    async fn open(server: &TestServer, hello: Hello) -> Self {
+        let session = ChatSession::open(server, hello).await.unwrap();
+        assert!(session.welcome.receive_window > 0, "receipts are on");
+        Self {
+            session: Some(session),
+            received: Vec::new(),
+            acked: 0,
+        }
+    }
+
+    /// The client goes away: its stream is dropped.
+    fn close(&mut self) {
+        self.session = None;
+    }
+
+    fn session(&mut self) -> &mut ChatSession {
+        self.session.as_mut().expect("session open")
+    }
+
+    async fn ack(&mut self, up_to: u64) {
+        self.session()
+            .send(client_event::Event::Received(Received { up_to_seq: up_to }))
+            .await;
+        self.acked = up_to;
+    }
+
+    /// Reads until `count` messages came on this session, acknowledging every `ack_every`.
+    async fn read(&mut self, count: usize, ack_every: usize) {
+        while self.received.len() < count {
+            let message = self.session().next_where(message).await;
+            self.received.push(message.seq);
+            if self.received.len() % ack_every == 0 {
+                self.ack(message.seq).await;
+            }
+        }
+    }
+}
+
+/// The DELIVERED updates the sender has had so far (those already on its stream).
+async fn delivered_updates(sender: &mut ChatSession, settle: Duration) -> Vec<StatusUpdate> {
+    let mut updates = Vec::new();
+    while let Ok(Ok(event)) = tokio::time::timeout(settle, sender.next()).await {
+        if let Event::Status(update) = event
+            && update.status == MessageStatus::Delivered as i32
+        {
+            updates.push(update);
+        }
+    }
+    updates
+}
+
+/// Asserts that `first` and `second` sessions together got every seq of `sent`, that the second
+/// repeated nothing the first acknowledged, and returns how many it repeated.
+fn assert_all_received_once_acked(sent: &[u64], first: &Reader, second: &Reader) -> usize {
+    let all: BTreeSet<u64> = first
+        .received
+        .iter()
+        .chain(&second.received)
+        .copied()
+        .collect();
+    assert_eq!(all.len(), sent.len(), "nothing lost, nothing unknown");
+    let sent: BTreeSet<u64> = sent.iter().copied().collect();
+    assert_eq!(all, sent, "every acked send reached the recipient");
+    assert!(
+        second.received.iter().all(|seq| *seq > first.acked),
+        "the next session repeated a message the client had acknowledged"
+    );
+    assert!(
+        second.received.windows(2).all(|w| w[0] < w[1]),
+        "a session sends in increasing seq, each once"
+    );
+    second
+        .received
+        .iter()
+        .filter(|seq| first.received.contains(seq))
+        .count()
+}
+
+/// A recipient reads half of a 5,000-message backlog, acknowledging as it goes, then its client
+/// goes away. The next session gets the other half; DELIVERED covered only what was acknowledged.
+async fn backlog_half_read_then_cancelled_comes_again(backend: Backend) {
+    within(Duration::from_secs(240), async {
+        let server = TestServer::start(backend).await;
+        let mut alice = ChatSession::new_user(&server, "Alice").await;
+        let bob = ChatSession::new_user(&server, "Bob").await;
+        let bob_hello = with_receipts(&bob);
+        drop(bob);
+        let sent = send_many(&mut alice, &bob_hello.user_id, 5_000, "hello").await;
+
+        let mut first = Reader::open(&server, bob_hello.clone()).await;
+        first.read(2_500, 100).await;
+        // The client has more on the wire (a window's worth) but acknowledged only these.
+        let acked = first.acked;
+        let updates = delivered_updates(&mut alice, Duration::from_millis(1_500)).await;
+        assert_eq!(
+            updates.iter().map(|u| u.seq).max(),
+            Some(acked),
+            "DELIVERED reaches the newest acknowledged message and no further"
+        );
+        first.close();
+
+        let mut second = Reader::open(&server, bob_hello).await;
+        let missing = sent.iter().filter(|seq| **seq > acked).count();
+        second.read(missing, 100).await;
+        let repeated = assert_all_received_once_acked(&sent, &first, &second);
+        assert_eq!(repeated, 0, "nothing the first session received came again");
+        let last = *second.received.last().unwrap();
+        second.ack(last).await;
+        let updates = delivered_updates(&mut alice, Duration::from_millis(1_500)).await;
+        assert_eq!(updates.last().map(|u| u.seq), Some(last));
+    })
+    .await;
+}
+
+/// The same after a crash: the server is SIGKILLed while the recipient is halfway, and started
+/// again on the same database. Nothing is lost; acknowledged messages the server had recorded do
+/// not come again, and the client drops by seq whatever was in flight.
+async fn backlog_half_read_then_server_killed_comes_again(backend: Backend) {
+    within(Duration::from_secs(300), async {
+        let database = FreshDatabase::create(backend).await;
+        let url = match backend {
+            Backend::Sqlite => String::new(),
+            Backend::Postgres => database.url.clone(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let flags = [
+            "--rate-messages-per-minute",
+            "1000000",
+            "--rate-messages-burst",
+            "1000000",
+        ];
+        let (mut child, port) =
+            start_binary_on(&url, dir.path(), &flags, std::process::Stdio::null()).await;
+        let channel = || async move {
+            Channel::from_shared(format!("http://127.0.0.1:{port}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap()
+        };
+        let new_user = |name: &'static str| async move {
+            let hello = Hello {
+                display_name: name.into(),
+                ..Default::default()
+            };
+            ChatSession::open_on(channel().await, hello).await.unwrap()
+        };
+        let mut alice = new_user("Alice").await;
+        let bob = new_user("Bob").await;
+        let bob_hello = with_receipts(&bob);
+        drop(bob);
+        let sent = send_many(&mut alice, &bob_hello.user_id, 5_000, "hello").await;
+
+        let session = ChatSession::open_on(channel().await, bob_hello.clone())
+            .await
+            .unwrap();
+        let mut first = Reader {
+            session: Some(session),
+            received: Vec::new(),
+            acked: 0,
+        };
+        first.read(2_500, 100).await;
+        tokio::time::sleep(Duration::from_secs(1)).await; // the last receipt is recorded
+        child.kill().unwrap();
+        child.wait().unwrap();
+        drop(alice);
+
+        let (mut child, port) =
+            start_binary_on(&url, dir.path(), &flags, std::process::Stdio::null()).await;
+        let session = ChatSession::open_on(
+            Channel::from_shared(format!("http://127.0.0.1:{port}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+            bob_hello,
+        )
+        .await
+        .unwrap();
+        let mut second = Reader {
+            session: Some(session),
+            received: Vec::new(),
+            acked: 0,
+        };
+        let missing = sent.iter().filter(|seq| **seq > first.acked).count();
+        second.read(missing, 100).await;
+        assert_all_received_once_acked(&sent, &first, &second);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    })
+    .await;
+}
+
+/// A TCP proxy to `target` whose forwarding can be frozen: bytes stop moving both ways while the
+/// sockets stay open, as on a network path that went dead.
+struct FreezingProxy {
+    /// Where clients connect.
+    addr: std::net::SocketAddr,
+    /// Once set, nothing more is forwarded.
+    frozen: Arc<AtomicBool>,
+}
+
+impl FreezingProxy {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let flag = frozen.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = TcpStream::connect(target).await.unwrap();
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(forward(client_read, server_write, flag.clone()));
+                tokio::spawn(forward(server_read, client_write, flag.clone()));
+            }
+        });
+        Self { addr, frozen }
+    }
+
+    fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until `frozen`, then holds both sockets open and silent.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0; 16 * 1024];
+    loop {
+        let Ok(n) = from.read(&mut buf).await else {
+            break;
+        };
+        if frozen.load(Ordering::SeqCst) {
+            break;
+        }
+        if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+    // Frozen: keep the sockets, forward nothing.
+    std::future::pending::<()>().await;
+    drop((from, to));
+}
+
+/// The recipient's network freezes while 1,000 messages are sent to it. When keepalive ends its
+/// connection, every acked message still reaches it on its next session, and DELIVERED was never
+/// sent for what it did not acknowledge.
+async fn frozen_recipient_loses_nothing(backend: Backend) {
+    within(Duration::from_secs(120), async {
+        let server = TestServer::start_with(backend, |config| {
+            config.http2_keepalive_interval_secs = 1;
+            config.http2_keepalive_timeout_secs = 1;
+        })
+        .await;
+        let proxy = FreezingProxy::start(server.addr).await;
+        let mut alice = ChatSession::new_user(&server, "Alice").await;
+        let bob = ChatSession::new_user(&server, "Bob").await;
+        let bob_hello = with_receipts(&bob);
+        drop(bob);
+        let through_proxy = Channel::from_shared(format!("http://{}", proxy.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut first = Reader {
+            session: Some(
+                ChatSession::open_on(through_proxy, bob_hello.clone())
+                    .await
+                    .unwrap(),
+            ),
+            received: Vec::new(),
+            acked: 0,
+        };
+
+        let bob_id = bob_hello.user_id.clone();
+        let mut sent = send_many(&mut alice, &bob_id, 300, "before").await;
+        first.read(300, 50).await;
+        tokio::time::sleep(Duration::from_millis(300)).await; // the receipts reach the server
+        proxy.freeze();
+        sent.extend(send_many(&mut alice, &bob_id, 700, "after").await);
+
+        let updates = delivered_updates(&mut alice, Duration::from_secs(4)).await;
+        assert!(
+            updates.iter().all(|u| u.seq <= first.acked),
+            "DELIVERED for a message the client never acknowledged"
+        );
+        let mut second = Reader::open(&server, bob_hello).await;
+        let missing = sent.iter().filter(|seq| **seq > first.acked).count();
+        second.read(missing, 50).await;
+        assert_all_received_once_acked(&sent, &first, &second);
+    })
+    .await;
+}
+
+/// A client that acknowledges nothing holds one window of messages and no more; other events
+/// keep coming; a receipt lets the next ones through.
+async fn window_bounds_unacknowledged_messages(backend: Backend) {
+    within(Duration::from_secs(60), async {
+        let server = TestServer::start_with(backend, |config| config.receive_window = 16).await;
+        let mut alice = ChatSession::new_user(&server, "Alice").await;
+        let bob = ChatSession::new_user(&server, "Bob").await;
+        let bob_hello = with_receipts(&bob);
+        drop(bob);
+        let mut bob = Reader::open(&server, bob_hello).await;
+        assert_eq!(bob.session().welcome.receive_window, 16);
+        let sent = send_many(&mut alice, &bob.session().user_id(), 40, "hi").await;
+
+        bob.read(16, usize::MAX).await;
+        bob.session()
+            .send(client_event::Event::Ping(Ping { nonce: 7 }))
+            .await;
+        let mut pong = false;
+        while let Ok(Ok(event)) =
+            tokio::time::timeout(Duration::from_secs(1), bob.session().next()).await
+        {
+            match event {
+                Event::Message(m) => panic!("message {} past the window", m.seq),
+                Event::Pong(p) => pong = p.nonce == 7,
+                _ => {}
+            }
+        }
+        assert!(pong, "other events go on while the window is full");
+
+        bob.ack(bob.received[7]).await;
+        bob.read(24, usize::MAX).await;
+        bob.ack(bob.received[23]).await;
+        bob.read(40, usize::MAX).await;
+        assert_eq!(bob.received, sent, "in order, each once");
+    })
+    .await;
+}
+
+/// Browsers: a Subscribe session with receipts acknowledges with the Acknowledge call. Only the
+/// session's own user may acknowledge, and only on a session that asked for receipts.
+async fn subscribe_acknowledges_with_a_call(backend: Backend) {
+    within(Duration::from_secs(60), async {
+        let server = TestServer::start(backend).await;
+        let mut alice = ChatSession::new_user(&server, "Alice").await;
+        let bob = ChatSession::new_user(&server, "Bob").await;
+        let bob_hello = with_receipts(&bob);
+        let (bob_token, bob_again) = (bob.token(), bob.hello_again());
+        drop(bob); // a session without receipts would take the messages too
+        let mut client = server.chat().await.unwrap();
+        let mut events = client
+            .subscribe(SubscribeRequest {
+                hello: Some(bob_hello.clone()),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let Event::Welcome(welcome) = next_event(&mut events).await else {
+            panic!("no welcome")
+        };
+        assert!(welcome.receive_window > 0);
+        let sent = send_many(&mut alice, &bob_hello.user_id, 3, "hi").await;
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            if let Some(m) = message(next_event(&mut events).await) {
+                got.push(m.seq);
+            }
+        }
+        assert_eq!(got, sent);
+
+        let acknowledge = |token: String, session_id: String, up_to_seq: u64| {
+            let mut client = client.clone();
+            async move {
+                client
+                    .acknowledge(authed(
+                        &token,
+                        AcknowledgeRequest {
+                            session_id,
+                            up_to_seq,
+                        },
+                    ))
+                    .await
+            }
+        };
+        let status = acknowledge(alice.token(), welcome.session_id.clone(), sent[2])
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "another user's session");
+        let status = acknowledge(bob_token.clone(), "not-a-uuid".into(), sent[2])
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+
+        acknowledge(bob_token.clone(), welcome.session_id.clone(), sent[1])
+            .await
+            .unwrap();
+        let updates = delivered_updates(&mut alice, Duration::from_millis(1_000)).await;
+        assert_eq!(updates.iter().map(|u| u.seq).max(), Some(sent[1]));
+
+        let without_receipts = ChatSession::open(&server, bob_again).await.unwrap();
+        let session_id = without_receipts.welcome.session_id.clone();
+        let status = acknowledge(bob_token.clone(), session_id, sent[2])
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    })
+    .await;
+}
+
+/// A graceful restart records the deliveries of the last moments: nothing received live before it
+/// comes again after it, with receipts and without.
+async fn graceful_restart_keeps_the_last_deliveries(backend: Backend) {
+    within(Duration::from_secs(90), async {
+        let database = FreshDatabase::create(backend).await;
+        let server = TestServer::start_on(&database.url, |_| {}).await;
+        let mut alice = ChatSession::new_user(&server, "Alice").await;
+        let carol = ChatSession::new_user(&server, "Carol").await;
+        let bob = ChatSession::new_user(&server, "Bob").await;
+        let bob_hello = with_receipts(&bob);
+        drop(bob); // its session, without receipts, would take the messages too
+        let mut bob = Reader::open(&server, bob_hello.clone()).await;
+        let mut carol_live = carol.again(&server).await;
+        let (bob_id, carol_id) = (bob.session().user_id(), carol_live.user_id());
+
+        let to_bob = send_many(&mut alice, &bob_id, 300, "to bob").await;
+        let to_carol = send_many(&mut alice, &carol_id, 300, "to carol").await;
+        bob.read(300, 100).await;
+        let mut carol_got = Vec::new();
+        while carol_got.len() < to_carol.len() {
+            carol_got.push(carol_live.next_where(message).await.seq);
+        }
+        assert_eq!(bob.received, to_bob);
+        // Events of a stream are handled in order: the pong means the receipt was taken.
+        bob.session()
+            .send(client_event::Event::Ping(Ping { nonce: 1 }))
+            .await;
+        bob.session()
+            .next_where(|event| matches!(event, Event::Pong(_)).then_some(()))
+            .await;
+        server.stop().await;
+
+        let server = TestServer::start_on(&database.url, |_| {}).await;
+        for hello in [bob_hello, carol.hello_again()] {
+            let mut again = ChatSession::open(&server, hello).await.unwrap();
+            again
+                .assert_none_where(Duration::from_secs(1), |event| {
+                    matches!(event, Event::Message(_))
+                })
+                .await;
+        }
+    })
+    .await;
+}
+
+on_both_databases!(
+    backlog_half_read_then_cancelled_comes_again,
+    backlog_half_read_then_server_killed_comes_again,
+    frozen_recipient_loses_nothing,
+    window_bounds_unacknowledged_messages,
+    subscribe_acknowledges_with_a_call,
+    graceful_restart_keeps_the_last_deliveries,
+);
