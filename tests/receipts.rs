@@ -550,3 +550,87 @@ on_both_databases!(
     subscribe_acknowledges_with_a_call,
     graceful_restart_keeps_the_last_deliveries,
 );
+
+/// Holds the database's write lock from another connection until dropped: on PostgreSQL a lock on
+/// the messages table, on SQLite a write transaction.
+async fn hold_write_lock(database_url: &str) -> sea_orm::DatabaseTransaction {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let db = sea_orm::Database::connect(database_url).await.unwrap();
+    let tx = db.begin().await.unwrap();
+    let lock = if database_url.starts_with("postgres") {
+        "LOCK TABLE chat_messages IN EXCLUSIVE MODE"
+    } else {
+        "CREATE TABLE write_lock_holder (id INTEGER)"
+    };
+    tx.execute_unprepared(lock).await.unwrap();
+    tx
+}
+
+/// While the database hangs, unary sends time out with DEADLINE_EXCEEDED. Those still queued when
+/// their caller gave up are not stored; the one the writer was already committing is, and a retry
+/// with its client_msg_id finds it. Each key is stored once.
+async fn send_that_timed_out_is_not_stored_behind_its_back(backend: Backend) {
+    within(Duration::from_secs(60), async {
+        let server =
+            TestServer::start_with(backend, |config| config.request_timeout_secs = 1).await;
+        let alice = ChatSession::new_user(&server, "Alice").await;
+        let bob = ChatSession::new_user(&server, "Bob").await;
+        let client = server.chat().await.unwrap();
+        let (token, bob_id) = (alice.token(), bob.user_id());
+        let send = move |key: &'static str| {
+            let mut client = client.clone();
+            let request = SendMessageRequest {
+                client_msg_id: key.into(),
+                to_user_id: bob_id.clone(),
+                text: format!("text of {key}"),
+            };
+            let token = token.clone();
+            async move { client.send_message(authed(&token, request)).await }
+        };
+
+        let lock = hold_write_lock(&server.database_url).await;
+        let first = tokio::spawn(send("k1"));
+        tokio::time::sleep(Duration::from_millis(300)).await; // k1 is in the writer's round
+        let (k2, k3) = tokio::join!(send("k2"), send("k3"));
+        for refused in [first.await.unwrap(), k2, k3] {
+            assert_eq!(refused.unwrap_err().code(), Code::DeadlineExceeded);
+        }
+        drop(lock);
+        tokio::time::sleep(Duration::from_secs(2)).await; // the writer catches up
+
+        let stored = |key: &'static str| {
+            let url = server.database_url.clone();
+            async move {
+                use sea_orm::{ConnectionTrait, Statement};
+                let db = sea_orm::Database::connect(&url).await.unwrap();
+                let sql = format!(
+                    "SELECT COUNT(*) AS n FROM chat_messages WHERE client_msg_id = '{key}'"
+                );
+                let row = db
+                    .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                row.try_get::<i64>("", "n").unwrap()
+            }
+        };
+        assert_eq!(
+            stored("k2").await,
+            0,
+            "a send whose caller gave up is not stored"
+        );
+        assert_eq!(
+            stored("k3").await,
+            0,
+            "a send whose caller gave up is not stored"
+        );
+        for key in ["k1", "k2", "k3"] {
+            let ack = send(key).await.expect("the retry succeeds").into_inner();
+            assert!(ack.seq > 0);
+            assert_eq!(stored(key).await, 1, "{key} is stored once");
+        }
+    })
+    .await;
+}
+
+on_both_databases!(send_that_timed_out_is_not_stored_behind_its_back);
