@@ -5,10 +5,17 @@
  * online or the tab becomes visible. After every Welcome it resets the backoff, sends the queued
  * messages with their original client_msg_id, and refreshes the conversations (ListConversations,
  * plus GetHistory for the open one) so nothing sent meanwhile is missed.
+ *
+ * Delivery receipts: the Hello asks for them, and for each session whose Welcome grants a receive
+ * window a ReceiptSender acknowledges the messages to this user that the stream brought
+ * (Acknowledge with the session's id). What a session did not get acknowledged comes again on
+ * the next one; the store drops those by seq, and they are acknowledged again.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { PresenceStatus } from "../gen/fastchat/v1/presence_pb";
+import type { Welcome } from "../gen/fastchat/v1/chat_pb";
 import { Backoff } from "../lib/backoff";
+import { ReceiptSender } from "../lib/receipts";
 import { createTypingThrottle, type TypingThrottle } from "../lib/typingThrottle";
 import type { ApiError, ChatStore } from "../store/chat";
 import type { ApiClients } from "./transport";
@@ -39,6 +46,8 @@ export interface ChatSessionOptions {
   idleTimeoutMs?: number;
   /** Delay (ms) before sending again after a send failed for a transient reason. */
   sendRetryMs?: number;
+  /** Longest wait (ms) between a message to this user and its receipt (default 150). */
+  receiptDelayMs?: number;
   /** GetHistory page size. */
   historyPageSize?: number;
   /** Typing throttle clock and interval (tests). */
@@ -52,6 +61,20 @@ const TRANSIENT = new Set<Code>([
   Code.Canceled,
   Code.DeadlineExceeded,
   Code.Aborted,
+]);
+
+/**
+ * Acknowledge refusals that another try would meet again: the session is gone (NOT_FOUND), has no
+ * receipts (FAILED_PRECONDITION), the server has no Acknowledge (UNIMPLEMENTED), or the caller is
+ * not who it was. Receipts end for that session; anything else is tried again after a backoff.
+ */
+const FINAL_FOR_RECEIPTS = new Set<Code>([
+  Code.NotFound,
+  Code.FailedPrecondition,
+  Code.Unimplemented,
+  Code.InvalidArgument,
+  Code.Unauthenticated,
+  Code.PermissionDenied,
 ]);
 
 /** A ConnectError as the store's ApiError (code in UPPER_SNAKE like the stream's ErrorEvent). */
@@ -69,6 +92,7 @@ export class ChatSession {
   private readonly now: () => number;
   private readonly idleTimeoutMs: number;
   private readonly sendRetryMs: number;
+  private readonly receiptDelayMs: number | undefined;
   private readonly historyPageSize: number;
   private readonly typingIntervalMs: number | undefined;
 
@@ -94,6 +118,7 @@ export class ChatSession {
     this.now = options.now ?? Date.now;
     this.idleTimeoutMs = options.idleTimeoutMs ?? 45_000;
     this.sendRetryMs = options.sendRetryMs ?? 2_000;
+    this.receiptDelayMs = options.receiptDelayMs;
     this.historyPageSize = options.historyPageSize ?? 50;
     this.typingIntervalMs = options.typingIntervalMs;
   }
@@ -175,23 +200,53 @@ export class ChatSession {
       }
     };
     armIdle();
+    /** This stream's receipts (a local: a stream left over from a quick restart has its own). */
+    let receipts: ReceiptSender | null = null;
     try {
       const events = this.clients.chat.subscribe(
-        { hello: { userId: self.userId, displayName: self.displayName, token: self.token } },
+        {
+          hello: {
+            userId: self.userId,
+            displayName: self.displayName,
+            token: self.token,
+            receipts: true,
+          },
+        },
         { signal: stream.signal },
       );
       for await (const event of events) {
         armIdle();
+        const e = event.event;
         this.store.getState().applyServerEvent(event);
-        if (event.event.case === "welcome") {
+        if (e.case === "welcome") {
           this.welcomes += 1;
           this.backoff.reset();
+          receipts?.close();
+          receipts = this.receiptsFor(e.value);
           void this.afterWelcome();
+        } else if (e.case === "message" && e.value.toUserId === this.store.getState().self.userId) {
+          // Acknowledged even when the store already had it: the server sent it on this session.
+          receipts?.received(e.value.seq);
         }
       }
     } finally {
       if (idle.timer) clearTimeout(idle.timer);
+      receipts?.close();
     }
+  }
+
+  /** A receipt sender for the session this Welcome opened; null when it has no receipts. */
+  private receiptsFor(welcome: Welcome): ReceiptSender | null {
+    if (welcome.receiveWindow === 0) return null; // not granted (an older server, no history)
+    const sessionId = welcome.sessionId;
+    return new ReceiptSender({
+      window: welcome.receiveWindow,
+      send: async (upToSeq) => {
+        await this.clients.chat.acknowledge({ sessionId, upToSeq });
+      },
+      retryable: (err) => !FINAL_FOR_RECEIPTS.has(ConnectError.from(err).code),
+      ...(this.receiptDelayMs === undefined ? {} : { delayMs: this.receiptDelayMs }),
+    });
   }
 
   /** Waits `ms`, or less if woken. */
