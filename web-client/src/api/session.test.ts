@@ -1,6 +1,12 @@
+import { Code } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
 import { Backoff } from "../lib/backoff";
-import { createChatStore, type ChatStore, type ConnectionState } from "../store/chat";
+import {
+  createChatStore,
+  type ChatStore,
+  type ConnectionState,
+  type MessageState,
+} from "../store/chat";
 import { createFakeServer, memoryStorage, waitFor, type FakeServer } from "../test/fakeServer";
 import { ChatSession, type ChatSessionOptions, type WakeSource } from "./session";
 import { createApiClients } from "./transport";
@@ -35,7 +41,12 @@ interface Client {
 }
 
 /** Session options a test may set (the rest are fixed by connect()). */
-type TestOptions = Partial<Pick<ChatSessionOptions, "backoff" | "wake" | "receiptDelayMs">>;
+type TestOptions = Partial<
+  Pick<
+    ChatSessionOptions,
+    "backoff" | "wake" | "receiptDelayMs" | "maxSendAttempts" | "sendTimeoutMs"
+  >
+>;
 
 function connect(server: FakeServer, name: string, options: TestOptions = {}): Client {
   const store = createChatStore({ storage: memoryStorage(), defaultDisplayName: () => name });
@@ -48,6 +59,7 @@ function connect(server: FakeServer, name: string, options: TestOptions = {}): C
     store,
     clients: createApiClients(transport),
     sendRetryMs: 10,
+    sendRetryMaxMs: 40,
     ...options,
     backoff: options.backoff ?? new Backoff({ baseMs: 5, maxMs: 20 }),
   });
@@ -325,6 +337,22 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const statusesOf = (c: Client, peer: string) =>
   c.store.getState().conversations[peer]?.messages.map((m) => m.status) ?? [];
 
+/** Every status each own message of `c` showed, by client_msg_id (from store updates). */
+function recordStatuses(c: Client): Map<string, MessageState[]> {
+  const seen = new Map<string, MessageState[]>();
+  c.store.subscribe((state) => {
+    for (const conv of Object.values(state.conversations)) {
+      for (const m of conv.messages) {
+        if (!m.own) continue;
+        const list = seen.get(m.clientMsgId) ?? [];
+        if (list.at(-1) !== m.status) list.push(m.status);
+        seen.set(m.clientMsgId, list);
+      }
+    }
+  });
+  return seen;
+}
+
 describe("delivery receipts", () => {
   it("acknowledges a burst with one receipt for the newest seq, on the session's id", async () => {
     const server = createFakeServer();
@@ -454,5 +482,82 @@ describe("delivery receipts", () => {
     await sleep(50);
     expect(older.ackCalls).toHaveLength(0);
     expect(dave.store.getState().lastError).toBeNull();
+  });
+});
+
+describe("sending through failures", () => {
+  it("sends again with the same client_msg_id when the answer is lost, and shows the stored message", async () => {
+    const server = createFakeServer();
+    const alice = connect(server, "Alice", { sendTimeoutMs: 50 });
+    const bob = connect(server, "Bob", { receiptDelayMs: 10 });
+    await waitFor(online(alice));
+    await waitFor(online(bob));
+    const seen = recordStatuses(alice);
+    // Stored, but no answer in time (DEADLINE_EXCEEDED); then an answer lost (UNAVAILABLE).
+    server.sendFaults = [
+      { failure: "hang", stored: true },
+      { failure: Code.Unavailable, stored: true },
+    ];
+    const id = alice.session.sendMessage(bob.userId(), "did it go?");
+    await waitFor(() => alice.store.getState().outbox.length === 0, 3000, "answered");
+
+    const stored = server.conversation(alice.userId(), bob.userId()).messages;
+    expect(stored.map((m) => m.clientMsgId)).toEqual([id]); // stored once
+    expect(server.sendCalls.map((c) => c.clientMsgId)).toEqual([id, id, id]);
+    const shown = alice.store.getState().conversations[bob.userId()]?.messages ?? [];
+    expect(shown.map((m) => [m.clientMsgId, m.messageId, m.seq])).toEqual([
+      [id, stored[0]?.messageId, stored[0]?.seq],
+    ]);
+    // Bob had acknowledged it meanwhile: the retry's answer says DELIVERED.
+    await waitFor(() => statusesOf(alice, bob.userId()).join() === "delivered");
+    expect(seen.get(id)).not.toContain("failed");
+    expect(bob.store.getState().conversations[alice.userId()]?.messages).toHaveLength(1);
+  });
+
+  it("sends again after UNAVAILABLE and a network error without showing FAILED", async () => {
+    const server = createFakeServer();
+    const alice = connect(server, "Alice");
+    const bob = connect(server, "Bob");
+    await waitFor(online(alice));
+    await waitFor(online(bob));
+    const seen = recordStatuses(alice);
+    server.sendFaults = [
+      { failure: Code.Unavailable, stored: false },
+      { failure: "network", stored: false },
+    ];
+    const id = alice.session.sendMessage(bob.userId(), "third time lucky");
+    await waitFor(() => statusesOf(alice, bob.userId()).join() === "delivered", 3000);
+    // The network error never reached the server.
+    expect(server.sendCalls.map((c) => c.clientMsgId)).toEqual([id, id]);
+    expect(seen.get(id)).toEqual(["sending", "sent", "delivered"]);
+  });
+
+  it("shows FAILED after the last attempt, and Retry then shows the message the server stored", async () => {
+    const server = createFakeServer();
+    const alice = connect(server, "Alice", { maxSendAttempts: 3 });
+    const bob = connect(server, "Bob");
+    await waitFor(online(alice));
+    await waitFor(online(bob));
+    server.sendFaults = [
+      { failure: Code.DeadlineExceeded, stored: true },
+      { failure: Code.Unavailable, stored: true },
+      { failure: Code.Unavailable, stored: true },
+    ];
+    const id = alice.session.sendMessage(bob.userId(), "stored after all");
+    await waitFor(() => statusesOf(alice, bob.userId()).join() === "failed", 3000, "failed");
+    expect(server.sendCalls).toHaveLength(3);
+    const failed = alice.store.getState().conversations[bob.userId()]?.messages[0];
+    expect(failed?.error?.code).toBe("UNAVAILABLE");
+    expect(alice.store.getState().outbox).toEqual([]);
+
+    alice.session.retryMessage(id);
+    const stored = server.conversation(alice.userId(), bob.userId()).messages;
+    await waitFor(() => statusesOf(alice, bob.userId()).join() === "delivered", 3000);
+    expect(server.sendCalls.map((c) => c.clientMsgId)).toEqual([id, id, id, id]);
+    expect(stored).toHaveLength(1);
+    const shown = alice.store.getState().conversations[bob.userId()]?.messages ?? [];
+    expect(shown.map((m) => [m.messageId, m.seq, m.error])).toEqual([
+      [stored[0]?.messageId, stored[0]?.seq, null],
+    ]);
   });
 });

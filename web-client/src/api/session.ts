@@ -10,6 +10,11 @@
  * window a ReceiptSender acknowledges the messages to this user that the stream brought
  * (Acknowledge with the session's id). What a session did not get acknowledged comes again on
  * the next one; the store drops those by seq, and they are acknowledged again.
+ *
+ * Sending: a send that fails for a transient reason (no answer in time, server unavailable, a
+ * network error) stays queued and is sent again with the same client_msg_id after a backoff, at
+ * most `maxSendAttempts` times; the server stores a client_msg_id once, so a retry of a message
+ * it did store answers with that message. Only after the last attempt does it show FAILED.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { PresenceStatus } from "../gen/fastchat/v1/presence_pb";
@@ -44,8 +49,14 @@ export interface ChatSessionOptions {
   now?: () => number;
   /** A stream silent this long (ms) counts as dead; the server sends heartbeats every 20 s. */
   idleTimeoutMs?: number;
-  /** Delay (ms) before sending again after a send failed for a transient reason. */
+  /** Ceiling (ms) of the first wait before sending again after a transient failure (default 1 s). */
   sendRetryMs?: number;
+  /** The wait's ceiling doubles per failure up to this (ms, default 30 s). */
+  sendRetryMaxMs?: number;
+  /** Sends of one message that may fail for a transient reason before it shows FAILED (8). */
+  maxSendAttempts?: number;
+  /** A SendMessage unanswered this long (ms) fails with DEADLINE_EXCEEDED (default 15 s). */
+  sendTimeoutMs?: number;
   /** Longest wait (ms) between a message to this user and its receipt (default 150). */
   receiptDelayMs?: number;
   /** GetHistory page size. */
@@ -91,7 +102,9 @@ export class ChatSession {
   private readonly wake: WakeSource | undefined;
   private readonly now: () => number;
   private readonly idleTimeoutMs: number;
-  private readonly sendRetryMs: number;
+  private readonly sendBackoff: Backoff;
+  private readonly maxSendAttempts: number;
+  private readonly sendTimeoutMs: number;
   private readonly receiptDelayMs: number | undefined;
   private readonly historyPageSize: number;
   private readonly typingIntervalMs: number | undefined;
@@ -106,6 +119,8 @@ export class ChatSession {
   private flushing: Promise<void> | null = null;
   private flushAgain = false;
   private sendRetryTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Transient failures so far of each queued message, by client_msg_id. */
+  private readonly sendFailures = new Map<string, number>();
   private readonly typing = new Map<string, TypingThrottle>();
   /** Welcomes seen (1 after the first connection; more after reconnects). */
   welcomes = 0;
@@ -117,7 +132,12 @@ export class ChatSession {
     this.wake = options.wake;
     this.now = options.now ?? Date.now;
     this.idleTimeoutMs = options.idleTimeoutMs ?? 45_000;
-    this.sendRetryMs = options.sendRetryMs ?? 2_000;
+    this.sendBackoff = new Backoff({
+      baseMs: options.sendRetryMs ?? 1_000,
+      maxMs: Math.max(options.sendRetryMaxMs ?? 30_000, options.sendRetryMs ?? 1_000),
+    });
+    this.maxSendAttempts = options.maxSendAttempts ?? 8;
+    this.sendTimeoutMs = options.sendTimeoutMs ?? 15_000;
     this.receiptDelayMs = options.receiptDelayMs;
     this.historyPageSize = options.historyPageSize ?? 50;
     this.typingIntervalMs = options.typingIntervalMs;
@@ -141,6 +161,7 @@ export class ChatSession {
     this.unsubscribeWake?.();
     this.unsubscribeWake = null;
     if (this.sendRetryTimer) clearTimeout(this.sendRetryTimer);
+    this.sendRetryTimer = null;
     this.stream?.abort();
     this.wakeSleep?.();
     await this.loop;
@@ -242,7 +263,10 @@ export class ChatSession {
     return new ReceiptSender({
       window: welcome.receiveWindow,
       send: async (upToSeq) => {
-        await this.clients.chat.acknowledge({ sessionId, upToSeq });
+        await this.clients.chat.acknowledge(
+          { sessionId, upToSeq },
+          { timeoutMs: this.sendTimeoutMs },
+        );
       },
       retryable: (err) => !FINAL_FOR_RECEIPTS.has(ConnectError.from(err).code),
       ...(this.receiptDelayMs === undefined ? {} : { delayMs: this.receiptDelayMs }),
@@ -310,6 +334,7 @@ export class ChatSession {
 
   /** Sends a FAILED message again with its original client_msg_id. */
   retryMessage(clientMsgId: string): void {
+    this.sendFailures.delete(clientMsgId);
     this.store.getState().retryMessage(clientMsgId);
     void this.flush();
   }
@@ -332,7 +357,10 @@ export class ChatSession {
       for (const id of [...this.store.getState().outbox]) {
         if (!this.running || !this.isOnline()) return;
         const state = this.store.getState();
-        if (!state.outbox.includes(id)) continue; // an echo or ack took it meanwhile
+        if (!state.outbox.includes(id)) {
+          this.sendFailures.delete(id); // an echo or ack took it meanwhile
+          continue;
+        }
         const message = Object.values(state.conversations)
           .flatMap((c) => c.messages)
           .find((m) => m.own && m.clientMsgId === id);
@@ -341,18 +369,29 @@ export class ChatSession {
           continue;
         }
         try {
-          const ack = await this.clients.chat.sendMessage({
-            clientMsgId: id,
-            toUserId: message.toUserId,
-            text: message.text,
-          });
+          const ack = await this.clients.chat.sendMessage(
+            { clientMsgId: id, toUserId: message.toUserId, text: message.text },
+            { timeoutMs: this.sendTimeoutMs },
+          );
+          this.sendFailures.delete(id);
+          this.sendBackoff.reset();
+          // A retry of a message the server stored answers with it: the ack shows it stored.
           this.store.getState().applyAck(ack);
         } catch (err) {
           const e = ConnectError.from(err);
           if (TRANSIENT.has(e.code)) {
-            // Keep it queued (order matters): the next Welcome or the retry timer sends it.
-            this.scheduleSendRetry();
-            return;
+            const failures = (this.sendFailures.get(id) ?? 0) + 1;
+            if (failures < this.maxSendAttempts) {
+              // Keep it queued (order matters): the next Welcome or the retry timer sends it.
+              this.sendFailures.set(id, failures);
+              this.scheduleSendRetry();
+              return;
+            }
+            // Out of attempts: FAILED, with a retry button (same client_msg_id). Should the
+            // server have stored it after all, its echo or history shows it sent.
+            this.sendFailures.delete(id);
+            this.store.getState().markFailed(id, toApiError(e));
+            continue;
           }
           if (e.code === Code.ResourceExhausted) {
             // Rate limited: the allowance grows back within seconds, so say so and send it then.
@@ -360,6 +399,7 @@ export class ChatSession {
             this.scheduleSendRetry();
             return;
           }
+          this.sendFailures.delete(id);
           this.store.getState().markFailed(id, toApiError(e));
         }
       }
@@ -371,7 +411,7 @@ export class ChatSession {
     this.sendRetryTimer = setTimeout(() => {
       this.sendRetryTimer = null;
       void this.flush();
-    }, this.sendRetryMs);
+    }, this.sendBackoff.next());
   }
 
   // --- Reading, history, typing, presence ----------------------------------------------------

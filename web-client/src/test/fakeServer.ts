@@ -17,6 +17,7 @@ import {
   ConnectError,
   createRouterTransport,
   type HandlerContext,
+  type Interceptor,
   type Transport,
 } from "@connectrpc/connect";
 import {
@@ -100,6 +101,21 @@ interface FakeSession {
   held: ChatMessage[];
 }
 
+/** How the next SendMessage call goes wrong (see FakeServer.sendFaults). */
+export interface SendFault {
+  /**
+   * A status the call fails with; "hang": no answer until the client gives up (its deadline);
+   * "network": the request never reaches the server (fetch rejects, as when offline).
+   */
+  failure: Code | "hang" | "network";
+  /**
+   * The message is stored and reaches its recipient before the failure: only the answer is lost,
+   * so a retry must return it. The sender's sessions get no echo of it (as if their stream were
+   * behind), so only the retry's answer can show it stored.
+   */
+  stored: boolean;
+}
+
 interface ConversationData {
   messages: ChatMessage[];
   /** Read marks by reader. */
@@ -118,6 +134,8 @@ export interface FakeServer {
   down: boolean;
   /** While above 0, each SendMessage is refused as rate limited (RESOURCE_EXHAUSTED), counting down. */
   rateLimitedSends: number;
+  /** Failures for the next SendMessage calls, first first (each used once). */
+  sendFaults: SendFault[];
   /** Welcome.receive_window for sessions that ask for receipts. */
   receiveWindow: number;
   /** False: Acknowledge answers UNIMPLEMENTED and no session gets receipts (an older server). */
@@ -295,6 +313,7 @@ export function createFakeServer(): FakeServer {
     calls,
     down: false,
     rateLimitedSends: 0,
+    sendFaults: [],
     receiveWindow: 8,
     receiptsSupported: true,
     ackCalls: [],
@@ -314,6 +333,14 @@ export function createFakeServer(): FakeServer {
       for (const s of sessions) if (userId === undefined || s.userId === userId) s.queue.close();
     },
     transport(getToken) {
+      /** A "network" send fault: the request fails in the client, as fetch does offline. */
+      const networkFaults: Interceptor = (next) => (req) => {
+        if (req.method.name === "SendMessage" && server.sendFaults[0]?.failure === "network") {
+          server.sendFaults.shift();
+          return Promise.reject(new TypeError("Failed to fetch"));
+        }
+        return next(req);
+      };
       return createRouterTransport(
         ({ service }) => {
           service(ChatService, {
@@ -385,7 +412,7 @@ export function createFakeServer(): FakeServer {
               }
             },
 
-            sendMessage(req, ctx) {
+            async sendMessage(req, ctx) {
               count("sendMessage");
               const header = ctx.requestHeader.get("authorization") ?? "";
               server.sendCalls.push({
@@ -413,6 +440,21 @@ export function createFakeServer(): FakeServer {
               const existing = conv.messages.find(
                 (m) => m.fromUserId === from.userId && m.clientMsgId === req.clientMsgId,
               );
+              const fault = server.sendFaults.shift();
+              if (fault) {
+                if (!existing && fault.stored) {
+                  storeAndFanOut(from.userId, req.toUserId, req.clientMsgId, req.text, false);
+                }
+                if (fault.failure === "hang") {
+                  // No answer: the client's deadline ends the call (or, at the latest, 5 s).
+                  await new Promise((resolve) => {
+                    ctx.signal.addEventListener("abort", resolve);
+                    setTimeout(resolve, 5_000);
+                  });
+                  throw new ConnectError("no answer in time", Code.DeadlineExceeded);
+                }
+                throw new ConnectError("the answer was lost", fault.failure as Code);
+              }
               const message =
                 existing ??
                 storeAndFanOut(from.userId, req.toUserId, req.clientMsgId, req.text, true);
@@ -560,7 +602,7 @@ export function createFakeServer(): FakeServer {
             },
           });
         },
-        { transport: { interceptors: [bearerAuth(getToken)] } },
+        { transport: { interceptors: [bearerAuth(getToken), networkFaults] } },
       );
     },
   };
