@@ -1,8 +1,14 @@
+import { Code } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
 import { Backoff } from "../lib/backoff";
-import { createChatStore, type ChatStore, type ConnectionState } from "../store/chat";
+import {
+  createChatStore,
+  type ChatStore,
+  type ConnectionState,
+  type MessageState,
+} from "../store/chat";
 import { createFakeServer, memoryStorage, waitFor, type FakeServer } from "../test/fakeServer";
-import { ChatSession, type WakeSource } from "./session";
+import { ChatSession, type ChatSessionOptions, type WakeSource } from "./session";
 import { createApiClients } from "./transport";
 
 const running: ChatSession[] = [];
@@ -34,11 +40,15 @@ interface Client {
   userId: () => string;
 }
 
-function connect(
-  server: FakeServer,
-  name: string,
-  options: { backoff?: Backoff; wake?: WakeSource } = {},
-): Client {
+/** Session options a test may set (the rest are fixed by connect()). */
+type TestOptions = Partial<
+  Pick<
+    ChatSessionOptions,
+    "backoff" | "wake" | "receiptDelayMs" | "maxSendAttempts" | "sendTimeoutMs"
+  >
+>;
+
+function connect(server: FakeServer, name: string, options: TestOptions = {}): Client {
   const store = createChatStore({ storage: memoryStorage(), defaultDisplayName: () => name });
   const states: ConnectionState[] = [];
   store.subscribe((s, prev) => {
@@ -48,9 +58,10 @@ function connect(
   const session = new ChatSession({
     store,
     clients: createApiClients(transport),
-    backoff: options.backoff ?? new Backoff({ baseMs: 5, maxMs: 20 }),
-    ...(options.wake ? { wake: options.wake } : {}),
     sendRetryMs: 10,
+    sendRetryMaxMs: 40,
+    ...options,
+    backoff: options.backoff ?? new Backoff({ baseMs: 5, maxMs: 20 }),
   });
   running.push(session);
   session.start();
@@ -317,5 +328,236 @@ describe("ChatSession against an in-memory server", () => {
     await alice.session.setAway(false);
     expect(server.calls.get("setStatus")).toBe(2);
     expect(alice.store.getState().lastError).toBeNull();
+  });
+});
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Statuses of the messages to `peer`, oldest first. */
+const statusesOf = (c: Client, peer: string) =>
+  c.store.getState().conversations[peer]?.messages.map((m) => m.status) ?? [];
+
+/** Every status each own message of `c` showed, by client_msg_id (from store updates). */
+function recordStatuses(c: Client): Map<string, MessageState[]> {
+  const seen = new Map<string, MessageState[]>();
+  c.store.subscribe((state) => {
+    for (const conv of Object.values(state.conversations)) {
+      for (const m of conv.messages) {
+        if (!m.own) continue;
+        const list = seen.get(m.clientMsgId) ?? [];
+        if (list.at(-1) !== m.status) list.push(m.status);
+        seen.set(m.clientMsgId, list);
+      }
+    }
+  });
+  return seen;
+}
+
+describe("delivery receipts", () => {
+  it("acknowledges a burst with one receipt for the newest seq, on the session's id", async () => {
+    const server = createFakeServer();
+    server.receiveWindow = 100;
+    const alice = connect(server, "Alice");
+    const bob = connect(server, "Bob", { receiptDelayMs: 50 });
+    await waitFor(online(alice));
+    await waitFor(online(bob));
+
+    const burst = [1, 2, 3, 4, 5].map((i) =>
+      server.storeMessage(alice.userId(), bob.userId(), `m${i}`),
+    );
+    await waitFor(() => server.ackCalls.length === 1, 2000, "a receipt");
+    await sleep(120); // well past the pause: no second receipt for the same burst
+    expect(server.ackCalls).toEqual([
+      {
+        sessionId: bob.store.getState().self.sessionId,
+        upToSeq: burst[4]?.seq,
+        authorized: true,
+      },
+    ]);
+    await waitFor(
+      () => statusesOf(alice, bob.userId()).join() === Array(5).fill("delivered").join(),
+      2000,
+      "alice sees DELIVERED",
+    );
+
+    const next = [6, 7].map((i) => server.storeMessage(alice.userId(), bob.userId(), `m${i}`));
+    await waitFor(() => server.ackCalls.length === 2, 2000, "a receipt for the second burst");
+    await sleep(120);
+    expect(server.ackCalls.map((c) => c.upToSeq)).toEqual([burst[4]?.seq, next[1]?.seq]);
+    // Alice's echoes of her own messages are not acknowledged by her.
+    const aliceSession = alice.store.getState().self.sessionId;
+    expect(server.ackCalls.some((c) => c.sessionId === aliceSession)).toBe(false);
+  });
+
+  it("sends a receipt once half the window is unacknowledged, without waiting for the pause", async () => {
+    const server = createFakeServer();
+    server.receiveWindow = 4;
+    const alice = connect(server, "Alice");
+    // A pause longer than the test: only the half-window rule can send a receipt in time.
+    const bob = connect(server, "Bob", { receiptDelayMs: 60_000 });
+    await waitFor(online(alice));
+    await waitFor(online(bob));
+
+    const first = server.storeMessage(alice.userId(), bob.userId(), "one");
+    await sleep(30);
+    expect(server.ackCalls).toHaveLength(0);
+    const second = server.storeMessage(alice.userId(), bob.userId(), "two");
+    await waitFor(() => server.ackCalls.length === 1, 2000, "a receipt at half the window");
+    expect(server.ackCalls[0]?.upToSeq).toBe(second.seq);
+    expect(first.seq < second.seq).toBe(true);
+
+    // Many more than the window: the server holds what does not fit until receipts make room,
+    // and every message still arrives.
+    for (let i = 0; i < 10; i++) server.storeMessage(alice.userId(), bob.userId(), `more ${i}`);
+    await waitFor(
+      () => bob.store.getState().conversations[alice.userId()]?.messages.length === 12,
+      2000,
+      "all twelve reach bob",
+    );
+    await waitFor(
+      () => statusesOf(alice, bob.userId()).every((s) => s === "delivered"),
+      2000,
+      "all delivered",
+    );
+  });
+
+  it("shows a message sent again on the next session once, acknowledges it there, then DELIVERED", async () => {
+    const server = createFakeServer();
+    const alice = connect(server, "Alice");
+    const bob = connect(server, "Bob", { receiptDelayMs: 300 });
+    await waitFor(online(alice));
+    await waitFor(online(bob));
+
+    const message = server.storeMessage(alice.userId(), bob.userId(), "are you there?");
+    await waitFor(
+      () => bob.store.getState().conversations[alice.userId()]?.messages.length === 1,
+      2000,
+      "bob has it",
+    );
+    const firstSession = bob.store.getState().self.sessionId;
+    // Bob's connection drops before his receipt is sent: the message is not delivered.
+    server.endStreams(bob.userId());
+    expect(statusesOf(alice, bob.userId()).join()).toBe("sent");
+    await waitFor(() => bob.session.welcomes === 2, 2000, "bob reconnects");
+    await waitFor(() => server.ackCalls.length === 1, 2000, "a receipt on the new session");
+    const secondSession = bob.store.getState().self.sessionId;
+    expect(secondSession).not.toBe(firstSession);
+
+    const sentTo = server.deliveries.filter((d) => d.messageId === message.messageId);
+    expect(sentTo.map((d) => d.sessionId)).toEqual([firstSession, secondSession]);
+    const conv = bob.store.getState().conversations[alice.userId()];
+    expect(conv?.messages.map((m) => m.messageId)).toEqual([message.messageId]);
+    expect(conv?.unread).toBe(1); // counted once
+    expect(server.ackCalls).toEqual([
+      { sessionId: secondSession, upToSeq: message.seq, authorized: true },
+    ]);
+    await waitFor(
+      () => statusesOf(alice, bob.userId()).join() === "delivered",
+      2000,
+      "alice sees DELIVERED",
+    );
+  });
+
+  it("sends a failed receipt again, and none to a server that grants no receive window", async () => {
+    const server = createFakeServer();
+    server.failedAcks = 1;
+    const alice = connect(server, "Alice");
+    const bob = connect(server, "Bob", { receiptDelayMs: 10 });
+    await waitFor(online(alice));
+    await waitFor(online(bob));
+    const m = server.storeMessage(alice.userId(), bob.userId(), "hi");
+    await waitFor(() => server.ackCalls.length === 2, 3000, "the receipt sent again");
+    expect(server.ackCalls.map((c) => c.upToSeq)).toEqual([m.seq, m.seq]);
+    await waitFor(() => statusesOf(alice, bob.userId()).join() === "delivered");
+    expect(bob.store.getState().lastError).toBeNull(); // receipts never bother the person
+
+    const older = createFakeServer();
+    older.receiptsSupported = false;
+    const carol = connect(older, "Carol", { receiptDelayMs: 10 });
+    const dave = connect(older, "Dave", { receiptDelayMs: 10 });
+    await waitFor(online(carol));
+    await waitFor(online(dave));
+    older.storeMessage(carol.userId(), dave.userId(), "hello");
+    await waitFor(() => dave.store.getState().conversations[carol.userId()]?.messages.length === 1);
+    await sleep(50);
+    expect(older.ackCalls).toHaveLength(0);
+    expect(dave.store.getState().lastError).toBeNull();
+  });
+});
+
+describe("sending through failures", () => {
+  it("sends again with the same client_msg_id when the answer is lost, and shows the stored message", async () => {
+    const server = createFakeServer();
+    const alice = connect(server, "Alice", { sendTimeoutMs: 50 });
+    const bob = connect(server, "Bob", { receiptDelayMs: 10 });
+    await waitFor(online(alice));
+    await waitFor(online(bob));
+    const seen = recordStatuses(alice);
+    // Stored, but no answer in time (DEADLINE_EXCEEDED); then an answer lost (UNAVAILABLE).
+    server.sendFaults = [
+      { failure: "hang", stored: true },
+      { failure: Code.Unavailable, stored: true },
+    ];
+    const id = alice.session.sendMessage(bob.userId(), "did it go?");
+    await waitFor(() => alice.store.getState().outbox.length === 0, 3000, "answered");
+
+    const stored = server.conversation(alice.userId(), bob.userId()).messages;
+    expect(stored.map((m) => m.clientMsgId)).toEqual([id]); // stored once
+    expect(server.sendCalls.map((c) => c.clientMsgId)).toEqual([id, id, id]);
+    const shown = alice.store.getState().conversations[bob.userId()]?.messages ?? [];
+    expect(shown.map((m) => [m.clientMsgId, m.messageId, m.seq])).toEqual([
+      [id, stored[0]?.messageId, stored[0]?.seq],
+    ]);
+    // Bob had acknowledged it meanwhile: the retry's answer says DELIVERED.
+    await waitFor(() => statusesOf(alice, bob.userId()).join() === "delivered");
+    expect(seen.get(id)).not.toContain("failed");
+    expect(bob.store.getState().conversations[alice.userId()]?.messages).toHaveLength(1);
+  });
+
+  it("sends again after UNAVAILABLE and a network error without showing FAILED", async () => {
+    const server = createFakeServer();
+    const alice = connect(server, "Alice");
+    const bob = connect(server, "Bob");
+    await waitFor(online(alice));
+    await waitFor(online(bob));
+    const seen = recordStatuses(alice);
+    server.sendFaults = [
+      { failure: Code.Unavailable, stored: false },
+      { failure: "network", stored: false },
+    ];
+    const id = alice.session.sendMessage(bob.userId(), "third time lucky");
+    await waitFor(() => statusesOf(alice, bob.userId()).join() === "delivered", 3000);
+    // The network error never reached the server.
+    expect(server.sendCalls.map((c) => c.clientMsgId)).toEqual([id, id]);
+    expect(seen.get(id)).toEqual(["sending", "sent", "delivered"]);
+  });
+
+  it("shows FAILED after the last attempt, and Retry then shows the message the server stored", async () => {
+    const server = createFakeServer();
+    const alice = connect(server, "Alice", { maxSendAttempts: 3 });
+    const bob = connect(server, "Bob");
+    await waitFor(online(alice));
+    await waitFor(online(bob));
+    server.sendFaults = [
+      { failure: Code.DeadlineExceeded, stored: true },
+      { failure: Code.Unavailable, stored: true },
+      { failure: Code.Unavailable, stored: true },
+    ];
+    const id = alice.session.sendMessage(bob.userId(), "stored after all");
+    await waitFor(() => statusesOf(alice, bob.userId()).join() === "failed", 3000, "failed");
+    expect(server.sendCalls).toHaveLength(3);
+    const failed = alice.store.getState().conversations[bob.userId()]?.messages[0];
+    expect(failed?.error?.code).toBe("UNAVAILABLE");
+    expect(alice.store.getState().outbox).toEqual([]);
+
+    alice.session.retryMessage(id);
+    const stored = server.conversation(alice.userId(), bob.userId()).messages;
+    await waitFor(() => statusesOf(alice, bob.userId()).join() === "delivered", 3000);
+    expect(server.sendCalls.map((c) => c.clientMsgId)).toEqual([id, id, id, id]);
+    expect(stored).toHaveLength(1);
+    const shown = alice.store.getState().conversations[bob.userId()]?.messages ?? [];
+    expect(shown.map((m) => [m.messageId, m.seq, m.error])).toEqual([
+      [stored[0]?.messageId, stored[0]?.seq, null],
+    ]);
   });
 });

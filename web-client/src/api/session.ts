@@ -5,10 +5,22 @@
  * online or the tab becomes visible. After every Welcome it resets the backoff, sends the queued
  * messages with their original client_msg_id, and refreshes the conversations (ListConversations,
  * plus GetHistory for the open one) so nothing sent meanwhile is missed.
+ *
+ * Delivery receipts: the Hello asks for them, and for each session whose Welcome grants a receive
+ * window a ReceiptSender acknowledges the messages to this user that the stream brought
+ * (Acknowledge with the session's id). What a session did not get acknowledged comes again on
+ * the next one; the store drops those by seq, and they are acknowledged again.
+ *
+ * Sending: a send that fails for a transient reason (no answer in time, server unavailable, a
+ * network error) stays queued and is sent again with the same client_msg_id after a backoff, at
+ * most `maxSendAttempts` times; the server stores a client_msg_id once, so a retry of a message
+ * it did store answers with that message. Only after the last attempt does it show FAILED.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { PresenceStatus } from "../gen/fastchat/v1/presence_pb";
+import type { Welcome } from "../gen/fastchat/v1/chat_pb";
 import { Backoff } from "../lib/backoff";
+import { ReceiptSender } from "../lib/receipts";
 import { createTypingThrottle, type TypingThrottle } from "../lib/typingThrottle";
 import type { ApiError, ChatStore } from "../store/chat";
 import type { ApiClients } from "./transport";
@@ -37,8 +49,16 @@ export interface ChatSessionOptions {
   now?: () => number;
   /** A stream silent this long (ms) counts as dead; the server sends heartbeats every 20 s. */
   idleTimeoutMs?: number;
-  /** Delay (ms) before sending again after a send failed for a transient reason. */
+  /** Ceiling (ms) of the first wait before sending again after a transient failure (default 1 s). */
   sendRetryMs?: number;
+  /** The wait's ceiling doubles per failure up to this (ms, default 30 s). */
+  sendRetryMaxMs?: number;
+  /** Sends of one message that may fail for a transient reason before it shows FAILED (8). */
+  maxSendAttempts?: number;
+  /** A SendMessage unanswered this long (ms) fails with DEADLINE_EXCEEDED (default 15 s). */
+  sendTimeoutMs?: number;
+  /** Longest wait (ms) between a message to this user and its receipt (default 150). */
+  receiptDelayMs?: number;
   /** GetHistory page size. */
   historyPageSize?: number;
   /** Typing throttle clock and interval (tests). */
@@ -52,6 +72,20 @@ const TRANSIENT = new Set<Code>([
   Code.Canceled,
   Code.DeadlineExceeded,
   Code.Aborted,
+]);
+
+/**
+ * Acknowledge refusals that another try would meet again: the session is gone (NOT_FOUND), has no
+ * receipts (FAILED_PRECONDITION), the server has no Acknowledge (UNIMPLEMENTED), or the caller is
+ * not who it was. Receipts end for that session; anything else is tried again after a backoff.
+ */
+const FINAL_FOR_RECEIPTS = new Set<Code>([
+  Code.NotFound,
+  Code.FailedPrecondition,
+  Code.Unimplemented,
+  Code.InvalidArgument,
+  Code.Unauthenticated,
+  Code.PermissionDenied,
 ]);
 
 /** A ConnectError as the store's ApiError (code in UPPER_SNAKE like the stream's ErrorEvent). */
@@ -68,7 +102,10 @@ export class ChatSession {
   private readonly wake: WakeSource | undefined;
   private readonly now: () => number;
   private readonly idleTimeoutMs: number;
-  private readonly sendRetryMs: number;
+  private readonly sendBackoff: Backoff;
+  private readonly maxSendAttempts: number;
+  private readonly sendTimeoutMs: number;
+  private readonly receiptDelayMs: number | undefined;
   private readonly historyPageSize: number;
   private readonly typingIntervalMs: number | undefined;
 
@@ -82,6 +119,8 @@ export class ChatSession {
   private flushing: Promise<void> | null = null;
   private flushAgain = false;
   private sendRetryTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Transient failures so far of each queued message, by client_msg_id. */
+  private readonly sendFailures = new Map<string, number>();
   private readonly typing = new Map<string, TypingThrottle>();
   /** Welcomes seen (1 after the first connection; more after reconnects). */
   welcomes = 0;
@@ -93,7 +132,13 @@ export class ChatSession {
     this.wake = options.wake;
     this.now = options.now ?? Date.now;
     this.idleTimeoutMs = options.idleTimeoutMs ?? 45_000;
-    this.sendRetryMs = options.sendRetryMs ?? 2_000;
+    this.sendBackoff = new Backoff({
+      baseMs: options.sendRetryMs ?? 1_000,
+      maxMs: Math.max(options.sendRetryMaxMs ?? 30_000, options.sendRetryMs ?? 1_000),
+    });
+    this.maxSendAttempts = options.maxSendAttempts ?? 8;
+    this.sendTimeoutMs = options.sendTimeoutMs ?? 15_000;
+    this.receiptDelayMs = options.receiptDelayMs;
     this.historyPageSize = options.historyPageSize ?? 50;
     this.typingIntervalMs = options.typingIntervalMs;
   }
@@ -116,6 +161,7 @@ export class ChatSession {
     this.unsubscribeWake?.();
     this.unsubscribeWake = null;
     if (this.sendRetryTimer) clearTimeout(this.sendRetryTimer);
+    this.sendRetryTimer = null;
     this.stream?.abort();
     this.wakeSleep?.();
     await this.loop;
@@ -175,23 +221,56 @@ export class ChatSession {
       }
     };
     armIdle();
+    /** This stream's receipts (a local: a stream left over from a quick restart has its own). */
+    let receipts: ReceiptSender | null = null;
     try {
       const events = this.clients.chat.subscribe(
-        { hello: { userId: self.userId, displayName: self.displayName, token: self.token } },
+        {
+          hello: {
+            userId: self.userId,
+            displayName: self.displayName,
+            token: self.token,
+            receipts: true,
+          },
+        },
         { signal: stream.signal },
       );
       for await (const event of events) {
         armIdle();
+        const e = event.event;
         this.store.getState().applyServerEvent(event);
-        if (event.event.case === "welcome") {
+        if (e.case === "welcome") {
           this.welcomes += 1;
           this.backoff.reset();
+          receipts?.close();
+          receipts = this.receiptsFor(e.value);
           void this.afterWelcome();
+        } else if (e.case === "message" && e.value.toUserId === this.store.getState().self.userId) {
+          // Acknowledged even when the store already had it: the server sent it on this session.
+          receipts?.received(e.value.seq);
         }
       }
     } finally {
       if (idle.timer) clearTimeout(idle.timer);
+      receipts?.close();
     }
+  }
+
+  /** A receipt sender for the session this Welcome opened; null when it has no receipts. */
+  private receiptsFor(welcome: Welcome): ReceiptSender | null {
+    if (welcome.receiveWindow === 0) return null; // not granted (an older server, no history)
+    const sessionId = welcome.sessionId;
+    return new ReceiptSender({
+      window: welcome.receiveWindow,
+      send: async (upToSeq) => {
+        await this.clients.chat.acknowledge(
+          { sessionId, upToSeq },
+          { timeoutMs: this.sendTimeoutMs },
+        );
+      },
+      retryable: (err) => !FINAL_FOR_RECEIPTS.has(ConnectError.from(err).code),
+      ...(this.receiptDelayMs === undefined ? {} : { delayMs: this.receiptDelayMs }),
+    });
   }
 
   /** Waits `ms`, or less if woken. */
@@ -255,6 +334,7 @@ export class ChatSession {
 
   /** Sends a FAILED message again with its original client_msg_id. */
   retryMessage(clientMsgId: string): void {
+    this.sendFailures.delete(clientMsgId);
     this.store.getState().retryMessage(clientMsgId);
     void this.flush();
   }
@@ -277,7 +357,10 @@ export class ChatSession {
       for (const id of [...this.store.getState().outbox]) {
         if (!this.running || !this.isOnline()) return;
         const state = this.store.getState();
-        if (!state.outbox.includes(id)) continue; // an echo or ack took it meanwhile
+        if (!state.outbox.includes(id)) {
+          this.sendFailures.delete(id); // an echo or ack took it meanwhile
+          continue;
+        }
         const message = Object.values(state.conversations)
           .flatMap((c) => c.messages)
           .find((m) => m.own && m.clientMsgId === id);
@@ -286,18 +369,29 @@ export class ChatSession {
           continue;
         }
         try {
-          const ack = await this.clients.chat.sendMessage({
-            clientMsgId: id,
-            toUserId: message.toUserId,
-            text: message.text,
-          });
+          const ack = await this.clients.chat.sendMessage(
+            { clientMsgId: id, toUserId: message.toUserId, text: message.text },
+            { timeoutMs: this.sendTimeoutMs },
+          );
+          this.sendFailures.delete(id);
+          this.sendBackoff.reset();
+          // A retry of a message the server stored answers with it: the ack shows it stored.
           this.store.getState().applyAck(ack);
         } catch (err) {
           const e = ConnectError.from(err);
           if (TRANSIENT.has(e.code)) {
-            // Keep it queued (order matters): the next Welcome or the retry timer sends it.
-            this.scheduleSendRetry();
-            return;
+            const failures = (this.sendFailures.get(id) ?? 0) + 1;
+            if (failures < this.maxSendAttempts) {
+              // Keep it queued (order matters): the next Welcome or the retry timer sends it.
+              this.sendFailures.set(id, failures);
+              this.scheduleSendRetry();
+              return;
+            }
+            // Out of attempts: FAILED, with a retry button (same client_msg_id). Should the
+            // server have stored it after all, its echo or history shows it sent.
+            this.sendFailures.delete(id);
+            this.store.getState().markFailed(id, toApiError(e));
+            continue;
           }
           if (e.code === Code.ResourceExhausted) {
             // Rate limited: the allowance grows back within seconds, so say so and send it then.
@@ -305,6 +399,7 @@ export class ChatSession {
             this.scheduleSendRetry();
             return;
           }
+          this.sendFailures.delete(id);
           this.store.getState().markFailed(id, toApiError(e));
         }
       }
@@ -316,7 +411,7 @@ export class ChatSession {
     this.sendRetryTimer = setTimeout(() => {
       this.sendRetryTimer = null;
       void this.flush();
-    }, this.sendRetryMs);
+    }, this.sendBackoff.next());
   }
 
   // --- Reading, history, typing, presence ----------------------------------------------------

@@ -322,6 +322,32 @@ describe("de-duplication and order", () => {
     expect(store.getState().conversations[BOB]?.hasMoreHistory).toBe(false);
   });
 
+  it("drops a message whose seq the conversation already has: one bubble, read state kept", () => {
+    const { store } = setup();
+    for (const seq of [1, 2, 3]) store.getState().applyMessage(msg(BOB, ME, seq));
+    expect(store.getState().markRead(BOB)).toBe(3n);
+    // Sent again on the next session (the receipt did not reach the server before the drop).
+    store.getState().applyServerEvent(ev({ case: "message", value: msg(BOB, ME, 2) }));
+    store.getState().applyServerEvent(ev({ case: "message", value: msg(BOB, ME, 3) }));
+    // A seq already here under another message id is the same message: the first copy stays.
+    const again = msg(BOB, ME, 3, { text: "other copy" });
+    again.messageId = "m-other";
+    store.getState().applyMessage(again);
+    const conv = store.getState().conversations[BOB];
+    expect(conv?.messages.map((m) => [m.seq, m.messageId, m.text])).toEqual([
+      [1n, `m-${BOB}-1`, "text 1"],
+      [2n, `m-${BOB}-2`, "text 2"],
+      [3n, `m-${BOB}-3`, "text 3"],
+    ]);
+    expect(conv?.unread).toBe(0);
+    // Own messages too: an echo of an acknowledged message under its seq adds nothing.
+    const [id] = sendAndAck(store, CAROL, 1);
+    const echo = msg(ME, CAROL, 1, { clientMsgId: id ?? "", text: "hello 1" });
+    echo.messageId = "m-echo";
+    store.getState().applyMessage(echo);
+    expect(store.getState().conversations[CAROL]?.messages.map((m) => m.key)).toEqual([id]);
+  });
+
   it("history with an own message that is still queued takes it off the outbox", () => {
     const { store } = setup();
     const id = store.getState().queueMessage(BOB, "sent before the drop");

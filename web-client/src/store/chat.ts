@@ -319,11 +319,17 @@ function fromChatMessage(m: ChatMessage, selfId: string, now: number): UiMessage
   };
 }
 
-/** Inserts or merges a stored message, de-duplicated by message_id and own client_msg_id. */
+/**
+ * Inserts or merges a stored message, de-duplicated by message_id, by seq (a conversation has one
+ * message per seq, and the server sends a message again when this client's receipt for it did not
+ * reach the server before a reconnect) and by own client_msg_id (a pending message and its ack or
+ * echo). A duplicate adds no bubble; only a newer server status is taken from it.
+ */
 function upsertMessage(conv: ConversationState, incoming: UiMessage): ConversationState {
   const index = conv.messages.findIndex(
     (m) =>
       (incoming.messageId !== "" && m.messageId === incoming.messageId) ||
+      (incoming.seq !== null && m.seq === incoming.seq) ||
       (incoming.own &&
         m.own &&
         incoming.clientMsgId !== "" &&
@@ -333,11 +339,11 @@ function upsertMessage(conv: ConversationState, incoming: UiMessage): Conversati
   const existing = conv.messages[index] as UiMessage;
   const merged: UiMessage = {
     ...existing,
-    messageId: incoming.messageId || existing.messageId,
+    messageId: existing.messageId || incoming.messageId,
     fromUserId: incoming.fromUserId || existing.fromUserId,
     seq: incoming.seq ?? existing.seq,
     sentAt: incoming.seq !== null ? incoming.sentAt : existing.sentAt,
-    text: incoming.text || existing.text,
+    text: existing.text || incoming.text,
     serverStatus:
       incoming.serverStatus > existing.serverStatus ? incoming.serverStatus : existing.serverStatus,
     // An acknowledged message is no longer failed.

@@ -4,7 +4,11 @@
  * and response types. It follows the API's documented behaviour closely enough for the client:
  * Welcome first, a presence snapshot (everyone, with online_count), undelivered messages, echo
  * to the sender's sessions, DELIVERED/READ updates naming the newest message covered, idempotent
- * client_msg_id.
+ * client_msg_id, one seq counter for all messages (so a session gets its messages in increasing
+ * seq). Delivery receipts too: a session whose Hello sets `receipts` gets a receive window; a
+ * message to it counts as delivered only once Acknowledge covers it, at most the window go
+ * unacknowledged (the rest wait for a receipt), and what the session did not get acknowledged is
+ * sent again on the user's next session.
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
@@ -13,6 +17,7 @@ import {
   ConnectError,
   createRouterTransport,
   type HandlerContext,
+  type Interceptor,
   type Transport,
 } from "@connectrpc/connect";
 import {
@@ -88,6 +93,27 @@ interface FakeSession {
   sessionId: string;
   userId: string;
   queue: EventQueue<ServerEvent>;
+  /** Whether its Hello asked for receipts. */
+  receipts: boolean;
+  /** Messages to the user it sent and the client has not acknowledged, in order. */
+  unacked: ChatMessage[];
+  /** Messages waiting for room in the receive window. */
+  held: ChatMessage[];
+}
+
+/** How the next SendMessage call goes wrong (see FakeServer.sendFaults). */
+export interface SendFault {
+  /**
+   * A status the call fails with; "hang": no answer until the client gives up (its deadline);
+   * "network": the request never reaches the server (fetch rejects, as when offline).
+   */
+  failure: Code | "hang" | "network";
+  /**
+   * The message is stored and reaches its recipient before the failure: only the answer is lost,
+   * so a retry must return it. The sender's sessions get no echo of it (as if their stream were
+   * behind), so only the retry's answer can show it stored.
+   */
+  stored: boolean;
 }
 
 interface ConversationData {
@@ -108,10 +134,24 @@ export interface FakeServer {
   down: boolean;
   /** While above 0, each SendMessage is refused as rate limited (RESOURCE_EXHAUSTED), counting down. */
   rateLimitedSends: number;
+  /** Failures for the next SendMessage calls, first first (each used once). */
+  sendFaults: SendFault[];
+  /** Welcome.receive_window for sessions that ask for receipts. */
+  receiveWindow: number;
+  /** False: Acknowledge answers UNIMPLEMENTED and no session gets receipts (an older server). */
+  receiptsSupported: boolean;
+  /** Every Acknowledge request received, in order (including refused ones). */
+  ackCalls: { sessionId: string; upToSeq: bigint; authorized: boolean }[];
+  /** While above 0, each Acknowledge fails with UNAVAILABLE, counting down. */
+  failedAcks: number;
+  /** Every message sent to a recipient's session, in order (a message sent again appears again). */
+  deliveries: { sessionId: string; messageId: string; seq: bigint }[];
+  /** Stores a message from one user to another and sends it on, as SendMessage does. */
+  storeMessage(fromUserId: string, toUserId: string, text: string): ChatMessage;
   /** Registers a user directly (as if it had connected before); returns its token. */
   addUser(userId: string, displayName: string): string;
-  /** Ends every open Subscribe stream normally (as a restart would). */
-  endStreams(): void;
+  /** Ends every open Subscribe stream normally (as a restart would), or only those of one user. */
+  endStreams(userId?: string): void;
   /** Pushes an event to every session of a user. */
   push(userId: string, event: ServerEvent): void;
   conversation(a: string, b: string): ConversationData;
@@ -128,8 +168,9 @@ export function createFakeServer(): FakeServer {
   const sessions = new Set<FakeSession>();
   const conversations = new Map<string, ConversationData>();
   const calls = new Map<string, number>();
-  /** Message ids some session of the recipient has received. */
+  /** Message ids some session of the recipient has received (acknowledged, with receipts). */
   const delivered = new Set<string>();
+  let lastSeq = 0n;
 
   const count = (name: string) => {
     calls.set(name, (calls.get(name) ?? 0) + 1);
@@ -176,34 +217,93 @@ export function createFakeServer(): FakeServer {
     if (!user) throw new ConnectError("missing or unknown token", Code.Unauthenticated);
     return user;
   };
-  /** Marks messages to `userId` delivered and tells each sender, newest message covered. */
-  const deliverPending = (userId: string, queue: EventQueue<ServerEvent>) => {
-    for (const conv of conversations.values()) {
-      const pending = conv.messages.filter(
-        (m) => m.toUserId === userId && !delivered.has(m.messageId),
-      );
-      for (const m of pending) {
-        queue.push(create(ServerEventSchema, { event: { case: "message", value: m } }));
-        delivered.add(m.messageId);
-      }
-      const newest = pending[pending.length - 1];
-      if (newest) {
-        push(
-          newest.fromUserId,
-          create(ServerEventSchema, {
-            event: {
-              case: "status",
-              value: {
-                messageId: newest.messageId,
-                peerUserId: userId,
-                seq: newest.seq,
-                status: MessageStatus.DELIVERED,
-              },
-            },
-          }),
-        );
-      }
+  /** Marks messages delivered and tells each sender, once per conversation, the newest covered. */
+  const markDelivered = (messages: readonly ChatMessage[]) => {
+    const newest = new Map<string, ChatMessage>();
+    for (const m of messages) {
+      if (delivered.has(m.messageId)) continue;
+      delivered.add(m.messageId);
+      const key = convKey(m.fromUserId, m.toUserId);
+      const previous = newest.get(key);
+      if (!previous || m.seq > previous.seq) newest.set(key, m);
     }
+    for (const m of newest.values()) {
+      push(
+        m.fromUserId,
+        create(ServerEventSchema, {
+          event: {
+            case: "status",
+            value: {
+              messageId: m.messageId,
+              peerUserId: m.toUserId,
+              seq: m.seq,
+              status: MessageStatus.DELIVERED,
+            },
+          },
+        }),
+      );
+    }
+  };
+  /**
+   * Sends a message to a session of its recipient. Without receipts it counts as delivered now
+   * (added to `deliveredNow`); with receipts it waits for the session's Acknowledge, or for room
+   * in the window.
+   */
+  const sendTo = (session: FakeSession, m: ChatMessage, deliveredNow: ChatMessage[]) => {
+    if (session.receipts && session.unacked.length >= server.receiveWindow) {
+      session.held.push(m);
+      return;
+    }
+    session.queue.push(create(ServerEventSchema, { event: { case: "message", value: m } }));
+    server.deliveries.push({ sessionId: session.sessionId, messageId: m.messageId, seq: m.seq });
+    if (session.receipts) session.unacked.push(m);
+    else deliveredNow.push(m);
+  };
+  /** Sends a new session every message to its user that no session has delivered, by seq. */
+  const deliverPending = (session: FakeSession) => {
+    const pending = [...conversations.values()]
+      .flatMap((c) => c.messages)
+      .filter((m) => m.toUserId === session.userId && !delivered.has(m.messageId))
+      .sort((a, b) => (a.seq < b.seq ? -1 : 1));
+    const deliveredNow: ChatMessage[] = [];
+    for (const m of pending) sendTo(session, m, deliveredNow);
+    markDelivered(deliveredNow);
+  };
+  /** Where a stored message stands now, as a retried send reports it. */
+  const statusOf = (m: ChatMessage): MessageStatus => {
+    const readMark = conversation(m.fromUserId, m.toUserId).readMarks.get(m.toUserId) ?? 0n;
+    if (m.seq <= readMark) return MessageStatus.READ;
+    return delivered.has(m.messageId) ? MessageStatus.DELIVERED : MessageStatus.SENT;
+  };
+  /** Stores a message and sends it to the recipient's sessions (and, unless told not to, the sender's). */
+  const storeAndFanOut = (
+    from: string,
+    to: string,
+    clientMsgId: string,
+    text: string,
+    echo: boolean,
+  ): ChatMessage => {
+    lastSeq += 1n;
+    const message = create(ChatMessageSchema, {
+      messageId: newId("msg"),
+      clientMsgId,
+      fromUserId: from,
+      toUserId: to,
+      text,
+      seq: lastSeq,
+      sentAt: timestampNow(),
+      status: MessageStatus.SENT,
+    });
+    conversation(from, to).messages.push(message);
+    if (echo) {
+      // The sender's sessions see what it sent.
+      push(from, create(ServerEventSchema, { event: { case: "message", value: message } }));
+    }
+    const deliveredNow: ChatMessage[] = [];
+    for (const session of sessions)
+      if (session.userId === to) sendTo(session, message, deliveredNow);
+    markDelivered(deliveredNow);
+    return message;
   };
 
   const server: FakeServer = {
@@ -213,6 +313,15 @@ export function createFakeServer(): FakeServer {
     calls,
     down: false,
     rateLimitedSends: 0,
+    sendFaults: [],
+    receiveWindow: 8,
+    receiptsSupported: true,
+    ackCalls: [],
+    failedAcks: 0,
+    deliveries: [],
+    storeMessage(fromUserId, toUserId, text) {
+      return storeAndFanOut(fromUserId, toUserId, newId("client"), text, true);
+    },
     conversation,
     push,
     addUser(userId, displayName) {
@@ -220,10 +329,18 @@ export function createFakeServer(): FakeServer {
       users.set(userId, { userId, displayName, token });
       return token;
     },
-    endStreams() {
-      for (const s of sessions) s.queue.close();
+    endStreams(userId) {
+      for (const s of sessions) if (userId === undefined || s.userId === userId) s.queue.close();
     },
     transport(getToken) {
+      /** A "network" send fault: the request fails in the client, as fetch does offline. */
+      const networkFaults: Interceptor = (next) => (req) => {
+        if (req.method.name === "SendMessage" && server.sendFaults[0]?.failure === "network") {
+          server.sendFaults.shift();
+          return Promise.reject(new TypeError("Failed to fetch"));
+        }
+        return next(req);
+      };
       return createRouterTransport(
         ({ service }) => {
           service(ChatService, {
@@ -250,6 +367,9 @@ export function createFakeServer(): FakeServer {
                 sessionId: newId("session"),
                 userId: user.userId,
                 queue: new EventQueue<ServerEvent>(),
+                receipts: hello.receipts && server.receiptsSupported,
+                unacked: [],
+                held: [],
               };
               const wasOnline = online(user.userId);
               sessions.add(session);
@@ -262,6 +382,7 @@ export function createFakeServer(): FakeServer {
                       user: { userId: user.userId, displayName: user.displayName },
                       token: user.token,
                       serverTime: timestampNow(),
+                      receiveWindow: session.receipts ? server.receiveWindow : 0,
                     },
                   },
                 }),
@@ -281,7 +402,7 @@ export function createFakeServer(): FakeServer {
                   },
                 }),
               );
-              deliverPending(user.userId, session.queue);
+              deliverPending(session);
               if (!wasOnline) broadcastPresence(user.userId);
               try {
                 yield* session.queue.drain(ctx.signal);
@@ -291,7 +412,7 @@ export function createFakeServer(): FakeServer {
               }
             },
 
-            sendMessage(req, ctx) {
+            async sendMessage(req, ctx) {
               count("sendMessage");
               const header = ctx.requestHeader.get("authorization") ?? "";
               server.sendCalls.push({
@@ -319,55 +440,67 @@ export function createFakeServer(): FakeServer {
               const existing = conv.messages.find(
                 (m) => m.fromUserId === from.userId && m.clientMsgId === req.clientMsgId,
               );
-              if (existing) {
-                return {
-                  clientMsgId: req.clientMsgId,
-                  messageId: existing.messageId,
-                  seq: existing.seq,
-                  sentAt: existing.sentAt,
-                  status: existing.status,
-                };
+              const fault = server.sendFaults.shift();
+              if (fault) {
+                if (!existing && fault.stored) {
+                  storeAndFanOut(from.userId, req.toUserId, req.clientMsgId, req.text, false);
+                }
+                if (fault.failure === "hang") {
+                  // No answer: the client's deadline ends the call (or, at the latest, 5 s).
+                  await new Promise((resolve) => {
+                    ctx.signal.addEventListener("abort", resolve);
+                    setTimeout(resolve, 5_000);
+                  });
+                  throw new ConnectError("no answer in time", Code.DeadlineExceeded);
+                }
+                throw new ConnectError("the answer was lost", fault.failure as Code);
               }
-              const message = create(ChatMessageSchema, {
-                messageId: newId("msg"),
-                clientMsgId: req.clientMsgId,
-                fromUserId: from.userId,
-                toUserId: req.toUserId,
-                text: req.text,
-                seq: BigInt(conv.messages.length + 1),
-                sentAt: timestampNow(),
-                status: MessageStatus.SENT,
-              });
-              conv.messages.push(message);
-              const event = create(ServerEventSchema, {
-                event: { case: "message", value: message },
-              });
-              push(from.userId, event); // the sender's sessions see what it sent
-              if (online(req.toUserId)) {
-                push(req.toUserId, event);
-                delivered.add(message.messageId);
-                push(
-                  from.userId,
-                  create(ServerEventSchema, {
-                    event: {
-                      case: "status",
-                      value: {
-                        messageId: message.messageId,
-                        peerUserId: req.toUserId,
-                        seq: message.seq,
-                        status: MessageStatus.DELIVERED,
-                      },
-                    },
-                  }),
-                );
-              }
+              const message =
+                existing ??
+                storeAndFanOut(from.userId, req.toUserId, req.clientMsgId, req.text, true);
               return {
                 clientMsgId: req.clientMsgId,
                 messageId: message.messageId,
                 seq: message.seq,
                 sentAt: message.sentAt,
-                status: MessageStatus.SENT,
+                // SENT for a new message; a retry returns the message's current status.
+                status: existing ? statusOf(existing) : MessageStatus.SENT,
               };
+            },
+
+            acknowledge(req, ctx) {
+              count("acknowledge");
+              const header = ctx.requestHeader.get("authorization") ?? "";
+              server.ackCalls.push({
+                sessionId: req.sessionId,
+                upToSeq: req.upToSeq,
+                authorized: header.startsWith("Bearer "),
+              });
+              checkUp();
+              if (!server.receiptsSupported) {
+                throw new ConnectError("receipts are not implemented yet", Code.Unimplemented);
+              }
+              if (server.failedAcks > 0) {
+                server.failedAcks -= 1;
+                throw new ConnectError("the receipt was lost", Code.Unavailable);
+              }
+              const me = authUser(ctx);
+              const session = [...sessions].find(
+                (s) => s.sessionId === req.sessionId && s.userId === me.userId,
+              );
+              if (!session) {
+                throw new ConnectError("session_id: no open session of this user", Code.NotFound);
+              }
+              if (!session.receipts) {
+                throw new ConnectError("session_id: no receipts", Code.FailedPrecondition);
+              }
+              const covered = session.unacked.filter((m) => m.seq <= req.upToSeq);
+              session.unacked = session.unacked.filter((m) => m.seq > req.upToSeq);
+              markDelivered(covered);
+              // Room in the window again: what waited goes out, as far as it fits.
+              const held = session.held.splice(0);
+              for (const m of held) sendTo(session, m, []);
+              return {};
             },
 
             setTyping(req, ctx) {
@@ -469,7 +602,7 @@ export function createFakeServer(): FakeServer {
             },
           });
         },
-        { transport: { interceptors: [bearerAuth(getToken)] } },
+        { transport: { interceptors: [bearerAuth(getToken), networkFaults] } },
       );
     },
   };

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fastchat/v1/chat.proto.
  */
 export const file_fastchat_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChZmYXN0Y2hhdC92MS9jaGF0LnByb3RvEgtmYXN0Y2hhdC52MSI9CgVIZWxsbxIPCgd1c2VyX2lkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRINCgV0b2tlbhgDIAEoCSI1ChBTdWJzY3JpYmVSZXF1ZXN0EiEKBWhlbGxvGAEgASgLMhIuZmFzdGNoYXQudjEuSGVsbG8irAIKC0NsaWVudEV2ZW50EiMKBWhlbGxvGAEgASgLMhIuZmFzdGNoYXQudjEuSGVsbG9IABI3CgxzZW5kX21lc3NhZ2UYAiABKAsyHy5mYXN0Y2hhdC52MS5TZW5kTWVzc2FnZVJlcXVlc3RIABIvCgZ0eXBpbmcYAyABKAsyHS5mYXN0Y2hhdC52MS5TZXRUeXBpbmdSZXF1ZXN0SAASMQoJbWFya19yZWFkGAQgASgLMhwuZmFzdGNoYXQudjEuTWFya1JlYWRSZXF1ZXN0SAASIQoEcGluZxgFIAEoCzIRLmZhc3RjaGF0LnYxLlBpbmdIABIvCghwcmVzZW5jZRgGIAEoCzIbLmZhc3RjaGF0LnYxLlByZXNlbmNlVXBkYXRlSABCBwoFZXZlbnQioAMKC1NlcnZlckV2ZW50EicKB3dlbGNvbWUYASABKAsyFC5mYXN0Y2hhdC52MS5XZWxjb21lSAASKwoHbWVzc2FnZRgCIAEoCzIYLmZhc3RjaGF0LnYxLkNoYXRNZXNzYWdlSAASLwoDYWNrGAMgASgLMiAuZmFzdGNoYXQudjEuU2VuZE1lc3NhZ2VSZXNwb25zZUgAEisKBnN0YXR1cxgEIAEoCzIZLmZhc3RjaGF0LnYxLlN0YXR1c1VwZGF0ZUgAEioKBnR5cGluZxgFIAEoCzIYLmZhc3RjaGF0LnYxLlR5cGluZ0V2ZW50SAASLgoIcHJlc2VuY2UYBiABKAsyGi5mYXN0Y2hhdC52MS5QcmVzZW5jZUV2ZW50SAASIQoEcG9uZxgHIAEoCzIRLmZhc3RjaGF0LnYxLlBvbmdIABIrCgloZWFydGJlYXQYCCABKAsyFi5mYXN0Y2hhdC52MS5IZWFydGJlYXRIABIoCgVlcnJvchgJIAEoCzIXLmZhc3RjaGF0LnYxLkVycm9yRXZlbnRIAEIHCgVldmVudCJ+CgdXZWxjb21lEhIKCnNlc3Npb25faWQYASABKAkSHwoEdXNlchgCIAEoCzIRLmZhc3RjaGF0LnYxLlVzZXISDQoFdG9rZW4YAyABKAkSLwoLc2VydmVyX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wItYBCgtDaGF0TWVzc2FnZRISCgptZXNzYWdlX2lkGAEgASgJEhUKDWNsaWVudF9tc2dfaWQYAiABKAkSFAoMZnJvbV91c2VyX2lkGAMgASgJEhIKCnRvX3VzZXJfaWQYBCABKAkSDAoEdGV4dBgFIAEoCRILCgNzZXEYBiABKAQSKwoHc2VudF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoGc3RhdHVzGAggASgOMhouZmFzdGNoYXQudjEuTWVzc2FnZVN0YXR1cyJNChJTZW5kTWVzc2FnZVJlcXVlc3QSFQoNY2xpZW50X21zZ19pZBgBIAEoCRISCgp0b191c2VyX2lkGAIgASgJEgwKBHRleHQYAyABKAkipgEKE1NlbmRNZXNzYWdlUmVzcG9uc2USFQoNY2xpZW50X21zZ19pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJEgsKA3NlcRgDIAEoBBIrCgdzZW50X2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIqCgZzdGF0dXMYBSABKA4yGi5mYXN0Y2hhdC52MS5NZXNzYWdlU3RhdHVzInEKDFN0YXR1c1VwZGF0ZRISCgptZXNzYWdlX2lkGAEgASgJEhQKDHBlZXJfdXNlcl9pZBgCIAEoCRILCgNzZXEYAyABKAQSKgoGc3RhdHVzGAQgASgOMhouZmFzdGNoYXQudjEuTWVzc2FnZVN0YXR1cyI5ChBTZXRUeXBpbmdSZXF1ZXN0EhIKCnRvX3VzZXJfaWQYASABKAkSEQoJaXNfdHlwaW5nGAIgASgIIhMKEVNldFR5cGluZ1Jlc3BvbnNlIjYKC1R5cGluZ0V2ZW50EhQKDGZyb21fdXNlcl9pZBgBIAEoCRIRCglpc190eXBpbmcYAiABKAgiOgoPTWFya1JlYWRSZXF1ZXN0EhQKDHBlZXJfdXNlcl9pZBgBIAEoCRIRCgl1cF90b19zZXEYAiABKAQiKgoQTWFya1JlYWRSZXNwb25zZRIWCg5yZWFkX3VwX3RvX3NlcRgBIAEoBCJMChFHZXRIaXN0b3J5UmVxdWVzdBIUCgxwZWVyX3VzZXJfaWQYASABKAkSEgoKYmVmb3JlX3NlcRgCIAEoBBINCgVsaW1pdBgDIAEoDSJvChJHZXRIaXN0b3J5UmVzcG9uc2USKgoIbWVzc2FnZXMYASADKAsyGC5mYXN0Y2hhdC52MS5DaGF0TWVzc2FnZRIQCghoYXNfbW9yZRgCIAEoCBIbChNwZWVyX3JlYWRfdXBfdG9fc2VxGAMgASgEItgBCgxDb252ZXJzYXRpb24SHwoEcGVlchgBIAEoCzIRLmZhc3RjaGF0LnYxLlVzZXISLgoMbGFzdF9tZXNzYWdlGAIgASgLMhguZmFzdGNoYXQudjEuQ2hhdE1lc3NhZ2USFAoMdW5yZWFkX2NvdW50GAMgASgNEhYKDnJlYWRfdXBfdG9fc2VxGAQgASgEEhsKE3BlZXJfcmVhZF91cF90b19zZXEYBSABKAQSLAoNcGVlcl9wcmVzZW5jZRgGIAEoCzIVLmZhc3RjaGF0LnYxLlByZXNlbmNlIhoKGExpc3RDb252ZXJzYXRpb25zUmVxdWVzdCJNChlMaXN0Q29udmVyc2F0aW9uc1Jlc3BvbnNlEjAKDWNvbnZlcnNhdGlvbnMYASADKAsyGS5mYXN0Y2hhdC52MS5Db252ZXJzYXRpb24iFQoEUGluZxINCgVub25jZRgBIAEoBCJGCgRQb25nEg0KBW5vbmNlGAEgASgEEi8KC3NlcnZlcl90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI8CglIZWFydGJlYXQSLwoLc2VydmVyX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImkKCkVycm9yRXZlbnQSDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEhUKDWNsaWVudF9tc2dfaWQYAyABKAkSFgoOcmV0cnlfYWZ0ZXJfbXMYBCABKA0SDQoFZmllbGQYBSABKAkqfwoNTWVzc2FnZVN0YXR1cxIeChpNRVNTQUdFX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE01FU1NBR0VfU1RBVFVTX1NFTlQQARIcChhNRVNTQUdFX1NUQVRVU19ERUxJVkVSRUQQAhIXChNNRVNTQUdFX1NUQVRVU19SRUFEEAMyrwQKC0NoYXRTZXJ2aWNlEj4KBENoYXQSGC5mYXN0Y2hhdC52MS5DbGllbnRFdmVudBoYLmZhc3RjaGF0LnYxLlNlcnZlckV2ZW50KAEwARJGCglTdWJzY3JpYmUSHS5mYXN0Y2hhdC52MS5TdWJzY3JpYmVSZXF1ZXN0GhguZmFzdGNoYXQudjEuU2VydmVyRXZlbnQwARJQCgtTZW5kTWVzc2FnZRIfLmZhc3RjaGF0LnYxLlNlbmRNZXNzYWdlUmVxdWVzdBogLmZhc3RjaGF0LnYxLlNlbmRNZXNzYWdlUmVzcG9uc2USSgoJU2V0VHlwaW5nEh0uZmFzdGNoYXQudjEuU2V0VHlwaW5nUmVxdWVzdBoeLmZhc3RjaGF0LnYxLlNldFR5cGluZ1Jlc3BvbnNlEkcKCE1hcmtSZWFkEhwuZmFzdGNoYXQudjEuTWFya1JlYWRSZXF1ZXN0Gh0uZmFzdGNoYXQudjEuTWFya1JlYWRSZXNwb25zZRJNCgpHZXRIaXN0b3J5Eh4uZmFzdGNoYXQudjEuR2V0SGlzdG9yeVJlcXVlc3QaHy5mYXN0Y2hhdC52MS5HZXRIaXN0b3J5UmVzcG9uc2USYgoRTGlzdENvbnZlcnNhdGlvbnMSJS5mYXN0Y2hhdC52MS5MaXN0Q29udmVyc2F0aW9uc1JlcXVlc3QaJi5mYXN0Y2hhdC52MS5MaXN0Q29udmVyc2F0aW9uc1Jlc3BvbnNlYgZwcm90bzM", [file_fastchat_v1_common, file_fastchat_v1_presence, file_google_protobuf_timestamp]);
+  fileDesc("ChZmYXN0Y2hhdC92MS9jaGF0LnByb3RvEgtmYXN0Y2hhdC52MSJPCgVIZWxsbxIPCgd1c2VyX2lkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRINCgV0b2tlbhgDIAEoCRIQCghyZWNlaXB0cxgEIAEoCCI1ChBTdWJzY3JpYmVSZXF1ZXN0EiEKBWhlbGxvGAEgASgLMhIuZmFzdGNoYXQudjEuSGVsbG8i1wIKC0NsaWVudEV2ZW50EiMKBWhlbGxvGAEgASgLMhIuZmFzdGNoYXQudjEuSGVsbG9IABI3CgxzZW5kX21lc3NhZ2UYAiABKAsyHy5mYXN0Y2hhdC52MS5TZW5kTWVzc2FnZVJlcXVlc3RIABIvCgZ0eXBpbmcYAyABKAsyHS5mYXN0Y2hhdC52MS5TZXRUeXBpbmdSZXF1ZXN0SAASMQoJbWFya19yZWFkGAQgASgLMhwuZmFzdGNoYXQudjEuTWFya1JlYWRSZXF1ZXN0SAASIQoEcGluZxgFIAEoCzIRLmZhc3RjaGF0LnYxLlBpbmdIABIvCghwcmVzZW5jZRgGIAEoCzIbLmZhc3RjaGF0LnYxLlByZXNlbmNlVXBkYXRlSAASKQoIcmVjZWl2ZWQYByABKAsyFS5mYXN0Y2hhdC52MS5SZWNlaXZlZEgAQgcKBWV2ZW50Ih0KCFJlY2VpdmVkEhEKCXVwX3RvX3NlcRgBIAEoBCI7ChJBY2tub3dsZWRnZVJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIRCgl1cF90b19zZXEYAiABKAQiFQoTQWNrbm93bGVkZ2VSZXNwb25zZSKgAwoLU2VydmVyRXZlbnQSJwoHd2VsY29tZRgBIAEoCzIULmZhc3RjaGF0LnYxLldlbGNvbWVIABIrCgdtZXNzYWdlGAIgASgLMhguZmFzdGNoYXQudjEuQ2hhdE1lc3NhZ2VIABIvCgNhY2sYAyABKAsyIC5mYXN0Y2hhdC52MS5TZW5kTWVzc2FnZVJlc3BvbnNlSAASKwoGc3RhdHVzGAQgASgLMhkuZmFzdGNoYXQudjEuU3RhdHVzVXBkYXRlSAASKgoGdHlwaW5nGAUgASgLMhguZmFzdGNoYXQudjEuVHlwaW5nRXZlbnRIABIuCghwcmVzZW5jZRgGIAEoCzIaLmZhc3RjaGF0LnYxLlByZXNlbmNlRXZlbnRIABIhCgRwb25nGAcgASgLMhEuZmFzdGNoYXQudjEuUG9uZ0gAEisKCWhlYXJ0YmVhdBgIIAEoCzIWLmZhc3RjaGF0LnYxLkhlYXJ0YmVhdEgAEigKBWVycm9yGAkgASgLMhcuZmFzdGNoYXQudjEuRXJyb3JFdmVudEgAQgcKBWV2ZW50IpYBCgdXZWxjb21lEhIKCnNlc3Npb25faWQYASABKAkSHwoEdXNlchgCIAEoCzIRLmZhc3RjaGF0LnYxLlVzZXISDQoFdG9rZW4YAyABKAkSLwoLc2VydmVyX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnJlY2VpdmVfd2luZG93GAUgASgNItYBCgtDaGF0TWVzc2FnZRISCgptZXNzYWdlX2lkGAEgASgJEhUKDWNsaWVudF9tc2dfaWQYAiABKAkSFAoMZnJvbV91c2VyX2lkGAMgASgJEhIKCnRvX3VzZXJfaWQYBCABKAkSDAoEdGV4dBgFIAEoCRILCgNzZXEYBiABKAQSKwoHc2VudF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoGc3RhdHVzGAggASgOMhouZmFzdGNoYXQudjEuTWVzc2FnZVN0YXR1cyJNChJTZW5kTWVzc2FnZVJlcXVlc3QSFQoNY2xpZW50X21zZ19pZBgBIAEoCRISCgp0b191c2VyX2lkGAIgASgJEgwKBHRleHQYAyABKAkipgEKE1NlbmRNZXNzYWdlUmVzcG9uc2USFQoNY2xpZW50X21zZ19pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJEgsKA3NlcRgDIAEoBBIrCgdzZW50X2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIqCgZzdGF0dXMYBSABKA4yGi5mYXN0Y2hhdC52MS5NZXNzYWdlU3RhdHVzInEKDFN0YXR1c1VwZGF0ZRISCgptZXNzYWdlX2lkGAEgASgJEhQKDHBlZXJfdXNlcl9pZBgCIAEoCRILCgNzZXEYAyABKAQSKgoGc3RhdHVzGAQgASgOMhouZmFzdGNoYXQudjEuTWVzc2FnZVN0YXR1cyI5ChBTZXRUeXBpbmdSZXF1ZXN0EhIKCnRvX3VzZXJfaWQYASABKAkSEQoJaXNfdHlwaW5nGAIgASgIIhMKEVNldFR5cGluZ1Jlc3BvbnNlIjYKC1R5cGluZ0V2ZW50EhQKDGZyb21fdXNlcl9pZBgBIAEoCRIRCglpc190eXBpbmcYAiABKAgiOgoPTWFya1JlYWRSZXF1ZXN0EhQKDHBlZXJfdXNlcl9pZBgBIAEoCRIRCgl1cF90b19zZXEYAiABKAQiKgoQTWFya1JlYWRSZXNwb25zZRIWCg5yZWFkX3VwX3RvX3NlcRgBIAEoBCJMChFHZXRIaXN0b3J5UmVxdWVzdBIUCgxwZWVyX3VzZXJfaWQYASABKAkSEgoKYmVmb3JlX3NlcRgCIAEoBBINCgVsaW1pdBgDIAEoDSJvChJHZXRIaXN0b3J5UmVzcG9uc2USKgoIbWVzc2FnZXMYASADKAsyGC5mYXN0Y2hhdC52MS5DaGF0TWVzc2FnZRIQCghoYXNfbW9yZRgCIAEoCBIbChNwZWVyX3JlYWRfdXBfdG9fc2VxGAMgASgEItgBCgxDb252ZXJzYXRpb24SHwoEcGVlchgBIAEoCzIRLmZhc3RjaGF0LnYxLlVzZXISLgoMbGFzdF9tZXNzYWdlGAIgASgLMhguZmFzdGNoYXQudjEuQ2hhdE1lc3NhZ2USFAoMdW5yZWFkX2NvdW50GAMgASgNEhYKDnJlYWRfdXBfdG9fc2VxGAQgASgEEhsKE3BlZXJfcmVhZF91cF90b19zZXEYBSABKAQSLAoNcGVlcl9wcmVzZW5jZRgGIAEoCzIVLmZhc3RjaGF0LnYxLlByZXNlbmNlIhoKGExpc3RDb252ZXJzYXRpb25zUmVxdWVzdCJNChlMaXN0Q29udmVyc2F0aW9uc1Jlc3BvbnNlEjAKDWNvbnZlcnNhdGlvbnMYASADKAsyGS5mYXN0Y2hhdC52MS5Db252ZXJzYXRpb24iFQoEUGluZxINCgVub25jZRgBIAEoBCJGCgRQb25nEg0KBW5vbmNlGAEgASgEEi8KC3NlcnZlcl90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI8CglIZWFydGJlYXQSLwoLc2VydmVyX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImkKCkVycm9yRXZlbnQSDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEhUKDWNsaWVudF9tc2dfaWQYAyABKAkSFgoOcmV0cnlfYWZ0ZXJfbXMYBCABKA0SDQoFZmllbGQYBSABKAkqfwoNTWVzc2FnZVN0YXR1cxIeChpNRVNTQUdFX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE01FU1NBR0VfU1RBVFVTX1NFTlQQARIcChhNRVNTQUdFX1NUQVRVU19ERUxJVkVSRUQQAhIXChNNRVNTQUdFX1NUQVRVU19SRUFEEAMygQUKC0NoYXRTZXJ2aWNlEj4KBENoYXQSGC5mYXN0Y2hhdC52MS5DbGllbnRFdmVudBoYLmZhc3RjaGF0LnYxLlNlcnZlckV2ZW50KAEwARJGCglTdWJzY3JpYmUSHS5mYXN0Y2hhdC52MS5TdWJzY3JpYmVSZXF1ZXN0GhguZmFzdGNoYXQudjEuU2VydmVyRXZlbnQwARJQCgtTZW5kTWVzc2FnZRIfLmZhc3RjaGF0LnYxLlNlbmRNZXNzYWdlUmVxdWVzdBogLmZhc3RjaGF0LnYxLlNlbmRNZXNzYWdlUmVzcG9uc2USUAoLQWNrbm93bGVkZ2USHy5mYXN0Y2hhdC52MS5BY2tub3dsZWRnZVJlcXVlc3QaIC5mYXN0Y2hhdC52MS5BY2tub3dsZWRnZVJlc3BvbnNlEkoKCVNldFR5cGluZxIdLmZhc3RjaGF0LnYxLlNldFR5cGluZ1JlcXVlc3QaHi5mYXN0Y2hhdC52MS5TZXRUeXBpbmdSZXNwb25zZRJHCghNYXJrUmVhZBIcLmZhc3RjaGF0LnYxLk1hcmtSZWFkUmVxdWVzdBodLmZhc3RjaGF0LnYxLk1hcmtSZWFkUmVzcG9uc2USTQoKR2V0SGlzdG9yeRIeLmZhc3RjaGF0LnYxLkdldEhpc3RvcnlSZXF1ZXN0Gh8uZmFzdGNoYXQudjEuR2V0SGlzdG9yeVJlc3BvbnNlEmIKEUxpc3RDb252ZXJzYXRpb25zEiUuZmFzdGNoYXQudjEuTGlzdENvbnZlcnNhdGlvbnNSZXF1ZXN0GiYuZmFzdGNoYXQudjEuTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZWIGcHJvdG8z", [file_fastchat_v1_common, file_fastchat_v1_presence, file_google_protobuf_timestamp]);
 
 /**
  * Opens a session as a user.
@@ -50,6 +50,20 @@ export type Hello = Message<"fastchat.v1.Hello"> & {
    * @generated from field: string token = 3;
    */
   token: string;
+
+  /**
+   * Delivery receipts from the client. When set, a message to the user counts as DELIVERED only
+   * once the client acknowledges it (ClientEvent.received on Chat, Acknowledge for Subscribe);
+   * what the session sent but the client did not acknowledge comes again on the user's next
+   * session, so the client drops messages whose seq it already has. At most
+   * Welcome.receive_window messages go unacknowledged: past that the session sends no more
+   * messages (other events go on) until the client acknowledges. Unset (old clients, grpcurl):
+   * a message counts as delivered once the server has handed it to the connection, and one lost
+   * with the connection is not sent again (it stays in GetHistory).
+   *
+   * @generated from field: bool receipts = 4;
+   */
+  receipts: boolean;
 };
 
 /**
@@ -139,6 +153,14 @@ export type ClientEvent = Message<"fastchat.v1.ClientEvent"> & {
      */
     value: PresenceUpdate;
     case: "presence";
+  } | {
+    /**
+     * A receipt, for sessions whose Hello set `receipts`; no answer.
+     *
+     * @generated from field: fastchat.v1.Received received = 7;
+     */
+    value: Received;
+    case: "received";
   } | { case: undefined; value?: undefined };
 };
 
@@ -148,6 +170,72 @@ export type ClientEvent = Message<"fastchat.v1.ClientEvent"> & {
  */
 export const ClientEventSchema: GenMessage<ClientEvent> = /*@__PURE__*/
   messageDesc(file_fastchat_v1_chat, 2);
+
+/**
+ * The client has received every message to its user that this session sent, up to `up_to_seq`.
+ * Cumulative: one receipt covers all before it, so send one for the newest message after a short
+ * pause or every few messages, and at least before Welcome.receive_window are unacknowledged.
+ *
+ * @generated from message fastchat.v1.Received
+ */
+export type Received = Message<"fastchat.v1.Received"> & {
+  /**
+   * The seq of the newest message to the user the client has; older seqs are ignored.
+   *
+   * @generated from field: uint64 up_to_seq = 1;
+   */
+  upToSeq: bigint;
+};
+
+/**
+ * Describes the message fastchat.v1.Received.
+ * Use `create(ReceivedSchema)` to create a new message.
+ */
+export const ReceivedSchema: GenMessage<Received> = /*@__PURE__*/
+  messageDesc(file_fastchat_v1_chat, 3);
+
+/**
+ * A receipt for a Subscribe session.
+ *
+ * @generated from message fastchat.v1.AcknowledgeRequest
+ */
+export type AcknowledgeRequest = Message<"fastchat.v1.AcknowledgeRequest"> & {
+  /**
+   * The session's id, from its Welcome; the session must be the caller's and still open.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * As Received.up_to_seq.
+   *
+   * @generated from field: uint64 up_to_seq = 2;
+   */
+  upToSeq: bigint;
+};
+
+/**
+ * Describes the message fastchat.v1.AcknowledgeRequest.
+ * Use `create(AcknowledgeRequestSchema)` to create a new message.
+ */
+export const AcknowledgeRequestSchema: GenMessage<AcknowledgeRequest> = /*@__PURE__*/
+  messageDesc(file_fastchat_v1_chat, 4);
+
+/**
+ * Empty answer to Acknowledge.
+ *
+ * @generated from message fastchat.v1.AcknowledgeResponse
+ */
+export type AcknowledgeResponse = Message<"fastchat.v1.AcknowledgeResponse"> & {
+};
+
+/**
+ * Describes the message fastchat.v1.AcknowledgeResponse.
+ * Use `create(AcknowledgeResponseSchema)` to create a new message.
+ */
+export const AcknowledgeResponseSchema: GenMessage<AcknowledgeResponse> = /*@__PURE__*/
+  messageDesc(file_fastchat_v1_chat, 5);
 
 /**
  * What the server sends on Chat and Subscribe streams.
@@ -240,7 +328,7 @@ export type ServerEvent = Message<"fastchat.v1.ServerEvent"> & {
  * Use `create(ServerEventSchema)` to create a new message.
  */
 export const ServerEventSchema: GenMessage<ServerEvent> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 3);
+  messageDesc(file_fastchat_v1_chat, 6);
 
 /**
  * First event of a session.
@@ -276,6 +364,14 @@ export type Welcome = Message<"fastchat.v1.Welcome"> & {
    * @generated from field: google.protobuf.Timestamp server_time = 4;
    */
   serverTime?: Timestamp | undefined;
+
+  /**
+   * With receipts: how many messages may go unacknowledged before the session waits for a
+   * receipt. 0 when the Hello did not ask for receipts.
+   *
+   * @generated from field: uint32 receive_window = 5;
+   */
+  receiveWindow: number;
 };
 
 /**
@@ -283,10 +379,11 @@ export type Welcome = Message<"fastchat.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 4);
+  messageDesc(file_fastchat_v1_chat, 7);
 
 /**
- * A stored message.
+ * A stored message. A client may receive one twice (across a reconnect, when its receipt had
+ * not reached the server): drop any whose seq it already has.
  *
  * @generated from message fastchat.v1.ChatMessage
  */
@@ -327,7 +424,8 @@ export type ChatMessage = Message<"fastchat.v1.ChatMessage"> & {
   text: string;
 
   /**
-   * Server-assigned, strictly increasing within a conversation.
+   * Server-assigned, strictly increasing within a conversation. A session sends the messages to
+   * its user in increasing seq.
    *
    * @generated from field: uint64 seq = 6;
    */
@@ -353,7 +451,7 @@ export type ChatMessage = Message<"fastchat.v1.ChatMessage"> & {
  * Use `create(ChatMessageSchema)` to create a new message.
  */
 export const ChatMessageSchema: GenMessage<ChatMessage> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 5);
+  messageDesc(file_fastchat_v1_chat, 8);
 
 /**
  * Sends a message to a peer.
@@ -389,7 +487,7 @@ export type SendMessageRequest = Message<"fastchat.v1.SendMessageRequest"> & {
  * Use `create(SendMessageRequestSchema)` to create a new message.
  */
 export const SendMessageRequestSchema: GenMessage<SendMessageRequest> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 6);
+  messageDesc(file_fastchat_v1_chat, 9);
 
 /**
  * The ack of a message: sent only after it is committed.
@@ -438,7 +536,7 @@ export type SendMessageResponse = Message<"fastchat.v1.SendMessageResponse"> & {
  * Use `create(SendMessageResponseSchema)` to create a new message.
  */
 export const SendMessageResponseSchema: GenMessage<SendMessageResponse> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 7);
+  messageDesc(file_fastchat_v1_chat, 10);
 
 /**
  * Messages of the user's changed status. An update covers every message the user sent to the
@@ -481,7 +579,7 @@ export type StatusUpdate = Message<"fastchat.v1.StatusUpdate"> & {
  * Use `create(StatusUpdateSchema)` to create a new message.
  */
 export const StatusUpdateSchema: GenMessage<StatusUpdate> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 8);
+  messageDesc(file_fastchat_v1_chat, 11);
 
 /**
  * Starts or stops typing.
@@ -509,7 +607,7 @@ export type SetTypingRequest = Message<"fastchat.v1.SetTypingRequest"> & {
  * Use `create(SetTypingRequestSchema)` to create a new message.
  */
 export const SetTypingRequestSchema: GenMessage<SetTypingRequest> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 9);
+  messageDesc(file_fastchat_v1_chat, 12);
 
 /**
  * Empty answer to SetTyping.
@@ -524,7 +622,7 @@ export type SetTypingResponse = Message<"fastchat.v1.SetTypingResponse"> & {
  * Use `create(SetTypingResponseSchema)` to create a new message.
  */
 export const SetTypingResponseSchema: GenMessage<SetTypingResponse> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 10);
+  messageDesc(file_fastchat_v1_chat, 13);
 
 /**
  * A peer's typing state.
@@ -552,7 +650,7 @@ export type TypingEvent = Message<"fastchat.v1.TypingEvent"> & {
  * Use `create(TypingEventSchema)` to create a new message.
  */
 export const TypingEventSchema: GenMessage<TypingEvent> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 11);
+  messageDesc(file_fastchat_v1_chat, 14);
 
 /**
  * Moves a read mark forward.
@@ -580,7 +678,7 @@ export type MarkReadRequest = Message<"fastchat.v1.MarkReadRequest"> & {
  * Use `create(MarkReadRequestSchema)` to create a new message.
  */
 export const MarkReadRequestSchema: GenMessage<MarkReadRequest> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 12);
+  messageDesc(file_fastchat_v1_chat, 15);
 
 /**
  * The read mark after MarkRead.
@@ -601,7 +699,7 @@ export type MarkReadResponse = Message<"fastchat.v1.MarkReadResponse"> & {
  * Use `create(MarkReadResponseSchema)` to create a new message.
  */
 export const MarkReadResponseSchema: GenMessage<MarkReadResponse> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 13);
+  messageDesc(file_fastchat_v1_chat, 16);
 
 /**
  * Pages backwards through a conversation.
@@ -636,7 +734,7 @@ export type GetHistoryRequest = Message<"fastchat.v1.GetHistoryRequest"> & {
  * Use `create(GetHistoryRequestSchema)` to create a new message.
  */
 export const GetHistoryRequestSchema: GenMessage<GetHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 14);
+  messageDesc(file_fastchat_v1_chat, 17);
 
 /**
  * One page of history.
@@ -671,7 +769,7 @@ export type GetHistoryResponse = Message<"fastchat.v1.GetHistoryResponse"> & {
  * Use `create(GetHistoryResponseSchema)` to create a new message.
  */
 export const GetHistoryResponseSchema: GenMessage<GetHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 15);
+  messageDesc(file_fastchat_v1_chat, 18);
 
 /**
  * One conversation of the caller.
@@ -727,7 +825,7 @@ export type Conversation = Message<"fastchat.v1.Conversation"> & {
  * Use `create(ConversationSchema)` to create a new message.
  */
 export const ConversationSchema: GenMessage<Conversation> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 16);
+  messageDesc(file_fastchat_v1_chat, 19);
 
 /**
  * Lists the caller's conversations.
@@ -742,7 +840,7 @@ export type ListConversationsRequest = Message<"fastchat.v1.ListConversationsReq
  * Use `create(ListConversationsRequestSchema)` to create a new message.
  */
 export const ListConversationsRequestSchema: GenMessage<ListConversationsRequest> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 17);
+  messageDesc(file_fastchat_v1_chat, 20);
 
 /**
  * The caller's conversations, newest activity first.
@@ -763,7 +861,7 @@ export type ListConversationsResponse = Message<"fastchat.v1.ListConversationsRe
  * Use `create(ListConversationsResponseSchema)` to create a new message.
  */
 export const ListConversationsResponseSchema: GenMessage<ListConversationsResponse> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 18);
+  messageDesc(file_fastchat_v1_chat, 21);
 
 /**
  * Asks for a pong.
@@ -784,7 +882,7 @@ export type Ping = Message<"fastchat.v1.Ping"> & {
  * Use `create(PingSchema)` to create a new message.
  */
 export const PingSchema: GenMessage<Ping> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 19);
+  messageDesc(file_fastchat_v1_chat, 22);
 
 /**
  * Answer to a ping.
@@ -812,7 +910,7 @@ export type Pong = Message<"fastchat.v1.Pong"> & {
  * Use `create(PongSchema)` to create a new message.
  */
 export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 20);
+  messageDesc(file_fastchat_v1_chat, 23);
 
 /**
  * Keeps an idle stream alive.
@@ -833,7 +931,7 @@ export type Heartbeat = Message<"fastchat.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 21);
+  messageDesc(file_fastchat_v1_chat, 24);
 
 /**
  * A refused client event; the stream goes on.
@@ -884,7 +982,7 @@ export type ErrorEvent = Message<"fastchat.v1.ErrorEvent"> & {
  * Use `create(ErrorEventSchema)` to create a new message.
  */
 export const ErrorEventSchema: GenMessage<ErrorEvent> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 22);
+  messageDesc(file_fastchat_v1_chat, 25);
 
 /**
  * Where a message stands, as seen by its sender.
@@ -907,7 +1005,8 @@ export enum MessageStatus {
   SENT = 1,
 
   /**
-   * A session of the recipient received it.
+   * The recipient has it: a session of theirs with receipts acknowledged it (or, without
+   * receipts, the server handed it to the connection).
    *
    * @generated from enum value: MESSAGE_STATUS_DELIVERED = 2;
    */
@@ -974,6 +1073,17 @@ export const ChatService: GenService<{
     methodKind: "unary";
     input: typeof SendMessageRequestSchema;
     output: typeof SendMessageResponseSchema;
+  },
+  /**
+   * A Subscribe session's receipt (Chat streams send ClientEvent.received instead): the client
+   * has every message to its user that the session sent, up to `up_to_seq`.
+   *
+   * @generated from rpc fastchat.v1.ChatService.Acknowledge
+   */
+  acknowledge: {
+    methodKind: "unary";
+    input: typeof AcknowledgeRequestSchema;
+    output: typeof AcknowledgeResponseSchema;
   },
   /**
    * Starts or stops a typing indicator towards a peer; it ends by itself 6 s after the last start.
