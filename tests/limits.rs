@@ -8,12 +8,14 @@ use std::time::Duration;
 use common::{Backend, ChatSession, TestServer, WAIT, authed, within};
 use fastchat::{
     config::Config,
+    db::tables::users,
     proto::{
-        ClientEvent, ErrorEvent, GetHistoryRequest, HeartbeatRequest, ListOnlineRequest, Ping,
-        SendMessageRequest, SetTypingRequest, WatchPresenceRequest,
+        ClientEvent, ErrorEvent, GetHistoryRequest, HeartbeatRequest, Hello, ListOnlineRequest,
+        Ping, SendMessageRequest, SetTypingRequest, WatchPresenceRequest,
         chat_service_client::ChatServiceClient, client_event, server_event::Event,
     },
 };
+use sea_orm::EntityTrait;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
@@ -278,6 +280,66 @@ async fn a_user_opening_sessions_faster_than_allowed_is_refused_until_the_allowa
         "2 a minute: one every 30 s"
     );
 }
+
+/// A Hello or heartbeat refused by a rate limit changes nothing: the new name it carried is
+/// neither stored nor shown to others.
+async fn a_refused_hello_or_heartbeat_does_not_rename_the_user(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| {
+        c.rate_sessions_per_minute = 1;
+        c.rate_pings_per_minute = 1;
+        c.rate_pings_burst = 1;
+    })
+    .await;
+    // Alice's first session takes her one session of the minute, her first heartbeat her one
+    // heartbeat.
+    let alice = ChatSession::new_user(&server, "Alice").await;
+    let mut presence = server.presence().await.unwrap();
+    presence
+        .heartbeat(authed(&alice.token(), HeartbeatRequest::default()))
+        .await
+        .unwrap();
+
+    let id = uuid::Uuid::parse_str(&alice.user_id()).unwrap();
+    let db = server.db().await;
+    let stored_name = async || {
+        let row = users::Entity::find_by_id(id).one(&db).await.unwrap();
+        row.unwrap().display_name
+    };
+
+    let hello = Hello {
+        display_name: "Mallory".into(),
+        ..alice.hello_again()
+    };
+    let refused = ChatSession::open(&server, hello).await.err().unwrap();
+    retry_delay(&refused);
+    assert_eq!(stored_name().await, "Alice", "after the refused Hello");
+
+    let heartbeat = HeartbeatRequest {
+        display_name: "Eve".into(),
+        ..Default::default()
+    };
+    let refused = presence
+        .heartbeat(authed(&alice.token(), heartbeat))
+        .await
+        .unwrap_err();
+    retry_delay(&refused);
+    assert_eq!(stored_name().await, "Alice", "after the refused heartbeat");
+
+    let online = presence
+        .list_online(ListOnlineRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<_> = online
+        .users
+        .iter()
+        .map(|p| p.user.as_ref().unwrap().display_name.as_str())
+        .collect();
+    assert_eq!(names, ["Alice"], "the name others see");
+    server.stop().await;
+}
+
+on_both_databases!(a_refused_hello_or_heartbeat_does_not_rename_the_user);
 
 #[tokio::test]
 async fn one_address_opening_sessions_for_many_users_is_limited() {

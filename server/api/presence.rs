@@ -166,9 +166,11 @@ impl PresenceService for PresenceApi {
             display_name: validate::optional_display_name("display_name", &request.display_name)?,
             token: bearer,
         };
-        let (user, token) = self.app.identity.resolve(claim, "").await?;
-        record_user(user.id);
-        self.app.limits.check(Action::Ping, user.id)?;
+        // Limits before writes: a refused heartbeat neither claims an id nor renames its user.
+        let resolved = self.app.identity.resolve(claim, "").await?;
+        record_user(resolved.user_id());
+        self.app.limits.check(Action::Ping, resolved.user_id())?;
+        let (user, token) = self.app.identity.admit(resolved).await?;
         let presence = self.app.hub.heartbeat(&user);
         Ok(Response::new(HeartbeatResponse {
             presence: Some(presence),
