@@ -149,6 +149,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub rate_sessions_per_minute_per_ip: u32,
 
+    /// New user ids one client IP address may claim per minute (a Hello or Heartbeat without a
+    /// token); a refused claim writes nothing. JWT sign-in claims nothing, so this never applies.
+    #[arg(long, env = "FASTCHAT_RATE_CLAIMS_PER_MINUTE_PER_IP", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_claims_per_minute_per_ip: u32,
+
+    /// New user ids one client IP address may claim back to back.
+    #[arg(long, env = "FASTCHAT_RATE_CLAIMS_BURST_PER_IP", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_claims_burst_per_ip: u32,
+
     /// Sessions one user may have open at once.
     #[arg(long, env = "FASTCHAT_MAX_SESSIONS_PER_USER", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]

@@ -15,7 +15,7 @@ use fastchat::{
         chat_service_client::ChatServiceClient, client_event, server_event::Event,
     },
 };
-use sea_orm::EntityTrait;
+use sea_orm::{EntityTrait, PaginatorTrait};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
@@ -358,6 +358,84 @@ async fn one_address_opening_sessions_for_many_users_is_limited() {
     retry_delay(&refused);
     let refused = ChatSession::new_user_result(&server, "Carol").await;
     retry_delay(&refused.err().unwrap());
+}
+
+/// One address claiming users in bulk (3,000 heartbeats without a token, as fast as it can) gets
+/// the default burst, then RESOURCE_EXHAUSTED with RetryInfo before anything is written: only
+/// the accepted users are stored and listed online. Claims by Hello share the allowance; a user
+/// coming back with their token claims nothing and is let in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_claiming_users_in_bulk_gets_the_burst_then_retry_info() {
+    const CLAIMS: usize = 3_000;
+    let defaults = Config::from_env();
+    let per_minute = defaults.rate_claims_per_minute_per_ip;
+    let burst = defaults.rate_claims_burst_per_ip as usize;
+    let server = server_with(|c| {
+        c.rate_claims_per_minute_per_ip = per_minute;
+        c.rate_claims_burst_per_ip = burst as u32;
+    })
+    .await;
+    let mut presence = server.presence().await.unwrap();
+
+    let started = std::time::Instant::now();
+    // Many at once, but not so many that the server sheds them for its own concurrency limit.
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(200));
+    let mut claims = tokio::task::JoinSet::new();
+    for n in 0..CLAIMS {
+        let permit = in_flight.clone().acquire_owned().await.unwrap();
+        let mut presence = presence.clone();
+        claims.spawn(async move {
+            let claim = HeartbeatRequest {
+                display_name: format!("bot-{n}"),
+                ..Default::default()
+            };
+            let result = presence.heartbeat(claim).await;
+            drop(permit);
+            result
+        });
+    }
+    let (mut tokens, mut refused) = (Vec::new(), 0);
+    while let Some(result) = claims.join_next().await {
+        match result.unwrap() {
+            Ok(response) => tokens.push(response.into_inner().token),
+            Err(status) => {
+                let delay = retry_delay(&status);
+                assert!(delay <= Duration::from_secs(60) / per_minute, "{delay:?}");
+                refused += 1;
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(tokens.len() + refused, CLAIMS);
+    // The burst at once, and whatever the allowance grew back meanwhile.
+    let regained = (elapsed.as_secs_f64() * f64::from(per_minute) / 60.0).ceil() as usize;
+    assert!(
+        (burst..=burst + regained).contains(&tokens.len()),
+        "{} claims accepted in {elapsed:?}",
+        tokens.len()
+    );
+
+    let stored = users::Entity::find()
+        .count(&server.db().await)
+        .await
+        .unwrap();
+    assert_eq!(stored, tokens.len() as u64, "refused claims store nothing");
+    let online = presence
+        .list_online(ListOnlineRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(online.count as usize, tokens.len(), "nor list anyone online");
+
+    let refused = ChatSession::new_user_result(&server, "Carol").await;
+    retry_delay(&refused.err().unwrap());
+    let returning = Hello {
+        token: tokens[0].clone(),
+        ..Default::default()
+    };
+    ChatSession::open(&server, returning)
+        .await
+        .expect("a user coming back with their token");
 }
 
 #[tokio::test]

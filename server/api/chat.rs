@@ -238,6 +238,9 @@ impl ChatApi {
         // Limits before writes: a refused Hello neither claims an id nor renames its user.
         let resolved = self.app.identity.resolve(claim, prefix).await?;
         record_user(resolved.user_id());
+        if resolved.is_claim() {
+            self.app.limits.check_claim(ip)?;
+        }
         self.app
             .limits
             .check_new_session(Some(resolved.user_id()), ip)?;
