@@ -4,9 +4,14 @@
 //! With JWT sign-in configured ([`jwt`]), tokens are JWTs from an identity provider instead: the
 //! token names the user, nothing is claimed, and FastChat mints no tokens. This type is the one
 //! place that knows which mode is on; the services call it the same way in both.
+//!
+//! Claimed users who are never used are deleted after a while ([`prune_unused_users`]).
 
 mod claims;
 pub mod jwt;
+mod prune;
+
+pub use prune::prune_unused_users;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -99,8 +104,8 @@ pub struct Identity {
     jwt: Option<JwtVerifier>,
 }
 
-/// Facts that never go stale: a token belongs to one user for good, and users are never deleted
-/// while the server runs. A rename updates `by_token`.
+/// Facts that do not go stale: a token belongs to one user for good, and a user stays until the
+/// prune deletes them, which removes them here. A rename updates `by_token`.
 #[derive(Debug, Default)]
 struct Cache {
     /// Token hash to user.
@@ -352,8 +357,11 @@ fn default_display_name(id: UserId) -> String {
 /// token, and no SHA-256 in hex looks like this, so no token ever authenticates as them. Should
 /// JWT sign-in be turned off later, their ids stay taken rather than free to claim.
 fn jwt_token_hash(id: UserId) -> String {
-    format!("jwt:{id}")
+    format!("{JWT_TOKEN_HASH_PREFIX}{id}")
 }
+
+/// How the token hash of every JWT user starts.
+const JWT_TOKEN_HASH_PREFIX: &str = "jwt:";
 
 /// What the database keeps of a token.
 fn hash_token(token: &str) -> String {
