@@ -181,7 +181,10 @@ impl Identity {
             return Ok(
                 match claim.display_name.filter(|name| *name != user.display_name) {
                     Some(display_name) => Resolved {
-                        user: AuthUser { display_name, ..user },
+                        user: AuthUser {
+                            display_name,
+                            ..user
+                        },
                         write: Write::Rename {
                             token_hash: hash_token(&token),
                         },
@@ -235,8 +238,7 @@ impl Identity {
             }
             Write::RenameSignedIn => {
                 self.db.rename_user(user.id, &user.display_name).await?;
-                self.cache()
-                    .remember_signed_in(user.id, &user.display_name);
+                self.cache().remember_signed_in(user.id, &user.display_name);
             }
             Write::FirstSignIn { named } => {
                 let claimed = self.claims.claim(NewUser {
@@ -252,8 +254,7 @@ impl Identity {
                         user.display_name = row.display_name;
                     }
                 }
-                self.cache()
-                    .remember_signed_in(user.id, &user.display_name);
+                self.cache().remember_signed_in(user.id, &user.display_name);
             }
         }
         Ok((user, None))

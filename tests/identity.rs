@@ -221,7 +221,10 @@ async fn users_claimed_and_never_used_are_pruned(backend: Backend) {
         };
         let response = presence.clone().heartbeat(request).await.unwrap();
         let response = response.into_inner();
-        (response.presence.unwrap().user.unwrap().user_id, response.token)
+        (
+            response.presence.unwrap().user.unwrap().user_id,
+            response.token,
+        )
     };
     let unused = claim("Unused").await;
     let sender = claim("Sender").await;

@@ -425,7 +425,11 @@ async fn one_address_claiming_users_in_bulk_gets_the_burst_then_retry_info() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(online.count as usize, tokens.len(), "nor list anyone online");
+    assert_eq!(
+        online.count as usize,
+        tokens.len(),
+        "nor list anyone online"
+    );
 
     let refused = ChatSession::new_user_result(&server, "Carol").await;
     retry_delay(&refused.err().unwrap());

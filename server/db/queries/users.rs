@@ -87,7 +87,10 @@ impl Database {
             .into_tuple()
             .all(self.conn())
             .await?;
-        Ok(rows.into_iter().map(|(id, hash)| (UserId(id), hash)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(id, hash)| (UserId(id), hash))
+            .collect())
     }
 
     /// Deletes those of `ids` that are still unused since `cutoff`, checked again in the same
@@ -209,9 +212,16 @@ mod tests {
             .unwrap();
         let with_session = claim(&t, "with-session").await;
         let at = Utc::now();
-        Database::session_opened(db.writer(), SessionId::new_random(), with_session, "n", "chat", at)
-            .await
-            .unwrap();
+        Database::session_opened(
+            db.writer(),
+            SessionId::new_random(),
+            with_session,
+            "n",
+            "chat",
+            at,
+        )
+        .await
+        .unwrap();
         let online = claim(&t, "online").await;
         Database::upsert_presence(db.writer(), online, StoredStatus::Online, 0, at)
             .await
@@ -247,7 +257,10 @@ mod tests {
         assert_eq!(found, expected);
         // Pages follow the id order.
         let first = db.unused_users(cutoff, None, 1).await.unwrap();
-        let rest = db.unused_users(cutoff, Some(first[0].0), 100).await.unwrap();
+        let rest = db
+            .unused_users(cutoff, Some(first[0].0), 100)
+            .await
+            .unwrap();
         assert_eq!((first[0].0, rest[0].0), (expected[0], expected[1]));
         assert_eq!(rest.len(), 1);
     }
@@ -265,9 +278,16 @@ mod tests {
             .map(|(id, _)| id)
             .collect();
         assert!(found.contains(&stays) && found.contains(&goes));
-        Database::session_opened(db.writer(), SessionId::new_random(), stays, "n", "chat", Utc::now())
-            .await
-            .unwrap();
+        Database::session_opened(
+            db.writer(),
+            SessionId::new_random(),
+            stays,
+            "n",
+            "chat",
+            Utc::now(),
+        )
+        .await
+        .unwrap();
 
         let deleted = db.delete_unused_users(&found, cutoff).await.unwrap();
         assert_eq!(deleted, found.len() as u64 - 1);
