@@ -1,6 +1,7 @@
 //! Rate limits: a token bucket per user and kind of action, and per client address for new
-//! sessions and for claims of new user ids. governor's buckets (GCRA) refill continuously, so a user who waits is let through
-//! again as soon as their allowance has grown back, not at the next sweep of a counter.
+//! sessions and for claims of new user ids. governor's buckets (GCRA) refill continuously, so a
+//! user who waits is let through again as soon as their allowance has grown back, not at the next
+//! sweep of a counter.
 
 use std::{net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
