@@ -77,8 +77,12 @@ async fn fixture() -> Fixture {
         display_name: Some(name.to_owned()),
         ..Default::default()
     };
-    let (alice, _) = identity.resolve(claim("Alice"), "").await.unwrap();
-    let (bob, _) = identity.resolve(claim("Bob"), "").await.unwrap();
+    let new_user = async |name| {
+        let resolved = identity.resolve(claim(name), "").await.unwrap();
+        identity.admit(resolved).await.unwrap().0
+    };
+    let alice = new_user("Alice").await;
+    let bob = new_user("Bob").await;
     let config = HubConfig::from(&Config::from_env());
     let hub = Hub::start(db, config, Arc::new(Metrics::new()));
     let mut bob_session = hub

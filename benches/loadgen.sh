@@ -54,6 +54,7 @@ start_server() {
     "$server_bin" --listen "127.0.0.1:$port" "${storage[@]}" \
         --rate-messages-per-minute 1000000 --rate-messages-burst 1000000 \
         --rate-sessions-per-minute 1000000 --rate-sessions-per-minute-per-ip 1000000 \
+        --rate-claims-per-minute-per-ip 1000000 --rate-claims-burst-per-ip 1000000 \
         --rate-requests-per-minute 1000000 --rate-requests-burst 1000000 \
         --max-concurrent-requests 20000 "$@" >"$work/server-$port.log" 2>&1 &
     server_pid=$!

@@ -149,6 +149,24 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub rate_sessions_per_minute_per_ip: u32,
 
+    /// New user ids one client IP address may claim per minute (a Hello or Heartbeat without a
+    /// token); a refused claim writes nothing. JWT sign-in claims nothing, so this never applies.
+    #[arg(long, env = "FASTCHAT_RATE_CLAIMS_PER_MINUTE_PER_IP", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_claims_per_minute_per_ip: u32,
+
+    /// New user ids one client IP address may claim back to back.
+    #[arg(long, env = "FASTCHAT_RATE_CLAIMS_BURST_PER_IP", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_claims_burst_per_ip: u32,
+
+    /// Seconds after which a claimed user who never opened a session, never sent nor received a
+    /// message, and has not been online since, is deleted; 0 keeps every user. Checked hourly
+    /// (or at this interval when it is shorter). JWT users are kept.
+    #[arg(long, env = "FASTCHAT_PRUNE_UNUSED_USERS_AFTER_SECS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(0..=315_360_000))]
+    pub prune_unused_users_after_secs: u64,
+
     /// Sessions one user may have open at once.
     #[arg(long, env = "FASTCHAT_MAX_SESSIONS_PER_USER", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -325,5 +343,11 @@ impl Config {
 
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_secs)
+    }
+
+    /// How long claimed users who were never used are kept; None: for good.
+    pub fn prune_unused_users_after(&self) -> Option<Duration> {
+        let secs = self.prune_unused_users_after_secs;
+        (secs > 0).then(|| Duration::from_secs(secs))
     }
 }

@@ -4,9 +4,14 @@
 //! With JWT sign-in configured ([`jwt`]), tokens are JWTs from an identity provider instead: the
 //! token names the user, nothing is claimed, and FastChat mints no tokens. This type is the one
 //! place that knows which mode is on; the services call it the same way in both.
+//!
+//! Claimed users who are never used are deleted after a while ([`prune_unused_users`]).
 
 mod claims;
 pub mod jwt;
+mod prune;
+
+pub use prune::prune_unused_users;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -46,6 +51,46 @@ pub struct Claim {
     pub token: Option<String>,
 }
 
+/// Who a Hello or heartbeat is, found without writing anything. The caller checks its limits,
+/// then [`Identity::admit`]s it: a refused call neither claims an id nor renames a user.
+#[derive(Debug)]
+#[must_use = "nothing is claimed or renamed until the call is admitted"]
+pub struct Resolved {
+    /// The user as the call leaves them: a new user, or a known one with the requested name.
+    user: AuthUser,
+    /// What admitting the call writes.
+    write: Write,
+}
+
+/// What admitting a resolved call writes.
+#[derive(Debug)]
+enum Write {
+    /// Nothing: a known user, under their stored name.
+    Nothing,
+    /// A claimed user's new display name; `token_hash` keys them in the cache.
+    Rename { token_hash: String },
+    /// A new user id, claimed with this fresh token.
+    Claim { token: String },
+    /// A JWT user's new display name.
+    RenameSignedIn,
+    /// A JWT user seen for the first time; `named` when the token or the call gave the name.
+    FirstSignIn { named: bool },
+}
+
+impl Resolved {
+    /// The user the call is for.
+    pub fn user_id(&self) -> UserId {
+        self.user.id
+    }
+
+    /// Whether admitting the call claims a new user id, which the limit on claims per client
+    /// address counts. A JWT user's first sign-in is not a claim: their identity provider vouches
+    /// for them.
+    pub fn is_claim(&self) -> bool {
+        matches!(self.write, Write::Claim { .. })
+    }
+}
+
 /// Claims and checks user ids.
 #[derive(Debug)]
 pub struct Identity {
@@ -59,8 +104,8 @@ pub struct Identity {
     jwt: Option<JwtVerifier>,
 }
 
-/// Facts that never go stale: a token belongs to one user for good, and users are never deleted
-/// while the server runs. A rename updates `by_token`.
+/// Facts that do not go stale: a token belongs to one user for good, and a user stays until the
+/// prune deletes them, which removes them here. A rename updates `by_token`.
 #[derive(Debug, Default)]
 struct Cache {
     /// Token hash to user.
@@ -76,6 +121,11 @@ impl Cache {
         self.known.insert(user.id);
         self.by_token.insert(token_hash, user);
     }
+
+    fn remember_signed_in(&mut self, id: UserId, display_name: &str) {
+        self.known.insert(id);
+        self.signed_in.insert(id, display_name.to_owned());
+    }
 }
 
 impl Identity {
@@ -90,13 +140,13 @@ impl Identity {
         }
     }
 
-    /// Resolves a Hello or heartbeat: with a token, checks it (and renames when a new name is
-    /// given); without one, claims the id. Returns the user and, for a claim, the new token.
-    /// `field` prefixes the names of fields in errors (for example `hello.`).
+    /// Resolves a Hello or heartbeat, writing nothing: with a token, checks it (noting a new name
+    /// when one is given); without one, prepares a claim of the id. `field` prefixes the names of
+    /// fields in errors (for example `hello.`).
     ///
     /// With JWT sign-in the token is required and names the user; a user id, when given, must be
     /// that user. The display name is the token's `name`, else the claim's, else the stored one.
-    pub async fn resolve(&self, claim: Claim, field: &str) -> Result<(AuthUser, Option<String>)> {
+    pub async fn resolve(&self, claim: Claim, field: &str) -> Result<Resolved> {
         if let Some(jwt) = &self.jwt {
             let token = claim.token.ok_or_else(|| {
                 Error::Unauthenticated(format!(
@@ -116,25 +166,35 @@ impl Identity {
                     signed.id
                 )));
             }
-            let user = self
-                .sign_in(signed.id, signed.display_name.or(claim.display_name))
-                .await?;
-            return Ok((user, None));
+            return self
+                .resolve_signed_in(signed.id, signed.display_name.or(claim.display_name))
+                .await;
         }
 
         if let Some(token) = claim.token {
-            let mut user = self.authenticate(&token).await?;
+            let user = self.authenticate(&token).await?;
             if claim.user_id.is_some_and(|id| id != user.id) {
                 return Err(Error::Unauthenticated(
                     "the token belongs to another user".into(),
                 ));
             }
-            if let Some(name) = claim.display_name.filter(|name| *name != user.display_name) {
-                self.db.rename_user(user.id, &name).await?;
-                user.display_name = name;
-                self.cache().remember(hash_token(&token), user.clone());
-            }
-            return Ok((user, None));
+            return Ok(
+                match claim.display_name.filter(|name| *name != user.display_name) {
+                    Some(display_name) => Resolved {
+                        user: AuthUser {
+                            display_name,
+                            ..user
+                        },
+                        write: Write::Rename {
+                            token_hash: hash_token(&token),
+                        },
+                    },
+                    None => Resolved {
+                        user,
+                        write: Write::Nothing,
+                    },
+                },
+            );
         }
 
         let id = claim.user_id.unwrap_or_else(UserId::new_random);
@@ -147,25 +207,68 @@ impl Identity {
                 "required to claim a new user id",
             ));
         };
-        let token = new_token();
-        let claimed = self.claims.claim(NewUser {
-            id,
-            display_name: display_name.clone(),
-            token_hash: hash_token(&token),
-        });
-        if !claimed.await? {
-            return Err(already_claimed());
-        }
-        let user = AuthUser { id, display_name };
-        self.cache().remember(hash_token(&token), user.clone());
-        Ok((user, Some(token)))
+        Ok(Resolved {
+            user: AuthUser { id, display_name },
+            write: Write::Claim { token: new_token() },
+        })
     }
 
-    /// The user a bearer token belongs to.
+    /// Writes what a resolved call asks (a claim, a rename, a JWT user's first sign-in). Returns
+    /// the user and, for a claim, the new token.
+    pub async fn admit(&self, resolved: Resolved) -> Result<(AuthUser, Option<String>)> {
+        let Resolved { mut user, write } = resolved;
+        match write {
+            Write::Nothing => {}
+            Write::Rename { token_hash } => {
+                self.db.rename_user(user.id, &user.display_name).await?;
+                self.cache().remember(token_hash, user.clone());
+            }
+            Write::Claim { token } => {
+                let token_hash = hash_token(&token);
+                let claimed = self.claims.claim(NewUser {
+                    id: user.id,
+                    display_name: user.display_name.clone(),
+                    token_hash: token_hash.clone(),
+                });
+                if !claimed.await? {
+                    return Err(already_claimed());
+                }
+                self.cache().remember(token_hash, user.clone());
+                return Ok((user, Some(token)));
+            }
+            Write::RenameSignedIn => {
+                self.db.rename_user(user.id, &user.display_name).await?;
+                self.cache().remember_signed_in(user.id, &user.display_name);
+            }
+            Write::FirstSignIn { named } => {
+                let claimed = self.claims.claim(NewUser {
+                    id: user.id,
+                    display_name: user.display_name.clone(),
+                    token_hash: jwt_token_hash(user.id),
+                });
+                // Not created: another session of the user created the row meanwhile.
+                if !claimed.await? {
+                    if named {
+                        self.db.rename_user(user.id, &user.display_name).await?;
+                    } else if let Some(row) = self.db.find_user(user.id).await? {
+                        user.display_name = row.display_name;
+                    }
+                }
+                self.cache().remember_signed_in(user.id, &user.display_name);
+            }
+        }
+        Ok((user, None))
+    }
+
+    /// The user a bearer token belongs to. With JWT sign-in, a user seen for the first time is
+    /// created, and one whose token carries a new name is renamed.
     pub async fn authenticate(&self, token: &str) -> Result<AuthUser> {
         if let Some(jwt) = &self.jwt {
             let signed = jwt.verify(token)?;
-            return self.sign_in(signed.id, signed.display_name).await;
+            let resolved = self
+                .resolve_signed_in(signed.id, signed.display_name)
+                .await?;
+            return Ok(self.admit(resolved).await?.0);
         }
         let hash = hash_token(token);
         let cached = self.cache().by_token.get(&hash).cloned();
@@ -195,43 +298,38 @@ impl Identity {
         Ok(exists)
     }
 
-    /// The user a valid JWT names, created on first sight and renamed when `display_name` differs
-    /// from the stored name.
-    async fn sign_in(&self, id: UserId, display_name: Option<String>) -> Result<AuthUser> {
+    /// The user a valid JWT names, as they will be once admitted: created on first sight, renamed
+    /// when `display_name` differs from the stored name.
+    async fn resolve_signed_in(
+        &self,
+        id: UserId,
+        display_name: Option<String>,
+    ) -> Result<Resolved> {
         let cached = self.cache().signed_in.get(&id).cloned();
         let stored = match cached {
             Some(name) => Some(name),
-            None => self.db.find_user(id).await?.map(|row| row.display_name),
-        };
-        let display_name = match (stored, display_name) {
-            (Some(stored), Some(wanted)) if stored != wanted => {
-                self.db.rename_user(id, &wanted).await?;
-                wanted
-            }
-            (Some(stored), _) => stored,
-            (None, wanted) => {
-                let name = wanted.clone().unwrap_or_else(|| default_display_name(id));
-                let claimed = self.claims.claim(NewUser {
-                    id,
-                    display_name: name.clone(),
-                    token_hash: jwt_token_hash(id),
-                });
-                if claimed.await? {
-                    name
-                } else if wanted.is_some() {
-                    // Another session of the user created the row meanwhile.
-                    self.db.rename_user(id, &name).await?;
-                    name
-                } else {
-                    let stored = self.db.find_user(id).await?.map(|row| row.display_name);
-                    stored.unwrap_or(name)
+            None => {
+                let stored = self.db.find_user(id).await?.map(|row| row.display_name);
+                if let Some(name) = &stored {
+                    self.cache().remember_signed_in(id, name);
                 }
+                stored
             }
         };
-        let mut cache = self.cache();
-        cache.known.insert(id);
-        cache.signed_in.insert(id, display_name.clone());
-        Ok(AuthUser { id, display_name })
+        let (display_name, write) = match (stored, display_name) {
+            (Some(stored), Some(wanted)) if stored != wanted => (wanted, Write::RenameSignedIn),
+            (Some(stored), _) => (stored, Write::Nothing),
+            (None, wanted) => (
+                wanted.clone().unwrap_or_else(|| default_display_name(id)),
+                Write::FirstSignIn {
+                    named: wanted.is_some(),
+                },
+            ),
+        };
+        Ok(Resolved {
+            user: AuthUser { id, display_name },
+            write,
+        })
     }
 
     fn cache(&self) -> MutexGuard<'_, Cache> {
@@ -260,8 +358,11 @@ fn default_display_name(id: UserId) -> String {
 /// token, and no SHA-256 in hex looks like this, so no token ever authenticates as them. Should
 /// JWT sign-in be turned off later, their ids stay taken rather than free to claim.
 fn jwt_token_hash(id: UserId) -> String {
-    format!("jwt:{id}")
+    format!("{JWT_TOKEN_HASH_PREFIX}{id}")
 }
+
+/// How the token hash of every JWT user starts.
+const JWT_TOKEN_HASH_PREFIX: &str = "jwt:";
 
 /// What the database keeps of a token.
 fn hash_token(token: &str) -> String {

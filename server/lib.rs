@@ -160,6 +160,7 @@ pub async fn run(
     }
     tokio::spawn(watch_database(app.clone(), health.clone()));
     tokio::spawn(forget_idle_limits(Arc::downgrade(&app)));
+    tokio::spawn(identity::prune_unused_users(Arc::downgrade(&app)));
 
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;

@@ -1,6 +1,7 @@
-//! Rate limits: a token bucket per user and kind of action, and one per client address for new
-//! sessions. governor's buckets (GCRA) refill continuously, so a user who waits is let through
-//! again as soon as their allowance has grown back, not at the next sweep of a counter.
+//! Rate limits: a token bucket per user and kind of action, and per client address for new
+//! sessions and for claims of new user ids. governor's buckets (GCRA) refill continuously, so a
+//! user who waits is let through again as soon as their allowance has grown back, not at the next
+//! sweep of a counter.
 
 use std::{net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
@@ -26,6 +27,9 @@ pub enum Action {
     Request,
     /// Opening a session (a stream).
     Session,
+    /// Claiming a new user id; counted per client address only, a new user having no allowance
+    /// of their own.
+    Claim,
 }
 
 impl Action {
@@ -37,6 +41,7 @@ impl Action {
             Self::Ping => "ping",
             Self::Request => "request",
             Self::Session => "session",
+            Self::Claim => "claim",
         }
     }
 }
@@ -56,6 +61,9 @@ pub struct RateLimits {
     sessions: DefaultKeyedRateLimiter<UserId>,
     /// New sessions per client address, whoever opens them (watchers included).
     sessions_per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    /// Claims of new user ids per client address: without it one address could create users,
+    /// each with a stored row and a place in the online lists, as fast as it can send.
+    claims_per_ip: DefaultKeyedRateLimiter<IpAddr>,
     /// Where refusals are counted.
     metrics: Arc<Metrics>,
 }
@@ -71,6 +79,10 @@ impl RateLimits {
             requests: limiter(config.rate_requests_per_minute, config.rate_requests_burst),
             sessions: limiter(sessions, sessions),
             sessions_per_ip: limiter(sessions_per_ip, sessions_per_ip),
+            claims_per_ip: limiter(
+                config.rate_claims_per_minute_per_ip,
+                config.rate_claims_burst_per_ip,
+            ),
             metrics,
         }
     }
@@ -83,6 +95,7 @@ impl RateLimits {
             Action::Ping => &self.pings,
             Action::Request => &self.requests,
             Action::Session => &self.sessions,
+            Action::Claim => return Ok(()), // counted by check_claim, per address
         };
         check(limiter, &user, action)
             .inspect_err(|_| self.metrics.rate_limited(action.name(), Some(user)))
@@ -101,6 +114,14 @@ impl RateLimits {
         Ok(())
     }
 
+    /// Checks a claim of a new user id from `ip` (None when unknown) against the address's
+    /// allowance.
+    pub fn check_claim(&self, ip: Option<IpAddr>) -> Result<()> {
+        let Some(ip) = ip else { return Ok(()) };
+        check(&self.claims_per_ip, &ip, Action::Claim)
+            .inspect_err(|_| self.metrics.rate_limited(Action::Claim.name(), None))
+    }
+
     /// Drops the buckets of users and addresses that are full again, so memory follows the
     /// active users, not every user ever seen.
     pub fn forget_idle(&self) {
@@ -114,8 +135,10 @@ impl RateLimits {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
-        self.sessions_per_ip.retain_recent();
-        self.sessions_per_ip.shrink_to_fit();
+        for limiter in [&self.sessions_per_ip, &self.claims_per_ip] {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
     }
 }
 

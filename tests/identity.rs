@@ -1,12 +1,19 @@
 //! Identity: the first use of a user id claims it; later ones must present its token. No one can
-//! pose as someone else.
+//! pose as someone else. Users claimed and never used are deleted after a while.
 
 mod common;
 
-use common::{Backend, ChatSession, TestServer, authed};
-use fastchat::proto::{
-    Hello, ListConversationsRequest, SendMessageRequest, SubscribeRequest, server_event::Event,
+use std::time::Duration;
+
+use common::{Backend, ChatSession, TestServer, WAIT, authed, within};
+use fastchat::{
+    db::tables::users,
+    proto::{
+        HeartbeatRequest, Hello, ListConversationsRequest, SendMessageRequest, SubscribeRequest,
+        server_event::Event,
+    },
 };
+use sea_orm::{DatabaseConnection, EntityTrait};
 use tonic::Code;
 
 /// A claimed id cannot be used without its token, nor with another user's token.
@@ -186,7 +193,88 @@ async fn concurrent_claims_one_winner_per_id(backend: Backend) {
     server.stop().await;
 }
 
+/// Whether the server's database holds the user.
+async fn stored(db: &DatabaseConnection, user_id: &str) -> bool {
+    let id = uuid::Uuid::parse_str(user_id).unwrap();
+    users::Entity::find_by_id(id)
+        .one(db)
+        .await
+        .unwrap()
+        .is_some()
+}
+
+/// A user claimed by a heartbeat and never used again is deleted once the prune time has passed,
+/// and their token stops working. Users who opened a session, sent or received a message, or are
+/// still kept online by heartbeats stay.
+async fn users_claimed_and_never_used_are_pruned(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| {
+        c.prune_unused_users_after_secs = 1;
+        c.presence_ttl_secs = 1;
+    })
+    .await;
+    let presence = server.presence().await.unwrap();
+    // A new user by heartbeat: their id and token.
+    let claim = async |name: &str| {
+        let request = HeartbeatRequest {
+            display_name: name.to_owned(),
+            ..Default::default()
+        };
+        let response = presence.clone().heartbeat(request).await.unwrap();
+        let response = response.into_inner();
+        (
+            response.presence.unwrap().user.unwrap().user_id,
+            response.token,
+        )
+    };
+    let unused = claim("Unused").await;
+    let sender = claim("Sender").await;
+    let recipient = claim("Recipient").await;
+    let heartbeating = claim("Heartbeating").await;
+    let with_session = ChatSession::new_user(&server, "Session").await.user_id();
+    let message = SendMessageRequest {
+        client_msg_id: "m-1".into(),
+        to_user_id: recipient.0.clone(),
+        text: "hello".into(),
+    };
+    server
+        .chat()
+        .await
+        .unwrap()
+        .send_message(authed(&sender.1, message))
+        .await
+        .unwrap();
+
+    let db = server.db().await;
+    let heartbeat = async |token: &str| {
+        let request = authed(token, HeartbeatRequest::default());
+        presence.clone().heartbeat(request).await
+    };
+    within(WAIT, async {
+        while stored(&db, &unused.0).await {
+            heartbeat(&heartbeating.1).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    let status = heartbeat(&unused.1).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+
+    // Two more sweeps (one a second) pass without taking anyone else.
+    for _ in 0..8 {
+        heartbeat(&heartbeating.1).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for user in [&sender.0, &recipient.0, &heartbeating.0, &with_session] {
+        assert!(stored(&db, user).await, "{user} was pruned");
+    }
+    heartbeat(&sender.1)
+        .await
+        .expect("the sender's token still works");
+    server.stop().await;
+}
+
 on_both_databases!(
+    users_claimed_and_never_used_are_pruned,
     claimed_ids_need_their_token,
     concurrent_claims_one_winner_per_id,
     unary_calls_act_as_the_token_user,

@@ -8,12 +8,14 @@ use std::time::Duration;
 use common::{Backend, ChatSession, TestServer, WAIT, authed, within};
 use fastchat::{
     config::Config,
+    db::tables::users,
     proto::{
-        ClientEvent, ErrorEvent, GetHistoryRequest, HeartbeatRequest, ListOnlineRequest, Ping,
-        SendMessageRequest, SetTypingRequest, WatchPresenceRequest,
+        ClientEvent, ErrorEvent, GetHistoryRequest, HeartbeatRequest, Hello, ListOnlineRequest,
+        Ping, SendMessageRequest, SetTypingRequest, WatchPresenceRequest,
         chat_service_client::ChatServiceClient, client_event, server_event::Event,
     },
 };
+use sea_orm::{EntityTrait, PaginatorTrait};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
@@ -279,6 +281,66 @@ async fn a_user_opening_sessions_faster_than_allowed_is_refused_until_the_allowa
     );
 }
 
+/// A Hello or heartbeat refused by a rate limit changes nothing: the new name it carried is
+/// neither stored nor shown to others.
+async fn a_refused_hello_or_heartbeat_does_not_rename_the_user(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| {
+        c.rate_sessions_per_minute = 1;
+        c.rate_pings_per_minute = 1;
+        c.rate_pings_burst = 1;
+    })
+    .await;
+    // Alice's first session takes her one session of the minute, her first heartbeat her one
+    // heartbeat.
+    let alice = ChatSession::new_user(&server, "Alice").await;
+    let mut presence = server.presence().await.unwrap();
+    presence
+        .heartbeat(authed(&alice.token(), HeartbeatRequest::default()))
+        .await
+        .unwrap();
+
+    let id = uuid::Uuid::parse_str(&alice.user_id()).unwrap();
+    let db = server.db().await;
+    let stored_name = async || {
+        let row = users::Entity::find_by_id(id).one(&db).await.unwrap();
+        row.unwrap().display_name
+    };
+
+    let hello = Hello {
+        display_name: "Mallory".into(),
+        ..alice.hello_again()
+    };
+    let refused = ChatSession::open(&server, hello).await.err().unwrap();
+    retry_delay(&refused);
+    assert_eq!(stored_name().await, "Alice", "after the refused Hello");
+
+    let heartbeat = HeartbeatRequest {
+        display_name: "Eve".into(),
+        ..Default::default()
+    };
+    let refused = presence
+        .heartbeat(authed(&alice.token(), heartbeat))
+        .await
+        .unwrap_err();
+    retry_delay(&refused);
+    assert_eq!(stored_name().await, "Alice", "after the refused heartbeat");
+
+    let online = presence
+        .list_online(ListOnlineRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<_> = online
+        .users
+        .iter()
+        .map(|p| p.user.as_ref().unwrap().display_name.as_str())
+        .collect();
+    assert_eq!(names, ["Alice"], "the name others see");
+    server.stop().await;
+}
+
+on_both_databases!(a_refused_hello_or_heartbeat_does_not_rename_the_user);
+
 #[tokio::test]
 async fn one_address_opening_sessions_for_many_users_is_limited() {
     let server = server_with(|c| c.rate_sessions_per_minute_per_ip = 3).await;
@@ -296,6 +358,88 @@ async fn one_address_opening_sessions_for_many_users_is_limited() {
     retry_delay(&refused);
     let refused = ChatSession::new_user_result(&server, "Carol").await;
     retry_delay(&refused.err().unwrap());
+}
+
+/// One address claiming users in bulk (3,000 heartbeats without a token, as fast as it can) gets
+/// the default burst, then RESOURCE_EXHAUSTED with RetryInfo before anything is written: only
+/// the accepted users are stored and listed online. Claims by Hello share the allowance; a user
+/// coming back with their token claims nothing and is let in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_claiming_users_in_bulk_gets_the_burst_then_retry_info() {
+    const CLAIMS: usize = 3_000;
+    let defaults = Config::from_env();
+    let per_minute = defaults.rate_claims_per_minute_per_ip;
+    let burst = defaults.rate_claims_burst_per_ip as usize;
+    let server = server_with(|c| {
+        c.rate_claims_per_minute_per_ip = per_minute;
+        c.rate_claims_burst_per_ip = burst as u32;
+    })
+    .await;
+    let mut presence = server.presence().await.unwrap();
+
+    let started = std::time::Instant::now();
+    // Many at once, but not so many that the server sheds them for its own concurrency limit.
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(200));
+    let mut claims = tokio::task::JoinSet::new();
+    for n in 0..CLAIMS {
+        let permit = in_flight.clone().acquire_owned().await.unwrap();
+        let mut presence = presence.clone();
+        claims.spawn(async move {
+            let claim = HeartbeatRequest {
+                display_name: format!("bot-{n}"),
+                ..Default::default()
+            };
+            let result = presence.heartbeat(claim).await;
+            drop(permit);
+            result
+        });
+    }
+    let (mut tokens, mut refused) = (Vec::new(), 0);
+    while let Some(result) = claims.join_next().await {
+        match result.unwrap() {
+            Ok(response) => tokens.push(response.into_inner().token),
+            Err(status) => {
+                let delay = retry_delay(&status);
+                assert!(delay <= Duration::from_secs(60) / per_minute, "{delay:?}");
+                refused += 1;
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(tokens.len() + refused, CLAIMS);
+    // The burst at once, and whatever the allowance grew back meanwhile.
+    let regained = (elapsed.as_secs_f64() * f64::from(per_minute) / 60.0).ceil() as usize;
+    assert!(
+        (burst..=burst + regained).contains(&tokens.len()),
+        "{} claims accepted in {elapsed:?}",
+        tokens.len()
+    );
+
+    let stored = users::Entity::find()
+        .count(&server.db().await)
+        .await
+        .unwrap();
+    assert_eq!(stored, tokens.len() as u64, "refused claims store nothing");
+    let online = presence
+        .list_online(ListOnlineRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        online.count as usize,
+        tokens.len(),
+        "nor list anyone online"
+    );
+
+    let refused = ChatSession::new_user_result(&server, "Carol").await;
+    retry_delay(&refused.err().unwrap());
+    let returning = Hello {
+        token: tokens[0].clone(),
+        ..Default::default()
+    };
+    ChatSession::open(&server, returning)
+        .await
+        .expect("a user coming back with their token");
 }
 
 #[tokio::test]

@@ -235,9 +235,16 @@ impl ChatApi {
     ) -> Result<(AuthUser, crate::hub::SessionStream)> {
         let claim = validate::hello(prefix, hello, bearer)?;
         let presented = claim.token.clone();
-        let (user, new_token) = self.app.identity.resolve(claim, prefix).await?;
-        record_user(user.id);
-        self.app.limits.check_new_session(Some(user.id), ip)?;
+        // Limits before writes: a refused Hello neither claims an id nor renames its user.
+        let resolved = self.app.identity.resolve(claim, prefix).await?;
+        record_user(resolved.user_id());
+        if resolved.is_claim() {
+            self.app.limits.check_claim(ip)?;
+        }
+        self.app
+            .limits
+            .check_new_session(Some(resolved.user_id()), ip)?;
+        let (user, new_token) = self.app.identity.admit(resolved).await?;
         self.app.hub.rename(user.id, &user.display_name);
         let token = new_token.or(presented).unwrap_or_default();
         let stream = self

@@ -160,15 +160,21 @@ impl PresenceService for PresenceApi {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         self.app.metrics.message(MessageKind::Heartbeat);
         let bearer = bearer_token(request.metadata());
+        let ip = client_ip(&request);
         let request = request.get_ref();
         let claim = Claim {
             user_id: validate::optional_user_id("user_id", &request.user_id)?,
             display_name: validate::optional_display_name("display_name", &request.display_name)?,
             token: bearer,
         };
-        let (user, token) = self.app.identity.resolve(claim, "").await?;
-        record_user(user.id);
-        self.app.limits.check(Action::Ping, user.id)?;
+        // Limits before writes: a refused heartbeat neither claims an id nor renames its user.
+        let resolved = self.app.identity.resolve(claim, "").await?;
+        record_user(resolved.user_id());
+        if resolved.is_claim() {
+            self.app.limits.check_claim(ip)?;
+        }
+        self.app.limits.check(Action::Ping, resolved.user_id())?;
+        let (user, token) = self.app.identity.admit(resolved).await?;
         let presence = self.app.hub.heartbeat(&user);
         Ok(Response::new(HeartbeatResponse {
             presence: Some(presence),

@@ -330,6 +330,8 @@ pub fn lift_rate_limits(config: &mut Config) {
     config.rate_requests_burst = PLENTY;
     config.rate_sessions_per_minute = PLENTY;
     config.rate_sessions_per_minute_per_ip = PLENTY;
+    config.rate_claims_per_minute_per_ip = PLENTY;
+    config.rate_claims_burst_per_ip = PLENTY;
     config.max_sessions_per_user = 1_000;
 }
 
