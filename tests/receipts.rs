@@ -121,7 +121,7 @@ impl Reader {
         while self.received.len() < count {
             let message = self.session().next_where(message).await;
             self.received.push(message.seq);
-            if self.received.len() % ack_every == 0 {
+            if self.received.len().is_multiple_of(ack_every) {
                 self.ack(message.seq).await;
             }
         }
@@ -323,10 +323,7 @@ async fn forward(
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0; 16 * 1024];
-    loop {
-        let Ok(n) = from.read(&mut buf).await else {
-            break;
-        };
+    while let Ok(n) = from.read(&mut buf).await {
         if frozen.load(Ordering::SeqCst) {
             break;
         }
@@ -720,7 +717,7 @@ async fn backlog_memory_is_bounded(backend: Backend) {
                 {
                     if let Event::Message(message) = event {
                         reader.received.push(message.seq);
-                        if reader.received.len() % 100 == 0 {
+                        if reader.received.len().is_multiple_of(100) {
                             reader.ack(message.seq).await;
                         }
                     }
