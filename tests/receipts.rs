@@ -204,48 +204,96 @@ async fn backlog_half_read_then_cancelled_comes_again(backend: Backend) {
     .await;
 }
 
-/// The same after a crash: the server is SIGKILLed while the recipient is halfway, and started
-/// again on the same database. Nothing is lost; acknowledged messages the server had recorded do
-/// not come again, and the client drops by seq whatever was in flight.
-async fn backlog_half_read_then_server_killed_comes_again(backend: Backend) {
-    within(Duration::from_secs(300), async {
+/// The `fastchat` binary on a database of its own, with the message and session limits out of the
+/// way; killed when dropped.
+struct Binary {
+    /// The running server.
+    child: std::process::Child,
+    /// Where it listens.
+    port: u16,
+    /// Its database URL (empty: SQLite in `dir`).
+    url: String,
+    /// Its data directory.
+    dir: tempfile::TempDir,
+    /// Keeps a PostgreSQL database alive.
+    _database: FreshDatabase,
+}
+
+impl Binary {
+    const FLAGS: [&str; 6] = [
+        "--rate-messages-per-minute",
+        "1000000",
+        "--rate-messages-burst",
+        "1000000",
+        "--rate-sessions-per-minute",
+        "1000",
+    ];
+
+    async fn start(backend: Backend) -> Self {
         let database = FreshDatabase::create(backend).await;
         let url = match backend {
             Backend::Sqlite => String::new(),
             Backend::Postgres => database.url.clone(),
         };
         let dir = tempfile::tempdir().unwrap();
-        let flags = [
-            "--rate-messages-per-minute",
-            "1000000",
-            "--rate-messages-burst",
-            "1000000",
-        ];
-        let (mut child, port) =
-            start_binary_on(&url, dir.path(), &flags, std::process::Stdio::null()).await;
-        let channel = || async move {
-            Channel::from_shared(format!("http://127.0.0.1:{port}"))
-                .unwrap()
-                .connect()
-                .await
-                .unwrap()
+        let (child, port) =
+            start_binary_on(&url, dir.path(), &Self::FLAGS, std::process::Stdio::null()).await;
+        Self {
+            child,
+            port,
+            url,
+            dir,
+            _database: database,
+        }
+    }
+
+    /// SIGKILLs the server and starts it again on the same database.
+    async fn kill_and_restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let null = std::process::Stdio::null();
+        (self.child, self.port) =
+            start_binary_on(&self.url, self.dir.path(), &Self::FLAGS, null).await;
+    }
+
+    async fn open(&self, hello: Hello) -> ChatSession {
+        let channel = Channel::from_shared(format!("http://127.0.0.1:{}", self.port))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        ChatSession::open_on(channel, hello).await.unwrap()
+    }
+
+    async fn new_user(&self, name: &str) -> ChatSession {
+        let hello = Hello {
+            display_name: name.into(),
+            ..Default::default()
         };
-        let new_user = |name: &'static str| async move {
-            let hello = Hello {
-                display_name: name.into(),
-                ..Default::default()
-            };
-            ChatSession::open_on(channel().await, hello).await.unwrap()
-        };
-        let mut alice = new_user("Alice").await;
-        let bob = new_user("Bob").await;
+        self.open(hello).await
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The same after a crash: the server is SIGKILLed while the recipient is halfway, and started
+/// again on the same database. Nothing is lost; acknowledged messages the server had recorded do
+/// not come again, and the client drops by seq whatever was in flight.
+async fn backlog_half_read_then_server_killed_comes_again(backend: Backend) {
+    within(Duration::from_secs(300), async {
+        let mut server = Binary::start(backend).await;
+        let mut alice = server.new_user("Alice").await;
+        let bob = server.new_user("Bob").await;
         let bob_hello = with_receipts(&bob);
         drop(bob);
         let sent = send_many(&mut alice, &bob_hello.user_id, 5_000, "hello").await;
 
-        let session = ChatSession::open_on(channel().await, bob_hello.clone())
-            .await
-            .unwrap();
+        let session = server.open(bob_hello.clone()).await;
         let mut first = Reader {
             session: Some(session),
             received: Vec::new(),
@@ -253,22 +301,9 @@ async fn backlog_half_read_then_server_killed_comes_again(backend: Backend) {
         };
         first.read(2_500, 100).await;
         tokio::time::sleep(Duration::from_secs(1)).await; // the last receipt is recorded
-        child.kill().unwrap();
-        child.wait().unwrap();
         drop(alice);
-
-        let (mut child, port) =
-            start_binary_on(&url, dir.path(), &flags, std::process::Stdio::null()).await;
-        let session = ChatSession::open_on(
-            Channel::from_shared(format!("http://127.0.0.1:{port}"))
-                .unwrap()
-                .connect()
-                .await
-                .unwrap(),
-            bob_hello,
-        )
-        .await
-        .unwrap();
+        server.kill_and_restart().await;
+        let session = server.open(bob_hello).await;
         let mut second = Reader {
             session: Some(session),
             received: Vec::new(),
@@ -277,8 +312,6 @@ async fn backlog_half_read_then_server_killed_comes_again(backend: Backend) {
         let missing = sent.iter().filter(|seq| **seq > first.acked).count();
         second.read(missing, 100).await;
         assert_all_received_once_acked(&sent, &first, &second);
-        child.kill().unwrap();
-        child.wait().unwrap();
     })
     .await;
 }
@@ -649,50 +682,21 @@ fn rss_bytes(pid: u32) -> u64 {
 /// allocator keep some: about 25 MiB measured, 8 on PostgreSQL).
 async fn backlog_memory_is_bounded(backend: Backend) {
     within(Duration::from_secs(600), async {
-        let database = FreshDatabase::create(backend).await;
-        let url = match backend {
-            Backend::Sqlite => String::new(),
-            Backend::Postgres => database.url.clone(),
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let flags = [
-            "--rate-messages-per-minute",
-            "1000000",
-            "--rate-messages-burst",
-            "1000000",
-            "--rate-sessions-per-minute",
-            "1000",
-        ];
-        let (mut child, port) =
-            start_binary_on(&url, dir.path(), &flags, std::process::Stdio::null()).await;
-        let channel = || async move {
-            Channel::from_shared(format!("http://127.0.0.1:{port}"))
-                .unwrap()
-                .connect()
-                .await
-                .unwrap()
-        };
-        let new_user = |name: &'static str| async move {
-            let hello = Hello {
-                display_name: name.into(),
-                ..Default::default()
-            };
-            ChatSession::open_on(channel().await, hello).await.unwrap()
-        };
-        let mut alice = new_user("Alice").await;
-        let bob = new_user("Bob").await;
+        let server = Binary::start(backend).await;
+        let mut alice = server.new_user("Alice").await;
+        let bob = server.new_user("Bob").await;
         let bob_hello = with_receipts(&bob);
         drop(bob);
         let text = "x".repeat(4_000);
         let sent = send_many(&mut alice, &bob_hello.user_id, 20_000, &text).await;
         drop(alice);
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let before = rss_bytes(child.id());
+        let before = rss_bytes(server.child.id());
 
         let sampling = Arc::new(AtomicBool::new(true));
         let sampler = {
             let sampling = sampling.clone();
-            let pid = child.id();
+            let pid = server.child.id();
             tokio::spawn(async move {
                 let mut peak = 0;
                 while sampling.load(Ordering::SeqCst) {
@@ -704,10 +708,10 @@ async fn backlog_memory_is_bounded(backend: Backend) {
         };
         let mut readers = tokio::task::JoinSet::new();
         for _ in 0..3 {
-            let session = ChatSession::open_on(channel().await, bob_hello.clone());
+            let session = server.open(bob_hello.clone()).await;
             readers.spawn(async move {
                 let mut reader = Reader {
-                    session: Some(session.await.unwrap()),
+                    session: Some(session),
                     received: Vec::new(),
                     acked: 0,
                 };
@@ -737,7 +741,7 @@ async fn backlog_memory_is_bounded(backend: Backend) {
             "the sessions read it all"
         );
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let after = rss_bytes(child.id());
+        let after = rss_bytes(server.child.id());
         const MIB: u64 = 1024 * 1024;
         eprintln!(
             "RSS before {} MiB, peak {} MiB, after {} MiB",
@@ -750,13 +754,13 @@ async fn backlog_memory_is_bounded(backend: Backend) {
             "three sessions made the server hold {} MiB",
             (peak - before) / MIB
         );
+        // SQLite's page caches (five connections, up to 2 MiB each) and the allocator
+        // keep about 25 MiB; before paging, 547 MiB stayed.
         assert!(
-            after < before + 16 * MIB,
+            after < before + 40 * MIB,
             "memory not returned: {} MiB more",
             (after - before) / MIB
         );
-        child.kill().unwrap();
-        child.wait().unwrap();
     })
     .await;
 }
