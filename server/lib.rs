@@ -8,6 +8,7 @@
 //! - [`identity`]: user ids claimed with a token, and checking that token; or JWT sign-in.
 //! - [`limits`]: rate limits per user and kind of action, and per client address.
 //! - [`connections`]: accepting TCP connections, at most a set number at once.
+//! - [`framing`]: broken gRPC framing refused with INVALID_ARGUMENT before tonic decodes it.
 //! - [`http`]: `/health`, `/health/db`, `/presence/online` and `/metrics`.
 //! - [`error`]: the one error type and its mapping to gRPC statuses.
 //! - [`codec`]: the protobuf codec, lenient with undecodable client events.
@@ -26,6 +27,7 @@ pub mod connections;
 mod convert;
 pub mod db;
 pub mod error;
+pub mod framing;
 pub mod handshake;
 pub mod http;
 pub mod hub;
@@ -178,10 +180,21 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     // tonic-web answers plain HTTP/1.1 requests with 400, so it wraps the gRPC routes only.
-    // Error statuses are counted inside it (still gRPC trailers there), the transport is noted
-    // outside it (before it turns grpc-web into gRPC), and each call runs in a span.
+    // Framing is checked and error statuses are counted inside it (plain gRPC there), the
+    // transport is noted outside it (before it turns grpc-web into gRPC), and each call runs in a
+    // span.
+    let client_streaming = framing::ClientStreamingMethods::from_descriptor_sets(&[
+        proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ])?;
     let grpc = grpc
         .into_axum_router()
+        .layer(axum::middleware::map_request_with_state(
+            client_streaming,
+            framing::check_framing,
+        ))
         .layer(axum::middleware::map_response_with_state(
             app.metrics.clone(),
             metrics::count_error_statuses,

@@ -390,10 +390,40 @@ async fn final_status(events: &mut Streaming<ServerEvent>) -> tonic::Status {
     .await
 }
 
-/// Broken gRPC framing ends the stream with the status gRPC prescribes: INTERNAL for a
-/// compression flag without a `grpc-encoding` and for a message cut short by the end of the
-/// stream, OUT_OF_RANGE at once for a prefix that promises 1 GiB (the server does not wait for
-/// the bytes). The server serves on.
+/// The value of `fastchat_errors_total{code="CODE"}` (0 before the first such error).
+async fn errors_counted(server: &TestServer, code: &str) -> u64 {
+    let (_, _, body) = http_get(server, "/metrics").await;
+    let series = format!("fastchat_errors_total{{code=\"{code}\"}} ");
+    String::from_utf8(body.to_vec())
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix(&series)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A gRPC call to `method` whose request body is exactly `body`: the status it ends with.
+async fn call_with_body(server: &TestServer, method: &str, body: Bytes) -> tonic::Status {
+    use http_body_util::BodyExt;
+    let request = http::Request::post(format!("{}{method}", server.url()))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(http_body_util::Full::new(body)))
+        .unwrap();
+    let mut channel = server.channel().await.unwrap();
+    let response = channel.ready().await.unwrap().call(request).await.unwrap();
+    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+        return status;
+    }
+    let collected = response.into_body().collect().await.unwrap();
+    tonic::Status::from_header_map(&collected.trailers().cloned().unwrap_or_default())
+        .expect("a grpc-status in the trailers")
+}
+
+/// Broken gRPC framing is the caller's fault and ends the call with INVALID_ARGUMENT, never
+/// INTERNAL (which would let anyone trip an alert on server errors): a compression flag without
+/// a `grpc-encoding`, a flag gRPC does not define, a message cut short by the end of the stream,
+/// a unary call without a message or with two. A prefix that promises 1 GiB gets OUT_OF_RANGE
+/// at once (the server does not wait for the bytes). The server serves on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_grpc_framing_ends_the_stream_with_a_status() {
     let server = TestServer::start(Backend::Sqlite).await;
@@ -405,14 +435,17 @@ async fn broken_grpc_framing_ends_the_stream_with_a_status() {
     let mut compressed = FramedChat::open(&server).await;
     compressed.send(1, &ping).await;
     let status = final_status(&mut compressed.events).await;
-    assert_eq!(status.code(), Code::Internal, "{status:?}");
-    assert!(status.message().contains("compressed-flag"), "{status:?}");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("grpc-encoding"), "{status:?}");
 
     let mut bad_flag = FramedChat::open(&server).await;
     bad_flag.send(7, &ping).await;
     let status = final_status(&mut bad_flag.events).await;
-    assert_eq!(status.code(), Code::Internal, "{status:?}");
-    assert!(status.message().contains("compression flag"), "{status:?}");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("compression flag 7"),
+        "{status:?}"
+    );
 
     // The sending side stays open: only the prefix can tell the server to give up.
     let mut huge = FramedChat::open(&server).await;
@@ -424,7 +457,39 @@ async fn broken_grpc_framing_ends_the_stream_with_a_status() {
     cut.send_prefix(0, 100, &ping).await;
     drop(cut.wire);
     let status = final_status(&mut cut.events).await;
-    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("cut short"), "{status:?}");
+
+    let send = "/fastchat.v1.ChatService/SendMessage";
+    let message = request_of_size("someone", 100).encode_to_vec();
+    let unary_cases = [
+        ("no message", Bytes::new(), "no request message"),
+        ("a cut prefix", Bytes::from_static(&[0, 0, 0]), "cut short"),
+        (
+            "a cut message",
+            prefixed(0, 100, &message[..50]),
+            "cut short",
+        ),
+        (
+            "two messages",
+            [prefixed(0, 100, &message), prefixed(0, 100, &message)]
+                .concat()
+                .into(),
+            "one request message",
+        ),
+        (
+            "a compressed message",
+            prefixed(1, 100, &message),
+            "grpc-encoding",
+        ),
+    ];
+    for (what, body, says) in unary_cases {
+        let status = call_with_body(&server, send, body).await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        assert!(status.message().contains(says), "{what}: {status:?}");
+    }
+    assert_eq!(errors_counted(&server, "INTERNAL").await, 0);
+    assert_eq!(errors_counted(&server, "INVALID_ARGUMENT").await, 8);
 
     assert_eq!(http_get(&server, "/health").await.0, 200);
     let mut alice = ChatSession::new_user(&server, "Alice").await;
@@ -434,6 +499,118 @@ async fn broken_grpc_framing_ends_the_stream_with_a_status() {
     alice
         .next_where(|e| matches!(e, Event::Pong(_)).then_some(()))
         .await;
+    server.stop().await;
+}
+
+/// What one grpc-web call over HTTP/1.1 came to: the `grpc-status` the server answered, how many
+/// body bytes the client got to write, and whether the server kept the connection open.
+struct Http1Call {
+    status: Option<u32>,
+    written: usize,
+    kept_open: bool,
+}
+
+/// POSTs a grpc-web SendMessage over HTTP/1.1 whose body declares `declared` bytes: `start`,
+/// then zeros (that is, empty gRPC messages) for as long as the server reads them.
+async fn grpc_web_http1_call(server: &TestServer, start: Bytes, declared: usize) -> Http1Call {
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (mut from_server, mut to_server) = stream.into_split();
+    let head = format!(
+        "POST /fastchat.v1.ChatService/SendMessage HTTP/1.1\r\nhost: {}\r\n\
+         content-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\n\
+         content-length: {declared}\r\n\r\n",
+        server.addr
+    );
+    let writer = tokio::spawn(async move {
+        to_server.write_all(head.as_bytes()).await.unwrap();
+        let mut written = 0;
+        let zeros = vec![0u8; 64 * 1024];
+        let mut chunk = start;
+        while written < declared {
+            let len = chunk.len().min(declared - written);
+            if to_server.write_all(&chunk[..len]).await.is_err() {
+                break;
+            }
+            written += len;
+            chunk = Bytes::from(zeros.clone());
+        }
+        (written, to_server)
+    });
+    // Read until the server closes (or stays quiet after its answer, keeping the connection).
+    let mut answer = Vec::new();
+    let mut kept_open = false;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let limit = if answer.is_empty() {
+            WAIT
+        } else {
+            Duration::from_secs(2)
+        };
+        match tokio::time::timeout(limit, from_server.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {
+                kept_open = !answer.is_empty();
+                break;
+            }
+        }
+    }
+    let (written, _to_server) = common::within(WAIT, writer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    let status = text
+        .split("grpc-status:")
+        .nth(1)
+        .and_then(|rest| {
+            rest.trim_start()
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+        })
+        .and_then(|digits| digits.parse().ok());
+    Http1Call {
+        status,
+        written,
+        kept_open,
+    }
+}
+
+/// A grpc-web call over HTTP/1.1 that the server answers before reading its whole body (a unary
+/// call with a second message, a message past the size limit) gets its answer and the
+/// connection closed: the server does not go on reading the rest of a 512 MiB body (it read all
+/// of it, for seconds of CPU, after answering). A call whose body was read keeps its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answered_http1_call_stops_reading_its_body() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    const DECLARED: usize = 512 << 20;
+    // The kernel's socket buffers take a few MiB the server never reads.
+    const READ_AT_MOST: usize = 32 << 20;
+    let message = request_of_size("someone", 100).encode_to_vec();
+
+    let more_messages = grpc_web_http1_call(&server, prefixed(0, 100, &message), DECLARED).await;
+    assert_eq!(more_messages.status, Some(Code::InvalidArgument as u32));
+    assert!(!more_messages.kept_open);
+    assert!(
+        more_messages.written < READ_AT_MOST,
+        "the server read {} bytes after answering",
+        more_messages.written
+    );
+
+    let too_big =
+        grpc_web_http1_call(&server, prefixed(0, DECLARED as u32 - 5, &[]), DECLARED).await;
+    assert_eq!(too_big.status, Some(Code::OutOfRange as u32));
+    assert!(!too_big.kept_open);
+    assert!(
+        too_big.written < READ_AT_MOST,
+        "the server read {} bytes after answering",
+        too_big.written
+    );
+
+    let whole = prefixed(0, 100, &message);
+    let read_whole = grpc_web_http1_call(&server, whole.clone(), whole.len()).await;
+    assert_eq!(read_whole.status, Some(Code::Unauthenticated as u32));
+    assert!(
+        read_whole.kept_open,
+        "a call whose body was read keeps its connection"
+    );
     server.stop().await;
 }
 
