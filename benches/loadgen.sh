@@ -56,7 +56,7 @@ start_server() {
         --rate-sessions-per-minute 1000000 --rate-sessions-per-minute-per-ip 1000000 \
         --rate-claims-per-minute-per-ip 1000000 --rate-claims-burst-per-ip 1000000 \
         --rate-requests-per-minute 1000000 --rate-requests-burst 1000000 \
-        --max-concurrent-requests 20000 "$@" >"$work/server-$port.log" 2>&1 &
+        --max-concurrent-requests 20000 --max-calls-per-ip 20000 "$@" >"$work/server-$port.log" 2>&1 &
     server_pid=$!
     for _ in $(seq 1 100); do
         curl -sf "http://127.0.0.1:$port/health" >/dev/null && return

@@ -8,6 +8,7 @@
 //! - [`identity`]: user ids claimed with a token, and checking that token; or JWT sign-in.
 //! - [`limits`]: rate limits per user and kind of action, and per client address.
 //! - [`connections`]: accepting TCP connections, at most a set number at once.
+//! - [`concurrency`]: at most a set number of calls in progress per client address.
 //! - [`framing`]: broken gRPC framing refused with INVALID_ARGUMENT before tonic decodes it.
 //! - [`http`]: `/health`, `/health/db`, `/presence/online` and `/metrics`.
 //! - [`error`]: the one error type and its mapping to gRPC statuses.
@@ -22,6 +23,7 @@
 
 pub mod api;
 pub mod codec;
+pub mod concurrency;
 pub mod config;
 pub mod connections;
 mod convert;
@@ -245,6 +247,11 @@ pub async fn run(
                     let metrics = app.metrics.clone();
                     move |err| overload_status(err, &metrics)
                 })
+                // Before the global limit, so that a call one address may not make takes no
+                // slot of it.
+                .layer(concurrency::PerAddressLimitLayer::new(
+                    config.max_calls_per_ip as usize,
+                ))
                 .load_shed()
                 .layer(GlobalConcurrencyLimitLayer::new(
                     config.max_concurrent_requests as usize,
@@ -351,10 +358,13 @@ async fn forget_idle_limits(app: std::sync::Weak<App>) {
 
 /// The statuses for calls the tower layers refuse: shed calls get UNAVAILABLE (so clients back
 /// off and retry) and slow ones DEADLINE_EXCEEDED, where tonic's own layers would say
-/// RESOURCE_EXHAUSTED and CANCELLED. They are counted here: these refusals never reach the
-/// middleware that counts the services' statuses.
+/// RESOURCE_EXHAUSTED and CANCELLED; a call past its address's cap gets RESOURCE_EXHAUSTED (the
+/// client's own doing). They are counted here: these refusals never reach the middleware that
+/// counts the services' statuses.
 fn overload_status(err: BoxError, metrics: &Metrics) -> BoxError {
-    let status = if err.is::<tower::load_shed::error::Overloaded>() {
+    let status = if let Some(busy) = err.downcast_ref::<concurrency::AddressBusy>() {
+        Status::resource_exhausted(format!("{busy}; retry with backoff"))
+    } else if err.is::<tower::load_shed::error::Overloaded>() {
         Status::unavailable("the server is busy with too many calls at once; retry with backoff")
     } else if err.is::<tower::timeout::error::Elapsed>() {
         Status::deadline_exceeded("the call took longer than the server's request timeout")

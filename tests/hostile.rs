@@ -614,6 +614,132 @@ async fn an_answered_http1_call_stops_reading_its_body() {
     server.stop().await;
 }
 
+/// A gRPC channel to `server` from the local address `source` (any of 127.0.0.0/8 on Linux), so
+/// a test can be two clients at two addresses.
+async fn channel_from(server: &TestServer, source: std::net::IpAddr) -> Channel {
+    let target = server.addr;
+    tonic::transport::Endpoint::from_shared(server.url())
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| async move {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(std::net::SocketAddr::new(source, 0))?;
+            let stream = socket.connect(target).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }))
+        .await
+        .unwrap()
+}
+
+/// Opens `calls` SendMessage calls on a new HTTP/2 connection, each with its headers and no body,
+/// and sends the `grpc-status` of each one answered to `answered`. The calls stay open as long
+/// as the returned bodies do.
+async fn open_bodiless_calls(
+    server: &TestServer,
+    calls: usize,
+    answered: mpsc::UnboundedSender<Option<u32>>,
+) -> Vec<mpsc::Sender<Result<Frame<Bytes>, Infallible>>> {
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let mut bodies = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let (body, frames) = mpsc::channel(1);
+        bodies.push(body);
+        let request = http::Request::post(format!(
+            "{}/fastchat.v1.ChatService/SendMessage",
+            server.url()
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(StreamBody::new(ReceiverStream::new(frames)))
+        .unwrap();
+        let mut sender = sender.clone();
+        let answered = answered.clone();
+        tokio::spawn(async move {
+            if sender.ready().await.is_err() {
+                return;
+            }
+            if let Ok(response) = sender.send_request(request).await {
+                let status = response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok()?.parse().ok());
+                let _ = answered.send(status);
+            }
+        });
+    }
+    bodies
+}
+
+/// One address cannot take every call slot: with 127.0.0.1 holding 2,000 bodiless calls on two
+/// connections (enough to fill --max-concurrent-requests, which locked everyone out until the
+/// request timeout), the calls past its share are refused at once with RESOURCE_EXHAUSTED, and
+/// a client at 127.0.0.2 still opens a session and sends a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_call_slot() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    // The defaults, which the test server keeps.
+    let config = common::test_config();
+    let (max_per_ip, max_global) = (
+        config.max_calls_per_ip as usize,
+        config.max_concurrent_requests as usize,
+    );
+    assert!(max_per_ip < max_global);
+    let (answered, mut answers) = mpsc::unbounded_channel();
+    let mut held = open_bodiless_calls(&server, max_global / 2, answered.clone()).await;
+    held.extend(open_bodiless_calls(&server, max_global / 2, answered).await);
+    let mut refused = 0;
+    while refused < max_global - max_per_ip {
+        let status = common::within(WAIT, answers.recv()).await.unwrap();
+        assert_eq!(status, Some(Code::ResourceExhausted as u32));
+        refused += 1;
+    }
+
+    let other = "127.0.0.2".parse().unwrap();
+    let hello = |name: &str| Hello {
+        display_name: name.into(),
+        ..Default::default()
+    };
+    let alice = ChatSession::open_on(channel_from(&server, other).await, hello("Alice"))
+        .await
+        .expect("a new session from another address");
+    let bob = ChatSession::open_on(channel_from(&server, other).await, hello("Bob"))
+        .await
+        .expect("a new session from another address");
+    let mut chat = fastchat::proto::chat_service_client::ChatServiceClient::new(
+        channel_from(&server, other).await,
+    );
+    let request = SendMessageRequest {
+        client_msg_id: "through".into(),
+        to_user_id: bob.user_id(),
+        text: "still here".into(),
+    };
+    chat.send_message(authed(&alice.token(), request))
+        .await
+        .expect("a unary send from another address");
+    assert!(
+        answers.try_recv().is_err(),
+        "the address's share stays held"
+    );
+
+    // Ending the bodies ends the held calls (a call without a message), and frees their slots.
+    drop(held);
+    for _ in 0..max_per_ip {
+        let status = common::within(WAIT, answers.recv()).await.unwrap();
+        assert_eq!(status, Some(Code::InvalidArgument as u32));
+    }
+    assert_eq!(
+        errors_counted(&server, "RESOURCE_EXHAUSTED").await,
+        (max_global - max_per_ip) as u64
+    );
+    server.stop().await;
+}
+
 on_both_databases!(
     silent_connection_is_found_by_keepalive,
     requests_at_the_size_limit,
