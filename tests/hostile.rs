@@ -585,24 +585,28 @@ async fn an_answered_http1_call_stops_reading_its_body() {
     const READ_AT_MOST: usize = 32 << 20;
     let message = request_of_size("someone", 100).encode_to_vec();
 
-    let more_messages = grpc_web_http1_call(&server, prefixed(0, 100, &message), DECLARED).await;
-    assert_eq!(more_messages.status, Some(Code::InvalidArgument as u32));
-    assert!(!more_messages.kept_open);
-    assert!(
-        more_messages.written < READ_AT_MOST,
-        "the server read {} bytes after answering",
-        more_messages.written
-    );
-
-    let too_big =
-        grpc_web_http1_call(&server, prefixed(0, DECLARED as u32 - 5, &[]), DECLARED).await;
-    assert_eq!(too_big.status, Some(Code::OutOfRange as u32));
-    assert!(!too_big.kept_open);
-    assert!(
-        too_big.written < READ_AT_MOST,
-        "the server read {} bytes after answering",
-        too_big.written
-    );
+    let answered_early = [
+        (
+            "a second message",
+            prefixed(0, 100, &message),
+            Code::InvalidArgument,
+        ),
+        (
+            "an oversized message",
+            prefixed(0, DECLARED as u32 - 5, &[]),
+            Code::OutOfRange,
+        ),
+    ];
+    for (what, start, code) in answered_early {
+        let call = grpc_web_http1_call(&server, start, DECLARED).await;
+        assert_eq!(call.status, Some(code as u32), "{what}");
+        assert!(!call.kept_open, "{what}");
+        assert!(
+            call.written < READ_AT_MOST,
+            "{what}: the server read {} bytes after answering",
+            call.written
+        );
+    }
 
     let whole = prefixed(0, 100, &message);
     let read_whole = grpc_web_http1_call(&server, whole.clone(), whole.len()).await;
