@@ -1,6 +1,6 @@
 //! `chat`: P pairs of users message each other, as fast as the server acks or at a fixed total
 //! rate. Each message's text starts with its send instant (nanoseconds since a base `Instant`
-//! this process shares), so the recipient measures send-to-receipt latency. Every acked message
+//! this process shares), so the recipient measures send-to-arrival latency. Every acked message
 //! must reach its recipient exactly once: the report counts `lost` and `duplicates`.
 
 use std::{
@@ -81,7 +81,7 @@ struct ChatReport {
     sent: u64,
     /// Messages acked.
     acked: u64,
-    /// Distinct messages their recipients received.
+    /// Distinct messages that arrived on their recipients' streams.
     delivered: u64,
     /// Acked messages their recipient never received.
     lost: u64,
@@ -98,13 +98,13 @@ struct ChatReport {
     errors: Errors,
     /// All failures together.
     errors_total: u64,
-    /// From the first send to the last receipt.
+    /// From the first send to the last arrival.
     secs: f64,
     /// Distinct deliveries per second over `secs`.
     delivered_per_sec: f64,
     /// Acks per second over `secs`.
     acked_per_sec: f64,
-    /// From the send to the recipient's receipt.
+    /// From the send to the arrival on the recipient's stream.
     latency: Latency,
     /// The loopback TCP echo run before, when asked for.
     baseline: Option<Baseline>,
@@ -154,7 +154,7 @@ struct Received {
     /// Failures seen on the stream.
     errors: Errors,
     /// When the last of the peer's messages arrived.
-    last_receipt: Option<Instant>,
+    last_arrival: Option<Instant>,
 }
 
 /// What one user's sender did.
@@ -300,7 +300,7 @@ pub async fn run(common: &Common, args: &ChatArgs) -> anyhow::Result<impl Serial
     let (mut lost, mut duplicates, mut delivered_unacked) = (0, 0, 0);
     let (mut own_copies, mut unexpected) = (0, 0);
     let (mut acked_total, mut delivered_total) = (0, 0);
-    let mut last_receipt = started;
+    let mut last_arrival = started;
     for user in 0..sent_by.len() {
         let (Some(sent), Some(mine)) = (&sent_by[user], &received_by[user]) else {
             continue;
@@ -319,9 +319,9 @@ pub async fn run(common: &Common, args: &ChatArgs) -> anyhow::Result<impl Serial
         latency.add(&mine.latency)?;
         errors.merge(&sent.errors);
         errors.merge(&mine.errors);
-        last_receipt = last_receipt.max(mine.last_receipt.unwrap_or(started));
+        last_arrival = last_arrival.max(mine.last_arrival.unwrap_or(started));
     }
-    let secs = (last_receipt - started).as_secs_f64().max(1e-9);
+    let secs = (last_arrival - started).as_secs_f64().max(1e-9);
     let latency = Latency::of(&latency);
     let ratio = |ours: f64, theirs: f64| (theirs > 0.0).then(|| ours / theirs);
     let delivered_per_sec = delivered_total as f64 / secs;
@@ -396,7 +396,7 @@ async fn read(
         acked: HashSet::new(),
         latency: histogram(),
         errors: Errors::default(),
-        last_receipt: None,
+        last_arrival: None,
     };
     let note = |note: AckNote| {
         if let Some(notes) = &notes {
@@ -437,7 +437,7 @@ async fn read(
                     continue;
                 }
                 progress.delivered.fetch_add(1, Ordering::Relaxed);
-                received.last_receipt = Some(now);
+                received.last_arrival = Some(now);
                 if let Some(sent) = sent_at(base, &message.text) {
                     record(&mut received.latency, now.saturating_duration_since(sent));
                 }
