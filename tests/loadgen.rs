@@ -158,6 +158,15 @@ fn assert_all_delivered(report: &Value, messages: u64) {
     assert_no_errors(report);
 }
 
+/// Asserts that a `chat` report's sessions asked for receipts and sent some, fewer than the
+/// messages they covered (arrivals in the same pause share one).
+fn assert_receipts_sent(report: &Value) {
+    assert_eq!(report["receipts"], true, "{report}");
+    let sent = count(report, "receipts_sent");
+    assert!(sent > 0, "{report}");
+    assert!(sent <= count(report, "delivered"), "{report}");
+}
+
 /// `chat` over native gRPC, each next message after the last ack, with the echo baseline: every
 /// message acked and delivered exactly once.
 async fn chat_delivers_every_message_over_grpc(backend: Backend) {
@@ -175,6 +184,7 @@ async fn chat_delivers_every_message_over_grpc(backend: Backend) {
     ];
     let report = loadgen(&server, &args).await;
     assert_all_delivered(&report, 2 * 10 * 30);
+    assert_receipts_sent(&report);
     assert!(
         report["delivered_per_sec_vs_baseline"].is_number(),
         "{report}"
@@ -203,6 +213,7 @@ async fn chat_delivers_every_message_over_grpc_web(backend: Backend) {
     ];
     let report = loadgen(&server, &args).await;
     assert_all_delivered(&report, 2 * 5 * 20);
+    assert_receipts_sent(&report);
     server.stop().await;
 }
 
@@ -210,6 +221,72 @@ on_both_databases!(
     chat_delivers_every_message_over_grpc,
     chat_delivers_every_message_over_grpc_web
 );
+
+/// With a receive window of 4, messages to each user come faster than the 150 ms pause between
+/// receipts: a receipt goes at once at half the window (so each covers at most 2), and every
+/// message arrives, none held back by a full window.
+async fn chat_acknowledges_before_a_small_window_fills(transport: &str) {
+    let server = TestServer::start_with(Backend::Sqlite, |config| config.receive_window = 4).await;
+    let args = [
+        "--duration-secs",
+        "60",
+        "--transport",
+        transport,
+        "chat",
+        "--pairs",
+        "2",
+        "--messages",
+        "200",
+        "--rate",
+        "800",
+        "--baseline-secs",
+        "0",
+    ];
+    let report = loadgen(&server, &args).await;
+    assert_all_delivered(&report, 2 * 2 * 200);
+    assert_receipts_sent(&report);
+    assert!(
+        count(&report, "receipts_sent") >= 2 * 2 * 200 / 2,
+        "a receipt per half window at least: {report}"
+    );
+    server.stop().await;
+}
+
+/// The small window over native gRPC (`ClientEvent.received`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_acknowledges_before_a_small_window_fills_over_grpc() {
+    chat_acknowledges_before_a_small_window_fills("grpc").await;
+}
+
+/// The small window over grpc-web (`Acknowledge` calls).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_acknowledges_before_a_small_window_fills_over_grpc_web() {
+    chat_acknowledges_before_a_small_window_fills("grpc-web").await;
+}
+
+/// `chat --no-receipts` measures clients without receipts: the sessions ask for none, send none,
+/// and every message still arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_without_receipts_delivers_every_message() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let args = [
+        "--duration-secs",
+        "60",
+        "chat",
+        "--pairs",
+        "5",
+        "--messages",
+        "20",
+        "--baseline-secs",
+        "0",
+        "--no-receipts",
+    ];
+    let report = loadgen(&server, &args).await;
+    assert_all_delivered(&report, 2 * 5 * 20);
+    assert_eq!(report["receipts"], false, "{report}");
+    assert_eq!(count(&report, "receipts_sent"), 0, "{report}");
+    server.stop().await;
+}
 
 /// With the server's default message limit, `chat` reports the refusals as RATE_LIMITED rather
 /// than hiding them, and still loses no acked message.

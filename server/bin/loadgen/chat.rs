@@ -1,7 +1,12 @@
 //! `chat`: P pairs of users message each other, as fast as the server acks or at a fixed total
 //! rate. Each message's text starts with its send instant (nanoseconds since a base `Instant`
-//! this process shares), so the recipient measures send-to-receipt latency. Every acked message
+//! this process shares), so the recipient measures send-to-arrival latency. Every acked message
 //! must reach its recipient exactly once: the report counts `lost` and `duplicates`.
+//!
+//! Sessions ask for delivery receipts and acknowledge what arrives as the web client does (see
+//! [`crate::receipts`]), unless `--no-receipts`. What the report calls delivered is what arrived
+//! on the recipient's stream; the senders' DELIVERED updates (which with receipts wait for the
+//! recipient's receipt) are not measured.
 
 use std::{
     collections::HashSet,
@@ -27,7 +32,8 @@ use tonic::{Code, Status};
 use crate::{
     Common, Transport,
     baseline::{self, Baseline},
-    client::{self, Events, Links, Opening, Outbox, Sent},
+    client::{self, Links, Opening, Outbox, Sent, Session},
+    receipts::Receipts,
     stats::{Errors, Latency, histogram, record},
 };
 
@@ -58,6 +64,10 @@ pub struct ChatArgs {
     /// message size (0: none).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=3_600))]
     baseline_secs: u64,
+    /// Sessions do not ask for delivery receipts (Hello.receipts) and send none, as clients
+    /// before receipts: to compare with the default, where they acknowledge what arrives.
+    #[arg(long)]
+    no_receipts: bool,
 }
 
 /// What `chat` measured.
@@ -77,11 +87,16 @@ struct ChatReport {
     rate: u32,
     /// Characters per message.
     message_bytes: u32,
+    /// Whether sessions asked for delivery receipts and acknowledged what arrived.
+    receipts: bool,
+    /// Receipts the sessions sent (0 with `receipts`: the server granted no window, as it does
+    /// when it keeps no history).
+    receipts_sent: u64,
     /// Messages sent (queued on a stream or called).
     sent: u64,
     /// Messages acked.
     acked: u64,
-    /// Distinct messages their recipients received.
+    /// Distinct messages that arrived on their recipients' streams.
     delivered: u64,
     /// Acked messages their recipient never received.
     lost: u64,
@@ -98,13 +113,13 @@ struct ChatReport {
     errors: Errors,
     /// All failures together.
     errors_total: u64,
-    /// From the first send to the last receipt.
+    /// From the first send to the last arrival.
     secs: f64,
     /// Distinct deliveries per second over `secs`.
     delivered_per_sec: f64,
     /// Acks per second over `secs`.
     acked_per_sec: f64,
-    /// From the send to the recipient's receipt.
+    /// From the send to the arrival on the recipient's stream.
     latency: Latency,
     /// The loopback TCP echo run before, when asked for.
     baseline: Option<Baseline>,
@@ -151,10 +166,12 @@ struct Received {
     acked: HashSet<u64>,
     /// Delivery latencies.
     latency: Histogram<u64>,
-    /// Failures seen on the stream.
+    /// Failures seen on the stream, and failed receipts.
     errors: Errors,
     /// When the last of the peer's messages arrived.
-    last_receipt: Option<Instant>,
+    last_arrival: Option<Instant>,
+    /// Receipts sent.
+    receipts_sent: u64,
 }
 
 /// What one user's sender did.
@@ -178,7 +195,7 @@ struct Plan {
     interval: Option<Duration>,
     /// Characters per text.
     message_bytes: usize,
-    /// How long an ack may take.
+    /// How long an ack or a receipt may take.
     timeout: Duration,
 }
 
@@ -206,6 +223,7 @@ pub async fn run(common: &Common, args: &ChatArgs) -> anyhow::Result<impl Serial
         opening,
         |index| Hello {
             display_name: format!("chat-{index}"),
+            receipts: !args.no_receipts,
             ..Default::default()
         },
     )
@@ -240,7 +258,7 @@ pub async fn run(common: &Common, args: &ChatArgs) -> anyhow::Result<impl Serial
     let stop = CancellationToken::new();
     let (mut readers, mut writers) = (JoinSet::new(), JoinSet::new());
     // The outboxes stay open until the end: a native stream whose client side ends is closed
-    // by the server, and the peer may still be sending.
+    // by the server, and the peer may still be sending (and the last receipts go on them).
     let mut outboxes = Vec::new();
     for (pair, (first, second)) in pairs.into_iter().enumerate() {
         let ids = [first.user_id.clone(), second.user_id.clone()];
@@ -255,18 +273,18 @@ pub async fn run(common: &Common, args: &ChatArgs) -> anyhow::Result<impl Serial
                 }
                 _ => (None, None),
             };
-            outboxes.push(session.outbox.clone());
+            let outbox = session.outbox.clone();
+            outboxes.push(outbox.clone());
             let reading = read(
-                session.events,
-                ids[side].clone(),
+                session,
                 peer.clone(),
-                plan.base,
+                plan,
                 notes,
                 progress.clone(),
                 stop.clone(),
             );
             readers.spawn(async move { (user, reading.await) });
-            let writing = write(session.outbox, peer, plan, noted, progress.clone());
+            let writing = write(outbox, peer, plan, noted, progress.clone());
             writers.spawn(async move { (user, writing.await) });
         }
     }
@@ -299,8 +317,8 @@ pub async fn run(common: &Common, args: &ChatArgs) -> anyhow::Result<impl Serial
     let mut latency = histogram();
     let (mut lost, mut duplicates, mut delivered_unacked) = (0, 0, 0);
     let (mut own_copies, mut unexpected) = (0, 0);
-    let (mut acked_total, mut delivered_total) = (0, 0);
-    let mut last_receipt = started;
+    let (mut acked_total, mut delivered_total, mut receipts_sent) = (0, 0, 0);
+    let mut last_arrival = started;
     for user in 0..sent_by.len() {
         let (Some(sent), Some(mine)) = (&sent_by[user], &received_by[user]) else {
             continue;
@@ -313,15 +331,16 @@ pub async fn run(common: &Common, args: &ChatArgs) -> anyhow::Result<impl Serial
         delivered_unacked += peer.from_peer.difference(&acked).count() as u64;
         acked_total += acked.len() as u64;
         delivered_total += mine.from_peer.len() as u64;
+        receipts_sent += mine.receipts_sent;
         duplicates += mine.duplicates;
         own_copies += mine.own_copies;
         unexpected += mine.unexpected;
         latency.add(&mine.latency)?;
         errors.merge(&sent.errors);
         errors.merge(&mine.errors);
-        last_receipt = last_receipt.max(mine.last_receipt.unwrap_or(started));
+        last_arrival = last_arrival.max(mine.last_arrival.unwrap_or(started));
     }
-    let secs = (last_receipt - started).as_secs_f64().max(1e-9);
+    let secs = (last_arrival - started).as_secs_f64().max(1e-9);
     let latency = Latency::of(&latency);
     let ratio = |ours: f64, theirs: f64| (theirs > 0.0).then(|| ours / theirs);
     let delivered_per_sec = delivered_total as f64 / secs;
@@ -333,6 +352,8 @@ pub async fn run(common: &Common, args: &ChatArgs) -> anyhow::Result<impl Serial
         sessions_failed,
         rate: args.rate,
         message_bytes: args.message_bytes,
+        receipts: !args.no_receipts,
+        receipts_sent,
         sent: progress.sent.load(Ordering::Relaxed),
         acked: acked_total,
         delivered: delivered_total,
@@ -377,17 +398,19 @@ fn sent_at(base: Instant, text: &str) -> Option<Instant> {
     Some(base + Duration::from_nanos(nanos))
 }
 
-/// Reads the stream of user `me` until `stop`: the peer's messages, and acks and refusals of the
-/// user's own (told to the sender through `notes` when it waits for them).
+/// Reads `session`'s stream until `stop`: the peer's messages (acknowledged with receipts when
+/// the session has them), and acks and refusals of the user's own (told to the sender through
+/// `notes` when it waits for them).
 async fn read(
-    mut events: Events,
-    me: String,
+    session: Session,
     peer: String,
-    base: Instant,
+    plan: Plan,
     notes: Option<mpsc::UnboundedSender<AckNote>>,
     progress: Arc<Progress>,
     stop: CancellationToken,
 ) -> Received {
+    let mut receipts = Receipts::new(&session, plan.timeout);
+    let (mut events, me) = (session.events, session.user_id);
     let mut received = Received {
         from_peer: HashSet::new(),
         duplicates: 0,
@@ -396,7 +419,8 @@ async fn read(
         acked: HashSet::new(),
         latency: histogram(),
         errors: Errors::default(),
-        last_receipt: None,
+        last_arrival: None,
+        receipts_sent: 0,
     };
     let note = |note: AckNote| {
         if let Some(notes) = &notes {
@@ -405,7 +429,12 @@ async fn read(
     };
     loop {
         let next = tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = stop.cancelled() => {
+                // What arrived since the last receipt, as a client closing its session sends it.
+                receipts.flush();
+                break;
+            }
+            () = receipts.wait(&mut received.errors) => continue,
             next = events.recv() => next,
         };
         let event = match next {
@@ -423,6 +452,9 @@ async fn read(
         match event {
             Event::Message(message) => {
                 let now = Instant::now();
+                if message.to_user_id == me {
+                    receipts.received(message.seq);
+                }
                 if message.from_user_id == me {
                     received.own_copies += 1;
                     continue;
@@ -437,8 +469,8 @@ async fn read(
                     continue;
                 }
                 progress.delivered.fetch_add(1, Ordering::Relaxed);
-                received.last_receipt = Some(now);
-                if let Some(sent) = sent_at(base, &message.text) {
+                received.last_arrival = Some(now);
+                if let Some(sent) = sent_at(plan.base, &message.text) {
                     record(&mut received.latency, now.saturating_duration_since(sent));
                 }
             }
@@ -464,6 +496,7 @@ async fn read(
             _ => {}
         }
     }
+    received.receipts_sent = receipts.finish(&mut received.errors).await;
     received
 }
 

@@ -11,9 +11,9 @@ use std::{
 
 use anyhow::Context;
 use fastchat::proto::{
-    ClientEvent, Hello, PresenceEvent, SendMessageRequest, ServerEvent, SubscribeRequest,
-    WatchPresenceRequest, chat_service_client::ChatServiceClient, client_event,
-    presence_service_client::PresenceServiceClient, server_event::Event,
+    AcknowledgeRequest, ClientEvent, Hello, PresenceEvent, Received, SendMessageRequest,
+    ServerEvent, SubscribeRequest, WatchPresenceRequest, chat_service_client::ChatServiceClient,
+    client_event, presence_service_client::PresenceServiceClient, server_event::Event,
 };
 use http::Uri;
 use hyper_util::{
@@ -164,6 +164,10 @@ pub struct Session {
     pub user_id: String,
     /// The user's bearer token (from the Welcome), to sign in again.
     pub token: String,
+    /// The session's id (from the Welcome), which grpc-web receipts name.
+    pub session_id: String,
+    /// Messages that may go unacknowledged (from the Welcome); 0: the session has no receipts.
+    pub receive_window: u32,
     /// Events from the server after the Welcome (and after the presence snapshot when asked to
     /// wait for it), read off the wire as they arrive; the channel closes when the stream ends.
     pub events: Events,
@@ -246,6 +250,40 @@ impl Outbox {
             }
         }
     }
+
+    /// Tells the server that the session `session_id` has every message to its user up to
+    /// `up_to_seq`: on the Chat stream, or by an Acknowledge call. `timeout` bounds either.
+    pub async fn acknowledge(
+        &mut self,
+        session_id: &str,
+        up_to_seq: u64,
+        timeout: Duration,
+    ) -> Result<(), Status> {
+        let acknowledging = async {
+            match self {
+                Outbox::Grpc(events) => {
+                    let event = ClientEvent {
+                        event: Some(client_event::Event::Received(Received { up_to_seq })),
+                    };
+                    events
+                        .send(event)
+                        .await
+                        .map_err(|_| Status::cancelled("the Chat stream has ended"))
+                }
+                Outbox::Web(web) => {
+                    let request = AcknowledgeRequest {
+                        session_id: session_id.to_owned(),
+                        up_to_seq,
+                    };
+                    let request = bearer(&web.token, request)?;
+                    web.client.acknowledge(request).await.map(|_| ())
+                }
+            }
+        };
+        tokio::time::timeout(timeout, acknowledging)
+            .await
+            .map_err(|_| Status::deadline_exceeded("the receipt was not taken in time"))?
+    }
 }
 
 /// `message` with `authorization: Bearer <token>`.
@@ -311,6 +349,8 @@ pub async fn open(link: Link, hello: Hello, opening: Opening) -> Result<Session,
         Ok(Session {
             user_id: welcome.user.map(|user| user.user_id).unwrap_or_default(),
             token: welcome.token,
+            session_id: welcome.session_id,
+            receive_window: welcome.receive_window,
             events: read_events(events, opening.keep_events),
             outbox,
             welcomed_after,

@@ -3,6 +3,7 @@
 //!
 //! - [`client`]: connections (bound to chosen source addresses, one or many sessions each) and
 //!   sessions over native gRPC (`Chat`) or grpc-web (`Subscribe` plus `SendMessage`).
+//! - [`receipts`]: a session's delivery receipts, coalesced as the web client sends them.
 //! - [`stats`]: latency summaries, error tallies, and the server's memory and CPU from /proc.
 //! - One file per scenario: [`idle`], [`connect`], [`chat`], [`presence`], [`baseline`].
 //!
@@ -14,6 +15,7 @@ mod client;
 mod connect;
 mod idle;
 mod presence;
+mod receipts;
 mod stats;
 
 use std::{net::IpAddr, time::Duration};
