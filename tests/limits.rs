@@ -364,13 +364,12 @@ async fn one_address_opening_sessions_for_many_users_is_limited() {
 /// the default burst, then RESOURCE_EXHAUSTED with RetryInfo before anything is written: only
 /// the accepted users are stored and listed online. Claims by Hello share the allowance; a user
 /// coming back with their token claims nothing and is let in.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_address_claiming_users_in_bulk_gets_the_burst_then_retry_info() {
+async fn one_address_claiming_users_in_bulk_gets_the_burst_then_retry_info(backend: Backend) {
     const CLAIMS: usize = 3_000;
     let defaults = Config::from_env();
     let per_minute = defaults.rate_claims_per_minute_per_ip;
     let burst = defaults.rate_claims_burst_per_ip as usize;
-    let server = server_with(|c| {
+    let server = TestServer::start_with(backend, |c| {
         c.rate_claims_per_minute_per_ip = per_minute;
         c.rate_claims_burst_per_ip = burst as u32;
     })
@@ -441,6 +440,8 @@ async fn one_address_claiming_users_in_bulk_gets_the_burst_then_retry_info() {
         .await
         .expect("a user coming back with their token");
 }
+
+on_both_databases!(one_address_claiming_users_in_bulk_gets_the_burst_then_retry_info);
 
 #[tokio::test]
 async fn a_user_holds_at_most_the_session_cap_and_gets_a_slot_back_when_one_closes() {
