@@ -2,7 +2,9 @@
 //! slot of the server's global limit: two connections opening 1,000 calls each with headers and
 //! no body held all 2,000 and locked everyone else out until the request timeout. A call counts
 //! from its arrival until its answer starts (a stream: until it is open), as under the global
-//! limit; a call past the cap is refused at once and takes no global slot.
+//! limit; a call past the cap is refused at once and takes no global slot. Plain HTTP (health
+//! checks, metrics, the web client's files) is not counted: a probe from a flooding address, or
+//! from the proxy all clients share, still gets its answer.
 
 use std::{
     collections::HashMap,
@@ -152,7 +154,12 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let inner = self.inner.clone();
-        let slot = match peer_ip(&request) {
+        let grpc = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
+        let peer = peer_ip(&request).filter(|_| grpc);
+        let slot = match peer {
             Some(ip) => match self.calls.enter(client_network(ip)) {
                 Some(slot) => Some(slot),
                 None => {

@@ -1,10 +1,12 @@
 //! Checks on how a request body is cut into gRPC messages, made before tonic decodes it.
 //!
 //! tonic answers broken framing with INTERNAL (a compression flag without `grpc-encoding`, a body
-//! that ends inside a message, a unary call without a message), so any client could trip an alert
-//! on server errors. The fault is the caller's: these get INVALID_ARGUMENT. A unary call also gets
-//! it for a second message, which tonic would otherwise read and decode to the end of the body
-//! (a 512 MiB body of empty messages kept a core busy for seconds) before the call even ran.
+//! that ends inside a message, a unary call without a message, or whose body breaks off), so any
+//! client could trip an alert on server errors. The fault is the caller's: these get
+//! INVALID_ARGUMENT. (gRPC's compression spec asks for INTERNAL on a stray compressed flag; the
+//! server departs from it on purpose, as its errors are for its own faults.) A unary call also
+//! gets it for a second message, which tonic would otherwise read and decode to the end of the
+//! body (a 512 MiB body of empty messages kept a core busy for seconds) before the call ran.
 //! Once a call is answered, hyper stops reading its body: over HTTP/1.1 it closes the connection
 //! rather than read the rest, over HTTP/2 it resets the stream.
 
@@ -28,13 +30,14 @@ use tower::BoxError;
 /// The 5-byte prefix of every gRPC message: a compression flag and a big-endian length.
 const PREFIX_LEN: usize = 5;
 
-/// The paths (`/package.Service/Method`) of the methods whose client sends a stream; every
-/// other method takes exactly one request message.
+/// The paths (`/package.Service/Method`) of the methods that take exactly one request message.
+/// A path not listed is held to the rules of a stream, so a service whose descriptors were left
+/// out is checked less, never refused.
 #[derive(Debug, Clone)]
-pub struct ClientStreamingMethods(Arc<HashSet<String>>);
+pub struct UnaryMethods(Arc<HashSet<String>>);
 
-impl ClientStreamingMethods {
-    /// The client-streaming methods in the encoded descriptor sets of the services served.
+impl UnaryMethods {
+    /// The methods with one request message in the encoded descriptor sets of the services served.
     pub fn from_descriptor_sets(sets: &[&[u8]]) -> Result<Self, prost::DecodeError> {
         let mut paths = HashSet::new();
         for set in sets {
@@ -44,7 +47,7 @@ impl ClientStreamingMethods {
                         "" => service.name().to_owned(),
                         package => format!("{package}.{}", service.name()),
                     };
-                    for method in service.method.iter().filter(|m| m.client_streaming()) {
+                    for method in service.method.iter().filter(|m| !m.client_streaming()) {
                         paths.insert(format!("/{qualified}/{}", method.name()));
                     }
                 }
@@ -59,13 +62,15 @@ impl ClientStreamingMethods {
 }
 
 /// Wraps a gRPC request's body (after tonic-web has made it plain gRPC) in [`Framing`] checks.
-pub async fn check_framing(
-    State(client_streaming): State<ClientStreamingMethods>,
-    request: Request,
-) -> Request {
+pub async fn check_framing(State(unary): State<UnaryMethods>, request: Request) -> Request {
+    // tonic takes `identity` for no compression at all.
+    let compression_declared = request
+        .headers()
+        .get("grpc-encoding")
+        .is_some_and(|encoding| encoding.as_bytes() != b"identity");
     let framing = Framing {
-        unary: !client_streaming.contains(request.uri().path()),
-        compression_declared: request.headers().contains_key("grpc-encoding"),
+        unary: unary.contains(request.uri().path()),
+        compression_declared,
         prefix: [0; PREFIX_LEN],
         prefix_filled: 0,
         body_left: 0,
@@ -116,7 +121,7 @@ impl Framing {
 
     /// Checks a message's prefix, which has just arrived whole.
     fn start_message(&mut self) -> Result<(), Status> {
-        self.messages += 1;
+        self.messages = self.messages.saturating_add(1);
         if self.unary && self.messages > 1 {
             return Err(Status::invalid_argument(
                 "a unary call takes one request message; this one sent more",
@@ -140,14 +145,14 @@ impl Framing {
         Ok(())
     }
 
-    /// Checks the framing once the body has ended.
+    /// Checks the framing once the body has ended (tonic reads no further than trailers).
     fn finish(&self) -> Result<(), Status> {
         if self.prefix_filled > 0 || self.body_left > 0 {
             return Err(Status::invalid_argument(
                 "the request body ends inside a message: it is cut short",
             ));
         }
-        if self.messages == 0 {
+        if self.unary && self.messages == 0 {
             return Err(Status::invalid_argument(
                 "the call carries no request message",
             ));
@@ -174,17 +179,25 @@ impl http_body::Body for FramedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let frame = match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
             Some(Ok(frame)) => frame,
+            // tonic would answer a unary call whose body broke off (the client reset it, or
+            // tonic-web could not decode it) with INTERNAL; a stream takes a reset as its end.
+            Some(Err(err)) if self.framing.unary => {
+                let status = Status::invalid_argument(format!("the request body broke off: {err}"));
+                return Poll::Ready(Some(Err(status.into())));
+            }
             Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
             None => {
                 return Poll::Ready(self.framing.finish().err().map(|status| Err(status.into())));
             }
         };
-        if let Some(data) = frame.data_ref()
-            && let Err(status) = self.framing.feed(data)
-        {
-            return Poll::Ready(Some(Err(status.into())));
-        }
-        Poll::Ready(Some(Ok(frame)))
+        let checked = match frame.data_ref() {
+            Some(data) => self.framing.feed(data),
+            None => self.framing.finish(), // trailers end the body
+        };
+        Poll::Ready(Some(match checked {
+            Ok(()) => Ok(frame),
+            Err(status) => Err(status.into()),
+        }))
     }
 
     // Never at its end early: the framing is checked when the inner body says it has ended.
@@ -258,15 +271,21 @@ mod tests {
     }
 
     #[test]
-    fn the_chat_stream_is_the_client_streaming_method() {
-        let methods = ClientStreamingMethods::from_descriptor_sets(&[
+    fn a_stream_may_carry_no_message() {
+        framing(false, false).finish().unwrap();
+    }
+
+    #[test]
+    fn client_streams_are_not_unary() {
+        let unary = UnaryMethods::from_descriptor_sets(&[
             crate::proto::FILE_DESCRIPTOR_SET,
             tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
         ])
         .unwrap();
-        assert!(methods.contains("/fastchat.v1.ChatService/Chat"));
-        assert!(methods.contains("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"));
-        assert!(!methods.contains("/fastchat.v1.ChatService/SendMessage"));
-        assert!(!methods.contains("/fastchat.v1.ChatService/Subscribe"));
+        assert!(unary.contains("/fastchat.v1.ChatService/SendMessage"));
+        assert!(unary.contains("/fastchat.v1.ChatService/Subscribe"));
+        assert!(!unary.contains("/fastchat.v1.ChatService/Chat"));
+        assert!(!unary.contains("/fastchat.v1.PresenceService/Presence"));
+        assert!(!unary.contains("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"));
     }
 }

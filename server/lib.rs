@@ -185,7 +185,7 @@ pub async fn run(
     // Framing is checked and error statuses are counted inside it (plain gRPC there), the
     // transport is noted outside it (before it turns grpc-web into gRPC), and each call runs in a
     // span.
-    let client_streaming = framing::ClientStreamingMethods::from_descriptor_sets(&[
+    let unary_methods = framing::UnaryMethods::from_descriptor_sets(&[
         proto::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
@@ -194,7 +194,7 @@ pub async fn run(
     let grpc = grpc
         .into_axum_router()
         .layer(axum::middleware::map_request_with_state(
-            client_streaming,
+            unary_methods,
             framing::check_framing,
         ))
         .layer(axum::middleware::map_response_with_state(

@@ -401,29 +401,57 @@ async fn errors_counted(server: &TestServer, code: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// A gRPC call to `method` whose request body is exactly `body`: the status it ends with.
-async fn call_with_body(server: &TestServer, method: &str, body: Bytes) -> tonic::Status {
+/// How a raw request body ends after its bytes.
+#[derive(Clone, Copy)]
+enum BodyEnd {
+    /// The stream simply ends.
+    Plain,
+    /// Trailers (empty) end it.
+    Trailers,
+    /// The client resets the stream.
+    Reset,
+}
+
+/// A gRPC call to `method` whose request body is exactly `bytes`, ending as `end`, with
+/// `grpc-encoding: identity` when `identity`: the status it ends with, or None when the client's
+/// own reset left no answer to read.
+async fn call_with_body(
+    server: &TestServer,
+    method: &str,
+    bytes: Bytes,
+    end: BodyEnd,
+    identity: bool,
+) -> Option<tonic::Status> {
     use http_body_util::BodyExt;
-    let request = http::Request::post(format!("{}{method}", server.url()))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(tonic::body::Body::new(http_body_util::Full::new(body)))
-        .unwrap();
-    let mut channel = server.channel().await.unwrap();
-    let response = channel.ready().await.unwrap().call(request).await.unwrap();
-    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
-        return status;
+    let mut frames = vec![Ok(Frame::data(bytes))];
+    match end {
+        BodyEnd::Plain => {}
+        BodyEnd::Trailers => frames.push(Ok(Frame::trailers(http::HeaderMap::new()))),
+        BodyEnd::Reset => frames.push(Err(std::io::Error::other("the client gives up"))),
     }
-    let collected = response.into_body().collect().await.unwrap();
+    let mut request = http::Request::post(format!("{}{method}", server.url()))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if identity {
+        request = request.header("grpc-encoding", "identity");
+    }
+    let body = StreamBody::new(tokio_stream::iter(frames));
+    let request = request.body(tonic::body::Body::new(body)).unwrap();
+    let mut channel = server.channel().await.unwrap();
+    let response = channel.ready().await.unwrap().call(request).await.ok()?;
+    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+        return Some(status);
+    }
+    let collected = response.into_body().collect().await.ok()?;
     tonic::Status::from_header_map(&collected.trailers().cloned().unwrap_or_default())
-        .expect("a grpc-status in the trailers")
 }
 
 /// Broken gRPC framing is the caller's fault and ends the call with INVALID_ARGUMENT, never
 /// INTERNAL (which would let anyone trip an alert on server errors): a compression flag without
-/// a `grpc-encoding`, a flag gRPC does not define, a message cut short by the end of the stream,
-/// a unary call without a message or with two. A prefix that promises 1 GiB gets OUT_OF_RANGE
-/// at once (the server does not wait for the bytes). The server serves on.
+/// a `grpc-encoding` (`identity` names none), a flag gRPC does not define, a message cut short by
+/// the end of the stream or by trailers, a unary call without a message, with two, or whose body
+/// the client resets. A prefix that promises 1 GiB gets OUT_OF_RANGE at once (the server does not
+/// wait for the bytes). The server serves on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_grpc_framing_ends_the_stream_with_a_status() {
     let server = TestServer::start(Backend::Sqlite).await;
@@ -462,12 +490,42 @@ async fn broken_grpc_framing_ends_the_stream_with_a_status() {
 
     let send = "/fastchat.v1.ChatService/SendMessage";
     let message = request_of_size("someone", 100).encode_to_vec();
+    let cut = prefixed(0, 100, &message[..50]);
+    let compressed = prefixed(1, 100, &message);
     let unary_cases = [
-        ("no message", Bytes::new(), "no request message"),
-        ("a cut prefix", Bytes::from_static(&[0, 0, 0]), "cut short"),
+        (
+            "no message",
+            Bytes::new(),
+            BodyEnd::Plain,
+            false,
+            "no request message",
+        ),
+        (
+            "only trailers",
+            Bytes::new(),
+            BodyEnd::Trailers,
+            false,
+            "no request message",
+        ),
+        (
+            "a cut prefix",
+            Bytes::from_static(&[0, 0, 0]),
+            BodyEnd::Plain,
+            false,
+            "cut short",
+        ),
         (
             "a cut message",
-            prefixed(0, 100, &message[..50]),
+            cut.clone(),
+            BodyEnd::Plain,
+            false,
+            "cut short",
+        ),
+        (
+            "a message cut by trailers",
+            cut,
+            BodyEnd::Trailers,
+            false,
             "cut short",
         ),
         (
@@ -475,21 +533,49 @@ async fn broken_grpc_framing_ends_the_stream_with_a_status() {
             [prefixed(0, 100, &message), prefixed(0, 100, &message)]
                 .concat()
                 .into(),
+            BodyEnd::Plain,
+            false,
             "one request message",
         ),
         (
             "a compressed message",
-            prefixed(1, 100, &message),
+            compressed.clone(),
+            BodyEnd::Plain,
+            false,
+            "grpc-encoding",
+        ),
+        (
+            "compressed, encoding identity",
+            compressed,
+            BodyEnd::Plain,
+            true,
             "grpc-encoding",
         ),
     ];
-    for (what, body, says) in unary_cases {
-        let status = call_with_body(&server, send, body).await;
+    let answered = 3 + unary_cases.len() as u64;
+    for (what, bytes, end, identity, says) in unary_cases {
+        let status = call_with_body(&server, send, bytes, end, identity)
+            .await
+            .unwrap_or_else(|| panic!("{what}: no answer"));
         assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
         assert!(status.message().contains(says), "{what}: {status:?}");
     }
+    // The client that resets its call reads no answer; the server's count shows what it was.
+    let half = Bytes::copy_from_slice(&prefixed(0, 100, &message)[..20]);
+    let _ = call_with_body(&server, send, half, BodyEnd::Reset, false).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while errors_counted(&server, "INVALID_ARGUMENT").await < answered + 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reset call was not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(errors_counted(&server, "INTERNAL").await, 0);
-    assert_eq!(errors_counted(&server, "INVALID_ARGUMENT").await, 8);
+    assert_eq!(
+        errors_counted(&server, "INVALID_ARGUMENT").await,
+        answered + 1
+    );
 
     assert_eq!(http_get(&server, "/health").await.0, 200);
     let mut alice = ChatSession::new_user(&server, "Alice").await;
@@ -499,6 +585,34 @@ async fn broken_grpc_framing_ends_the_stream_with_a_status() {
     alice
         .next_where(|e| matches!(e, Event::Pong(_)).then_some(()))
         .await;
+    server.stop().await;
+}
+
+/// A stream may carry no message: a Presence client that closes its side at once (one that only
+/// listens, or grpcurl with empty input) keeps its events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_closed_without_a_message_goes_on() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let alice = ChatSession::new_user(&server, "Alice").await;
+    let mut presence = server.presence().await.unwrap();
+    let no_updates = tokio_stream::empty::<fastchat::proto::PresenceUpdate>();
+    let mut events = presence
+        .presence(authed(&alice.token(), no_updates))
+        .await
+        .unwrap()
+        .into_inner();
+    let bob = ChatSession::new_user(&server, "Bob").await;
+    loop {
+        let event = common::within(WAIT, events.message())
+            .await
+            .expect("the stream goes on")
+            .expect("the stream does not end");
+        if let Some(presence_event::Event::Change(change)) = event.event
+            && change.presence.and_then(|p| p.user).map(|u| u.user_id) == Some(bob.user_id())
+        {
+            break;
+        }
+    }
     server.stop().await;
 }
 
@@ -683,17 +797,17 @@ async fn open_bodiless_calls(
 /// One address cannot take every call slot: with 127.0.0.1 holding 2,000 bodiless calls on two
 /// connections (enough to fill --max-concurrent-requests, which locked everyone out until the
 /// request timeout), the calls past its share are refused at once with RESOURCE_EXHAUSTED, and
-/// a client at 127.0.0.2 still opens a session and sends a message.
+/// a client at 127.0.0.2 still opens a session and sends a message. Plain HTTP is not counted:
+/// the flooding address's health check is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_cannot_take_every_call_slot() {
-    let server = TestServer::start(Backend::Sqlite).await;
-    // The defaults, which the test server keeps.
-    let config = common::test_config();
-    let (max_per_ip, max_global) = (
-        config.max_calls_per_ip as usize,
-        config.max_concurrent_requests as usize,
-    );
-    assert!(max_per_ip < max_global);
+    // The defaults, set here so that no environment changes them.
+    let (max_per_ip, max_global) = (500, 2_000);
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.max_calls_per_ip = max_per_ip as u32;
+        c.max_concurrent_requests = max_global as u32;
+    })
+    .await;
     let (answered, mut answers) = mpsc::unbounded_channel();
     let mut held = open_bodiless_calls(&server, max_global / 2, answered.clone()).await;
     held.extend(open_bodiless_calls(&server, max_global / 2, answered).await);
@@ -703,6 +817,8 @@ async fn one_address_cannot_take_every_call_slot() {
         assert_eq!(status, Some(Code::ResourceExhausted as u32));
         refused += 1;
     }
+
+    assert_eq!(http_get(&server, "/health").await.0, 200);
 
     let other = "127.0.0.2".parse().unwrap();
     let hello = |name: &str| Hello {

@@ -1030,9 +1030,10 @@ export const MessageStatusSchema: GenEnum<MessageStatus> = /*@__PURE__*/
  * 1:1 chat. A session is one Chat or Subscribe stream; a user may hold many at once and every
  * event for the user reaches all of them. A session begins with Welcome, then a presence snapshot,
  * then every stored message no session of the user has received yet (oldest first, read from the
- * database a page of Welcome.receive_window messages at a time, and with receipts never more than
- * that many unacknowledged), then live events; messages that arrive while the backlog is being
- * sent follow it in seq order. Idle streams get a Heartbeat every 20 s (configurable).
+ * database a page at a time, a page being the server's receive window, which Welcome gives as
+ * receive_window when Hello asks for receipts; with receipts never more than that many go
+ * unacknowledged), then live events; messages that arrive while the backlog is being sent follow
+ * it in seq order. Idle streams get a Heartbeat every 20 s (configurable).
  *
  * Every action is rate-limited per user (the README's "Limits" lists each limit and its flag).
  * Past a limit, an event on a Chat stream is dropped and answered with an ErrorEvent RATE_LIMITED
