@@ -206,8 +206,8 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_concurrent_requests: u32,
 
-    /// Calls one client address (an IPv6 host's /64) may have in progress at once, so that one
-    /// client cannot take every slot of --max-concurrent-requests; past it calls get
+    /// gRPC calls one client address (an IPv6 host's /64) may have in progress at once, so that
+    /// one client cannot take every slot of --max-concurrent-requests; past it calls get
     /// RESOURCE_EXHAUSTED. Raise it behind a proxy, where every client shares its address.
     #[arg(long, env = "FASTCHAT_MAX_CALLS_PER_IP", default_value_t = 500,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
