@@ -1,12 +1,10 @@
 //! One error type for the whole server, mapped to a gRPC status (or a stream's ErrorEvent) here.
 
-use std::time::Duration;
-
 use sea_orm::DbErr;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::{limits::Action, proto::ErrorEvent};
+use crate::{limits::RateLimited, proto::ErrorEvent};
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -27,11 +25,8 @@ pub enum Error {
     #[error("{0}")]
     FailedPrecondition(String),
     /// The user went past a rate limit; the action was dropped.
-    #[error("rate limited: too many {} actions; retry in {} ms", action.name(), retry_after.as_millis())]
-    RateLimited {
-        action: Action,
-        retry_after: Duration,
-    },
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
     /// The user already holds as many open sessions as allowed.
     #[error("this user already has {0} sessions open, the most allowed; close one first")]
     TooManySessions(u32),
@@ -72,7 +67,7 @@ impl Error {
             Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
-            Self::RateLimited { .. } | Self::TooManySessions(_) | Self::TooManyWatchers(_) => {
+            Self::RateLimited(_) | Self::TooManySessions(_) | Self::TooManyWatchers(_) => {
                 Code::ResourceExhausted
             }
             Self::Overloaded(_) | Self::ShuttingDown | Self::WriterStopped => Code::Unavailable,
@@ -80,21 +75,26 @@ impl Error {
         }
     }
 
-    /// What a client is told: internal details stay in the log.
+    /// What a client is told: internal details stay in the log ([`Self::log_internal`]).
     fn public_message(&self) -> String {
         match self {
-            Self::Database(err) => {
-                tracing::error!(error = %err, "database error");
-                "internal storage error".to_owned()
-            }
+            Self::Database(_) => "internal storage error".to_owned(),
             other => other.to_string(),
+        }
+    }
+
+    /// Logs what the client is not told: the database error behind an INTERNAL.
+    fn log_internal(&self) {
+        if let Self::Database(err) = self {
+            tracing::error!(error = %err, "database error");
         }
     }
 
     /// The event a stream sends instead of ending, for the send with `client_msg_id` (may be empty).
     pub fn to_event(&self, client_msg_id: &str) -> ErrorEvent {
+        self.log_internal();
         let (code, retry_after_ms) = match self {
-            Self::RateLimited { retry_after, .. } => ("RATE_LIMITED", retry_after.as_millis()),
+            Self::RateLimited(limited) => ("RATE_LIMITED", limited.retry_after.as_millis()),
             _ => (code_name(self.code()), 0),
         };
         ErrorEvent {
@@ -110,8 +110,15 @@ impl Error {
     }
 }
 
+impl From<RateLimited> for Status {
+    fn from(limited: RateLimited) -> Self {
+        Error::from(limited).into()
+    }
+}
+
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
+        err.log_internal();
         let message = err.public_message();
         match &err {
             Error::InvalidArgument { field, description } => Status::with_error_details(
@@ -120,10 +127,10 @@ impl From<Error> for Status {
                 ErrorDetails::with_bad_request_violation(field.clone(), description.clone()),
             ),
             // RetryInfo tells gRPC clients when the allowance has grown back.
-            Error::RateLimited { retry_after, .. } => Status::with_error_details(
+            Error::RateLimited(limited) => Status::with_error_details(
                 Code::ResourceExhausted,
                 message,
-                ErrorDetails::with_retry_info(Some(*retry_after)),
+                ErrorDetails::with_retry_info(Some(limited.retry_after)),
             ),
             _ => Status::new(err.code(), message),
         }

@@ -7,12 +7,7 @@ use std::{net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
 use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
 
-use crate::{
-    config::Config,
-    db::ids::UserId,
-    error::{Error, Result},
-    metrics::Metrics,
-};
+use crate::{config::Config, db::ids::UserId, metrics::Metrics};
 
 /// What a limit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +39,16 @@ impl Action {
             Self::Claim => "claim",
         }
     }
+}
+
+/// A limit refused an action; the allowance has grown back after `retry_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("rate limited: too many {} actions; retry in {} ms", action.name(), retry_after.as_millis())]
+pub struct RateLimited {
+    /// What was refused.
+    pub action: Action,
+    /// How long until the next one is allowed.
+    pub retry_after: Duration,
 }
 
 /// The server's rate limiters.
@@ -88,7 +93,7 @@ impl RateLimits {
     }
 
     /// Takes one `action` from `user`'s allowance, or says how long until there is one.
-    pub fn check(&self, action: Action, user: UserId) -> Result<()> {
+    pub fn check(&self, action: Action, user: UserId) -> Result<(), RateLimited> {
         let limiter = match action {
             Action::Message => &self.messages,
             Action::Typing => &self.typing,
@@ -103,7 +108,11 @@ impl RateLimits {
 
     /// Checks a new session: against its user's allowance (None for anonymous watchers) and its
     /// client address's (None when unknown).
-    pub fn check_new_session(&self, user: Option<UserId>, ip: Option<IpAddr>) -> Result<()> {
+    pub fn check_new_session(
+        &self,
+        user: Option<UserId>,
+        ip: Option<IpAddr>,
+    ) -> Result<(), RateLimited> {
         if let Some(user) = user {
             self.check(Action::Session, user)?;
         }
@@ -116,7 +125,7 @@ impl RateLimits {
 
     /// Checks a claim of a new user id from `ip` (None when unknown) against the address's
     /// allowance.
-    pub fn check_claim(&self, ip: Option<IpAddr>) -> Result<()> {
+    pub fn check_claim(&self, ip: Option<IpAddr>) -> Result<(), RateLimited> {
         let Some(ip) = ip else { return Ok(()) };
         check(&self.claims_per_ip, &ip, Action::Claim)
             .inspect_err(|_| self.metrics.rate_limited(Action::Claim.name(), None))
@@ -160,10 +169,10 @@ fn check<K: Clone + Eq + std::hash::Hash>(
     limiter: &DefaultKeyedRateLimiter<K>,
     key: &K,
     action: Action,
-) -> Result<()> {
+) -> Result<(), RateLimited> {
     limiter.check_key(key).map_err(|not_until| {
         let wait = not_until.wait_time_from(limiter.clock().now());
-        Error::RateLimited {
+        RateLimited {
             action,
             // Rounded up to whole milliseconds, so a client that waits exactly this long passes.
             retry_after: Duration::from_millis(wait.as_nanos().div_ceil(1_000_000) as u64),

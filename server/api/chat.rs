@@ -171,15 +171,20 @@ impl ChatApi {
                     .map(|_| ()),
             ),
             Some(E::Ping(ping)) => {
-                let result = self.app.limits.check(Action::Ping, me.id).map(|()| {
-                    let pong = Pong {
-                        nonce: ping.nonce,
-                        server_time: Some(now_timestamp()),
-                    };
-                    self.app
-                        .hub
-                        .publish_to_session(session, server_event(Event::Pong(pong)));
-                });
+                let result = self
+                    .app
+                    .limits
+                    .check(Action::Ping, me.id)
+                    .map_err(Error::from)
+                    .map(|()| {
+                        let pong = Pong {
+                            nonce: ping.nonce,
+                            server_time: Some(now_timestamp()),
+                        };
+                        self.app
+                            .hub
+                            .publish_to_session(session, server_event(Event::Pong(pong)));
+                    });
                 (String::new(), result)
             }
             Some(E::Presence(update)) => {
@@ -187,6 +192,7 @@ impl ChatApi {
                     .app
                     .limits
                     .check(Action::Request, me.id)
+                    .map_err(Error::from)
                     .and_then(|()| away_from_status("presence.status", update.status))
                     .and_then(|away| {
                         self.app
