@@ -647,7 +647,14 @@ impl ChatSession {
     ) {
         let deadline = tokio::time::Instant::now() + within;
         while let Ok(next) = tokio::time::timeout_at(deadline, self.rx.message()).await {
-            let Ok(Some(message)) = next else { return };
+            // A stream that ended could not show what it would have received.
+            let message = match next {
+                Ok(Some(message)) => message,
+                Ok(None) => panic!("the stream ended while checking that no event came"),
+                Err(status) => {
+                    panic!("the stream failed while checking that no event came: {status:?}")
+                }
+            };
             if let Some(event) = message.event {
                 assert!(!pick(&event), "unexpected event: {event:?}");
             }
