@@ -151,7 +151,8 @@ pub struct Metrics {
     messages: IntCounterVec,
     /// `fastchat_message_processing_seconds`: receiving a chat message to sending its ack.
     processing: Histogram,
-    /// `fastchat_delivery_latency_seconds`: a message's commit to its first recipient session.
+    /// `fastchat_delivery_latency_seconds`: a message's arrival (its `sent_at`, stamped before it
+    /// is queued for storage) to its recipient's first session taking it.
     delivery_latency: Histogram,
     /// `fastchat_errors_total{code}`: error statuses and error events.
     errors: IntCounterVec,
@@ -277,7 +278,7 @@ impl Metrics {
             ),
             delivery_latency: histogram(
                 "fastchat_delivery_latency_seconds",
-                "Time from a message's commit to the first session of its recipient taking it.",
+                "Time from a message's arrival (stamped before it is queued for storage) to the first session of its recipient taking it (acknowledging it, with receipts).",
                 DELIVERY_BUCKETS,
             ),
             errors: counters(
@@ -400,7 +401,7 @@ impl Metrics {
             .saturating_record(micros.max(1));
     }
 
-    /// A recipient session took a message `latency` after it was committed.
+    /// A recipient session took a message `latency` after it arrived.
     pub fn delivered(&self, latency: Duration) {
         self.delivery_latency.observe(latency.as_secs_f64());
     }
@@ -547,6 +548,7 @@ fn statement_kind(sql: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::Action;
 
     /// Hits count by kind for Prometheus and GetMetrics, and per user for GetUserMetrics;
     /// anonymous ones by kind only.
@@ -554,14 +556,16 @@ mod tests {
     fn rate_limit_hits_count_by_kind_and_by_user() {
         let metrics = Metrics::new();
         let (ann, ben) = (UserId::new_random(), UserId::new_random());
-        metrics.rate_limited("send_message", Some(ann));
-        metrics.rate_limited("send_message", Some(ann));
-        metrics.rate_limited("typing", Some(ben));
-        metrics.rate_limited("typing", None);
+        // The names the limits use.
+        let (message, typing) = (Action::Message.name(), Action::Typing.name());
+        metrics.rate_limited(message, Some(ann));
+        metrics.rate_limited(message, Some(ann));
+        metrics.rate_limited(typing, Some(ben));
+        metrics.rate_limited(typing, None);
 
         let text = metrics.render();
         assert!(
-            text.contains("fastchat_rate_limited_total{kind=\"send_message\"} 2\n"),
+            text.contains("fastchat_rate_limited_total{kind=\"message\"} 2\n"),
             "{text}"
         );
         assert!(
@@ -570,7 +574,7 @@ mod tests {
         );
         let snapshot = metrics.snapshot();
         assert_eq!(snapshot.rate_limit_hits_total, 4);
-        assert_eq!(snapshot.rate_limit_hits_by_kind["send_message"], 2);
+        assert_eq!(snapshot.rate_limit_hits_by_kind["message"], 2);
         assert_eq!(metrics.rate_limit_hits_of(ann), 2);
         assert_eq!(metrics.rate_limit_hits_of(ben), 1);
         assert_eq!(metrics.rate_limit_hits_of(UserId::new_random()), 0);

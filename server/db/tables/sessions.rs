@@ -13,7 +13,8 @@ pub struct Model {
     pub user_id: Uuid,
     /// Id of the server node holding the connection.
     pub node_id: String,
-    /// Stream kind: `"chat"`, `"subscribe"` or `"presence"`.
+    /// Stream kind, despite the column's name: `"chat"` (Chat or Subscribe) or `"presence"`
+    /// (Presence or WatchPresence).
     pub transport: String,
     /// Whether the client reported itself as away.
     pub away: bool,
