@@ -11,16 +11,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-cargo build --release --quiet --bin fastchat --bin fastchat-loadgen
-server_bin=$PWD/target/release/fastchat
-loadgen=$PWD/target/release/fastchat-loadgen
-pg_base=${FASTCHAT_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432}
-# The server reaches a local PostgreSQL through its Unix socket: over TCP, sqlx 0.9.0 leaves
-# Nagle's algorithm on (sqlx issue #4335), which costs chat three quarters of its throughput.
-pg_socket=${FASTCHAT_BENCH_PG_SOCKET:-/var/run/postgresql}
-work=$(mktemp -d)
+source benches/setup.sh
 port=18500
-ulimit -n 20000
 
 server_pid=
 database=

@@ -11,14 +11,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 old=$1 backend=$2 pairs=$3 rounds=$4 transport=${5:-grpc}
 
-cargo build --release --quiet --bin fastchat --bin fastchat-loadgen
-new=$PWD/target/release/fastchat
-loadgen=$PWD/target/release/fastchat-loadgen
-pg_base=${FASTCHAT_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432}
-pg_socket=${FASTCHAT_BENCH_PG_SOCKET:-/var/run/postgresql}
-work=$(mktemp -d)
+source benches/setup.sh
 trap 'rm -rf "$work"' EXIT
-ulimit -n 20000
 # The limits benches/loadgen.sh lifts; the old binary has no claim or per-address limits.
 lift=(--rate-messages-per-minute 1000000 --rate-messages-burst 1000000
     --rate-sessions-per-minute 1000000 --rate-sessions-per-minute-per-ip 1000000
@@ -34,7 +28,7 @@ port=19100
 for round in $(seq 1 "$rounds"); do
     for variant in old off on; do
         port=$((port + 1))
-        server=("$new" "${lift[@]}" "${lift_new[@]}")
+        server=("$server_bin" "${lift[@]}" "${lift_new[@]}")
         [[ $variant == old ]] && server=("$old" "${lift[@]}")
         storage=(--data-dir "$work/data-$port")
         database=

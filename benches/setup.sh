@@ -1,0 +1,12 @@
+# Sourced by the benchmark scripts, from the repository's root: builds the release binaries and
+# says where they, PostgreSQL and a scratch directory are.
+cargo build --release --quiet --bin fastchat --bin fastchat-loadgen
+server_bin=$PWD/target/release/fastchat
+loadgen=$PWD/target/release/fastchat-loadgen
+pg_base=${FASTCHAT_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432}
+# The server reaches a local PostgreSQL through its Unix socket: over TCP, sqlx 0.9.0 leaves
+# Nagle's algorithm on (sqlx issue #4335), which costs chat three quarters of its throughput.
+pg_socket=${FASTCHAT_BENCH_PG_SOCKET:-/var/run/postgresql}
+work=$(mktemp -d)
+# Thousands of sessions, each a socket.
+ulimit -n 20000
