@@ -318,7 +318,7 @@ export class ChatSession {
       const open = this.store.getState().openPeerId;
       if (open) await this.loadNewest(open);
     } catch (err) {
-      this.store.setState({ lastError: toApiError(err) });
+      this.store.getState().setError(toApiError(err));
     }
   }
 
@@ -365,7 +365,7 @@ export class ChatSession {
           .flatMap((c) => c.messages)
           .find((m) => m.own && m.clientMsgId === id);
         if (!message) {
-          this.store.setState((s) => ({ outbox: s.outbox.filter((x) => x !== id) }));
+          this.store.getState().removeFromOutbox(id);
           continue;
         }
         try {
@@ -395,7 +395,7 @@ export class ChatSession {
           }
           if (e.code === Code.ResourceExhausted) {
             // Rate limited: the allowance grows back within seconds, so say so and send it then.
-            this.store.setState({ lastError: toApiError(e) });
+            this.store.getState().setError(toApiError(e));
             this.scheduleSendRetry();
             return;
           }
@@ -423,7 +423,7 @@ export class ChatSession {
     try {
       await this.loadNewest(peerId);
     } catch (err) {
-      this.store.setState({ lastError: toApiError(err) });
+      this.store.getState().setError(toApiError(err));
       return;
     }
     await this.markRead(peerId);
@@ -459,7 +459,7 @@ export class ChatSession {
     try {
       await this.clients.chat.markRead({ peerUserId: peerId, upToSeq: mark });
     } catch (err) {
-      this.store.setState({ lastError: toApiError(err) });
+      this.store.getState().setError(toApiError(err));
     }
   }
 
@@ -500,7 +500,7 @@ export class ChatSession {
         sessionId,
       });
     } catch (err) {
-      this.store.setState({ lastError: toApiError(err) });
+      this.store.getState().setError(toApiError(err));
     }
   }
 

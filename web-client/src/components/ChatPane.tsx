@@ -62,7 +62,7 @@ export function ChatPane(props: { peerId: string; onBack?: (() => void) | undefi
     session
       .loadOlder(peerId)
       .catch((err: unknown) => {
-        store.setState({ lastError: toApiError(err) });
+        store.getState().setError(toApiError(err));
       })
       .finally(() => {
         loadingRef.current = false;

@@ -270,6 +270,14 @@ describe("message statuses", () => {
     store.getState().clearError();
     expect(store.getState().lastError).toBeNull();
   });
+
+  it("removeFromOutbox takes a message off the outbox and leaves its status", () => {
+    const { store } = setup();
+    const id = store.getState().queueMessage(BOB, "hi");
+    store.getState().removeFromOutbox(id);
+    expect(store.getState().outbox).toEqual([]);
+    expect(statuses(store, BOB)).toEqual(["sending"]);
+  });
 });
 
 describe("de-duplication and order", () => {
@@ -501,26 +509,28 @@ describe("typing, presence and the other events", () => {
     expect(store.getState().users[CAROL]?.presence).toBe("offline");
   });
 
-  it("notes pongs and heartbeats, and orders conversations by activity", () => {
+  it("leaves the state alone on pongs, heartbeats and unknown events", () => {
     const { store } = setup();
+    const before = store.getState();
     store
       .getState()
       .applyServerEvent(
         ev({ case: "pong", value: { nonce: 7n, serverTime: timestampFromMs(5_000_100) } }),
       );
-    expect(store.getState().lastPongNonce).toBe(7n);
-    expect(store.getState().serverClockOffsetMs).toBe(100);
     store
       .getState()
       .applyServerEvent(
         ev({ case: "heartbeat", value: { serverTime: timestampFromMs(5_000_000) } }),
       );
-    expect(store.getState().serverClockOffsetMs).toBe(0);
-    expect(store.getState().lastEventAt).toBe(5_000_000);
+    store.getState().applyServerEvent(ev({ case: undefined }));
+    expect(store.getState()).toBe(before);
+  });
+
+  it("orders conversations by activity", () => {
+    const { store } = setup();
     store.getState().applyMessage(msg(BOB, ME, 1));
     store.getState().applyMessage(msg(CAROL, ME, 2));
     expect(selectConversationList(store.getState()).map((c) => c.peerId)).toEqual([CAROL, BOB]);
-    store.getState().applyServerEvent(ev({ case: undefined }));
   });
 });
 

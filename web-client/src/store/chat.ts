@@ -123,11 +123,6 @@ export interface ChatState {
   connection: ConnectionState;
   /** The latest refusal not tied to a message, for a banner; cleared by clearError(). */
   lastError: ApiError | null;
-  /** Client clock when the last event of any kind arrived (liveness). */
-  lastEventAt: number;
-  /** server time − client time, in ms, from the latest Welcome/Pong/Heartbeat. */
-  serverClockOffsetMs: number;
-  lastPongNonce: bigint | null;
 }
 
 export interface ChatActions {
@@ -148,6 +143,8 @@ export interface ChatActions {
   retryMessage(clientMsgId: string): void;
   /** Marks a message FAILED (refused by the server) and takes it off the outbox. */
   markFailed(clientMsgId: string, error: ApiError): void;
+  /** Takes a message off the outbox, status unchanged (for an id the store has no message for). */
+  removeFromOutbox(clientMsgId: string): void;
   /**
    * Moves my read mark for a peer forward (default: up to the newest loaded peer message).
    * Returns the new mark when it moved (then tell the server), or null.
@@ -158,6 +155,8 @@ export interface ChatActions {
   setDisplayName(name: string): void;
   /** Forgets the user id and token (the server refused them); the name stays. */
   forgetCredentials(): void;
+  /** Shows a refusal not tied to a message (sets `lastError`). */
+  setError(error: ApiError): void;
   clearError(): void;
 }
 
@@ -474,14 +473,6 @@ export function createChatStore(options: ChatStoreOptions = {}): ChatStore {
         set((state) => ({ outbox: state.outbox.filter((id) => id !== clientMsgId) }));
       }
     };
-    const noteServerTime = (ts: Timestamp | undefined) => {
-      const t = now();
-      set(
-        ts
-          ? { lastEventAt: t, serverClockOffsetMs: timestampDate(ts).getTime() - t }
-          : { lastEventAt: t },
-      );
-    };
 
     const actions: ChatActions = {
       applyServerEvent(event) {
@@ -505,8 +496,7 @@ export function createChatStore(options: ChatStoreOptions = {}): ChatStore {
                 ]),
               ),
             }));
-            noteServerTime(w.serverTime);
-            return;
+            break;
           }
           case "message":
             get().applyMessage(e.value);
@@ -524,19 +514,14 @@ export function createChatStore(options: ChatStoreOptions = {}): ChatStore {
             get().applyPresenceEvent(e.value);
             break;
           case "pong":
-            set({ lastPongNonce: e.value.nonce });
-            noteServerTime(e.value.serverTime);
-            return;
           case "heartbeat":
-            noteServerTime(e.value.serverTime);
-            return;
+            break; // keep-alives: the session's idle timer is what watches the stream
           case "error":
             get().applyError(e.value);
             break;
           case undefined:
             break; // an event kind newer than this client: ignore it
         }
-        set({ lastEventAt: now() });
       },
 
       applyPresenceEvent(event) {
@@ -637,7 +622,7 @@ export function createChatStore(options: ChatStoreOptions = {}): ChatStore {
         if (error.clientMsgId && findByClientMsgId(get().conversations, error.clientMsgId)) {
           get().markFailed(error.clientMsgId, apiError(error));
         } else {
-          set({ lastError: apiError(error) });
+          get().setError(apiError(error));
         }
       },
 
@@ -750,6 +735,8 @@ export function createChatStore(options: ChatStoreOptions = {}): ChatStore {
         }));
       },
 
+      removeFromOutbox,
+
       markRead(peerId, upToSeq) {
         const conv = get().conversations[peerId];
         if (!conv) return null;
@@ -783,6 +770,10 @@ export function createChatStore(options: ChatStoreOptions = {}): ChatStore {
         setSelf({ userId: "", token: "", sessionId: "" });
       },
 
+      setError(error) {
+        set({ lastError: error });
+      },
+
       clearError() {
         set({ lastError: null });
       },
@@ -797,9 +788,6 @@ export function createChatStore(options: ChatStoreOptions = {}): ChatStore {
       openPeerId: null,
       connection: { kind: "idle" },
       lastError: null,
-      lastEventAt: 0,
-      serverClockOffsetMs: 0,
-      lastPongNonce: null,
       ...actions,
     };
   });
