@@ -15,16 +15,10 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore},
 };
 use tokio_stream::{Stream, StreamExt, wrappers::TcpListenerStream};
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 
 /// An accepted connection; its slot under the cap is freed when it is dropped.
-#[derive(Debug)]
-pub struct Connection {
-    /// The socket.
-    stream: TcpStream,
-    /// Its slot under the connection cap.
-    _slot: OwnedSemaphorePermit,
-}
+pub type Connection = Guarded<TcpStream, OwnedSemaphorePermit>;
 
 /// The connections `listener` accepts, at most `max` open at once.
 pub fn accept(
@@ -45,38 +39,52 @@ pub fn accept(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "could not set TCP_NODELAY");
         }
-        Some(Ok(Connection {
-            stream,
-            _slot: slot,
-        }))
+        Some(Ok(Guarded::new(stream, slot)))
     })
 }
 
-impl Connected for Connection {
-    type ConnectInfo = TcpConnectInfo;
+/// A connection that holds `G` for as long as it lives (a slot under the connection cap, a count
+/// of open connections), given back when the connection is dropped. Reads and writes pass through.
+#[derive(Debug)]
+pub struct Guarded<IO, G> {
+    /// The connection itself.
+    io: IO,
+    /// Held until the connection is dropped.
+    _guard: G,
+}
 
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+impl<IO, G> Guarded<IO, G> {
+    /// `io`, holding `guard` while it lives.
+    pub fn new(io: IO, guard: G) -> Self {
+        Self { io, _guard: guard }
     }
 }
 
-impl AsyncRead for Connection {
+impl<IO: Connected, G> Connected for Guarded<IO, G> {
+    type ConnectInfo = IO::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.io.connect_info()
+    }
+}
+
+impl<IO: AsyncRead + Unpin, G: Unpin> AsyncRead for Guarded<IO, G> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for Connection {
+impl<IO: AsyncWrite + Unpin, G: Unpin> AsyncWrite for Guarded<IO, G> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -84,18 +92,18 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
