@@ -52,6 +52,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use ::http::{HeaderName, HeaderValue, Method};
 use tokio::net::TcpListener;
+use tokio_stream::Stream;
 use tokio_util::either::Either;
 use tonic::{Status, service::Routes};
 use tonic_health::{ServingStatus, server::HealthReporter};
@@ -259,18 +260,18 @@ pub async fn run(
                 .timeout(config.request_timeout()),
         )
         .add_routes(routes);
-    // Under TLS the deadline watches the decrypted bytes; the TLS handshake has its own.
-    // Connections are counted once they are established (after TLS, when it is on).
+    let metrics = app.metrics.clone();
     let server = match tls {
         Some(acceptor) => {
-            let incoming = tls::incoming(incoming, acceptor);
-            let incoming = handshake::with_deadline(incoming, handshake_timeout);
-            let incoming = metrics::count_connections(incoming, app.metrics.clone());
+            let incoming = established(
+                tls::incoming(incoming, acceptor),
+                handshake_timeout,
+                metrics,
+            );
             Either::Left(router.serve_with_incoming_shutdown(incoming, signal))
         }
         None => {
-            let incoming = handshake::with_deadline(incoming, handshake_timeout);
-            let incoming = metrics::count_connections(incoming, app.metrics.clone());
+            let incoming = established(incoming, handshake_timeout, metrics);
             Either::Right(router.serve_with_incoming_shutdown(incoming, signal))
         }
     };
@@ -296,6 +297,21 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The connections the server serves, from those accepted (decrypted first under TLS): each must
+/// show its protocol within `handshake_timeout` (under TLS the deadline watches the decrypted
+/// bytes; the TLS handshake has its own) and is counted open once it is established.
+fn established<IO>(
+    accepted: impl Stream<Item = std::io::Result<IO>>,
+    handshake_timeout: Duration,
+    metrics: Arc<Metrics>,
+) -> impl Stream<Item = std::io::Result<metrics::CountedConnection<handshake::HandshakeDeadline<IO>>>>
+{
+    metrics::count_connections(
+        handshake::with_deadline(accepted, handshake_timeout),
+        metrics,
+    )
 }
 
 /// Reflection over the API, health, and the google.rpc error details (so grpcurl can show a
