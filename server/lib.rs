@@ -167,56 +167,7 @@ pub async fn run(
     tokio::spawn(forget_idle_limits(Arc::downgrade(&app)));
     tokio::spawn(identity::prune_unused_users(Arc::downgrade(&app)));
 
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
-
-    let chat = ChatServiceServer::new(ChatApi::new(app.clone()))
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let presence = PresenceServiceServer::new(PresenceApi::new(app.clone()))
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let metrics_service = MetricsServiceServer::new(MetricsApi::new(app.clone()))
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let grpc = Routes::new(chat)
-        .add_service(presence)
-        .add_service(metrics_service)
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
-    // tonic-web answers plain HTTP/1.1 requests with 400, so it wraps the gRPC routes only.
-    // Framing is checked and error statuses are counted inside it (plain gRPC there), the
-    // transport is noted outside it (before it turns grpc-web into gRPC), and each call runs in a
-    // span.
-    let unary_methods = framing::UnaryMethods::from_descriptor_sets(&[
-        proto::FILE_DESCRIPTOR_SET,
-        tonic_health::pb::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-    ])?;
-    let grpc = grpc
-        .into_axum_router()
-        .layer(axum::middleware::map_request_with_state(
-            unary_methods,
-            framing::check_framing,
-        ))
-        .layer(axum::middleware::map_response_with_state(
-            app.metrics.clone(),
-            metrics::count_error_statuses,
-        ))
-        .layer(tonic_web::GrpcWebLayer::new())
-        .layer(
-            tower_http::trace::TraceLayer::new_for_grpc()
-                .make_span_with(api::rpc_span)
-                // Failures are counted in the metrics; the database errors behind INTERNAL are
-                // logged where they happen. A warning for every stream ended at shutdown is noise.
-                .on_failure(
-                    tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
-                ),
-        )
-        .layer(axum::middleware::map_request(metrics::tag_transport));
-    let routes = grpc
-        .merge(http::router(app.clone()))
-        .fallback(http::fallback(app.config.web_dir.clone()));
-    let routes = Routes::from(routes);
+    let routes = routes(&app, Routes::new(health_service))?;
 
     let local_addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -297,6 +248,58 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Every route on the port: the gRPC services (`health` holds the gRPC health service) behind
+/// tonic-web and the middlewares around it, then the plain HTTP routes and the fallback.
+fn routes(app: &Arc<App>, health: Routes) -> anyhow::Result<Routes> {
+    let chat = ChatServiceServer::new(ChatApi::new(app.clone()))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let presence = PresenceServiceServer::new(PresenceApi::new(app.clone()))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let metrics_service = MetricsServiceServer::new(MetricsApi::new(app.clone()))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let grpc = health
+        .add_service(chat)
+        .add_service(presence)
+        .add_service(metrics_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?);
+    // tonic-web answers plain HTTP/1.1 requests with 400, so it wraps the gRPC routes only.
+    // Framing is checked and error statuses are counted inside it (plain gRPC there), the
+    // transport is noted outside it (before it turns grpc-web into gRPC), and each call runs in a
+    // span.
+    let unary_methods = framing::UnaryMethods::from_descriptor_sets(&[
+        proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ])?;
+    let grpc = grpc
+        .into_axum_router()
+        .layer(axum::middleware::map_request_with_state(
+            unary_methods,
+            framing::check_framing,
+        ))
+        .layer(axum::middleware::map_response_with_state(
+            app.metrics.clone(),
+            metrics::count_error_statuses,
+        ))
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_grpc()
+                .make_span_with(api::rpc_span)
+                // Failures are counted in the metrics; the database errors behind INTERNAL are
+                // logged where they happen. A warning for every stream ended at shutdown is noise.
+                .on_failure(
+                    tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+                ),
+        )
+        .layer(axum::middleware::map_request(metrics::tag_transport));
+    let routes = grpc
+        .merge(http::router(app.clone()))
+        .fallback(http::fallback(app.config.web_dir.clone()));
+    Ok(Routes::from(routes))
 }
 
 /// The connections the server serves, from those accepted (decrypted first under TLS): each must
