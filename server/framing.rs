@@ -68,14 +68,7 @@ pub async fn check_framing(State(unary): State<UnaryMethods>, request: Request) 
         .headers()
         .get("grpc-encoding")
         .is_some_and(|encoding| encoding.as_bytes() != b"identity");
-    let framing = Framing {
-        unary: unary.contains(request.uri().path()),
-        compression_declared,
-        prefix: [0; PREFIX_LEN],
-        prefix_filled: 0,
-        body_left: 0,
-        messages: 0,
-    };
+    let framing = Framing::new(unary.contains(request.uri().path()), compression_declared);
     request.map(|inner| Body::new(FramedBody { inner, framing }))
 }
 
@@ -97,6 +90,18 @@ struct Framing {
 }
 
 impl Framing {
+    /// A body yet to be read.
+    fn new(unary: bool, compression_declared: bool) -> Self {
+        Self {
+            unary,
+            compression_declared,
+            prefix: [0; PREFIX_LEN],
+            prefix_filled: 0,
+            body_left: 0,
+            messages: 0,
+        }
+    }
+
     /// Follows `data` through the framing; an error names the first rule it breaks.
     fn feed(&mut self, mut data: &[u8]) -> Result<(), Status> {
         while !data.is_empty() {
@@ -214,17 +219,6 @@ impl http_body::Body for FramedBody {
 mod tests {
     use super::*;
 
-    fn framing(unary: bool, compression_declared: bool) -> Framing {
-        Framing {
-            unary,
-            compression_declared,
-            prefix: [0; PREFIX_LEN],
-            prefix_filled: 0,
-            body_left: 0,
-            messages: 0,
-        }
-    }
-
     fn message(flag: u8, payload: &[u8]) -> Vec<u8> {
         let mut bytes = vec![flag];
         bytes.extend_from_slice(&(payload.len() as u32).to_be_bytes());
@@ -238,7 +232,7 @@ mod tests {
         wire.extend(message(0, b""));
         wire.extend(message(1, b"zipped"));
         for cut in 0..wire.len() {
-            let mut streaming = framing(false, true);
+            let mut streaming = Framing::new(false, true);
             streaming.feed(&wire[..cut]).unwrap();
             streaming.feed(&wire[cut..]).unwrap();
             assert_eq!(streaming.messages, 3);
@@ -249,21 +243,21 @@ mod tests {
     #[test]
     fn broken_framing_is_invalid_argument() {
         let broken = [
-            (framing(true, false), message(0, b"one").repeat(2)),
-            (framing(false, false), message(1, b"zipped")),
-            (framing(false, true), message(7, b"odd flag")),
+            (Framing::new(true, false), message(0, b"one").repeat(2)),
+            (Framing::new(false, false), message(1, b"zipped")),
+            (Framing::new(false, true), message(7, b"odd flag")),
         ];
         for (mut framing, wire) in broken {
             let status = framing.feed(&wire).unwrap_err();
             assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
         }
-        let mut cut = framing(true, false);
+        let mut cut = Framing::new(true, false);
         cut.feed(&message(0, b"hello")[..7]).unwrap();
         assert_eq!(
             cut.finish().unwrap_err().code(),
             tonic::Code::InvalidArgument
         );
-        let empty = framing(true, false);
+        let empty = Framing::new(true, false);
         assert_eq!(
             empty.finish().unwrap_err().code(),
             tonic::Code::InvalidArgument
@@ -272,7 +266,7 @@ mod tests {
 
     #[test]
     fn a_stream_may_carry_no_message() {
-        framing(false, false).finish().unwrap();
+        Framing::new(false, false).finish().unwrap();
     }
 
     #[test]

@@ -393,12 +393,9 @@ async fn final_status(events: &mut Streaming<ServerEvent>) -> tonic::Status {
 /// The value of `fastchat_errors_total{code="CODE"}` (0 before the first such error).
 async fn errors_counted(server: &TestServer, code: &str) -> u64 {
     let (_, _, body) = http_get(server, "/metrics").await;
-    let series = format!("fastchat_errors_total{{code=\"{code}\"}} ");
-    String::from_utf8(body.to_vec())
-        .unwrap()
-        .lines()
-        .find_map(|line| line.strip_prefix(&series)?.parse().ok())
-        .unwrap_or(0)
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let name = format!("fastchat_errors_total{{code=\"{code}\"}}");
+    common::series(&text, &name).map_or(0, |value| value as u64)
 }
 
 /// How a raw request body ends after its bytes.
@@ -605,6 +602,16 @@ async fn a_stream_closed_without_a_message_goes_on() {
     server.stop().await;
 }
 
+/// The head of a grpc-web SendMessage POST over HTTP/1.1 with a body of `declared` bytes.
+fn grpc_web_http1_head(server: &TestServer, declared: usize) -> String {
+    format!(
+        "POST /fastchat.v1.ChatService/SendMessage HTTP/1.1\r\nhost: {}\r\n\
+         content-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\n\
+         content-length: {declared}\r\n\r\n",
+        server.addr
+    )
+}
+
 /// POSTs a grpc-web SendMessage over HTTP/1.1 that declares `declared` body bytes, sends only
 /// `sent`, and closes its sending side: the `grpc-status` of the answer.
 async fn grpc_web_http1_broken_off(
@@ -613,12 +620,7 @@ async fn grpc_web_http1_broken_off(
     declared: usize,
 ) -> Option<u32> {
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
-    let head = format!(
-        "POST /fastchat.v1.ChatService/SendMessage HTTP/1.1\r\nhost: {}\r\n\
-         content-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\n\
-         content-length: {declared}\r\n\r\n",
-        server.addr
-    );
+    let head = grpc_web_http1_head(server, declared);
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(sent).await.unwrap();
     stream.shutdown().await.unwrap();
@@ -655,12 +657,7 @@ struct Http1Call {
 async fn grpc_web_http1_call(server: &TestServer, start: Bytes, declared: usize) -> Http1Call {
     let stream = TcpStream::connect(server.addr).await.unwrap();
     let (mut from_server, mut to_server) = stream.into_split();
-    let head = format!(
-        "POST /fastchat.v1.ChatService/SendMessage HTTP/1.1\r\nhost: {}\r\n\
-         content-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\n\
-         content-length: {declared}\r\n\r\n",
-        server.addr
-    );
+    let head = grpc_web_http1_head(server, declared);
     let writer = tokio::spawn(async move {
         to_server.write_all(head.as_bytes()).await.unwrap();
         let mut written = 0;

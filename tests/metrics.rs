@@ -5,7 +5,9 @@ mod common;
 
 use std::{collections::HashMap, future::Future, time::Duration};
 
-use common::{Backend, ChatSession, FreshDatabase, TestServer, WAIT, authed, http_get, within};
+use common::{
+    Backend, ChatSession, FreshDatabase, TestServer, WAIT, authed, http_get, series, within,
+};
 use fastchat::proto::{
     ClientEvent, GetDailyStatsRequest, GetHourlyStatsRequest, GetMetricsRequest,
     GetMetricsResponse, GetUserMetricsRequest, Hello, MessageStatus, Ping, PresenceStatus,
@@ -42,14 +44,6 @@ async fn scrape(server: &TestServer) -> String {
     assert_eq!(status, 200);
     assert!(content_type.starts_with("text/plain"), "{content_type}");
     String::from_utf8(body.to_vec()).unwrap()
-}
-
-/// The value of one series, `name` or `name{label="value"}`; None when it is not there.
-fn series(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .map(|value| value.parse().unwrap())
 }
 
 /// Scrapes until `series` has `expected`; fails with the last scrape otherwise.

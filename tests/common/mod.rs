@@ -502,6 +502,15 @@ pub async fn http_get(server: &TestServer, path: &str) -> (u16, String, bytes::B
     (status, content_type, body)
 }
 
+/// The value of one series in a Prometheus scrape, `name` or `name{label="value"}`; None when it
+/// is not there.
+pub fn series(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map(|value| value.parse().unwrap())
+}
+
 /// A request carrying `authorization: Bearer <token>`.
 pub fn authed<T>(token: &str, message: T) -> Request<T> {
     let mut request = Request::new(message);
