@@ -12,7 +12,7 @@ use sea_orm::DbErr;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::Hub;
+use super::{Effects, Hub};
 use crate::{
     convert::{ack, chat_message, message_status, server_event},
     db::{
@@ -112,11 +112,13 @@ impl Hub {
         let sender = UserId(message.sender_id);
         let recipient = UserId(message.recipient_id);
         let event = server_event(Event::Message(chat_message(message, 0)));
-        let mut state = self.lock();
-        self.stop_typing(&mut state, sender, recipient);
-        self.link_peers(&mut state, sender, recipient);
-        let taken = self.push_to_user(&mut state, recipient, &event, None);
-        self.push_to_user(&mut state, sender, &event, origin);
+        let mut registry = self.lock();
+        let mut out = Effects::default();
+        let (recipients, senders) = registry.message_stored(sender, recipient, origin, &mut out);
+        // The end of the sender's typing reaches the recipient before the message.
+        self.carry_out(&mut registry, out);
+        let taken = self.queue_all(&mut registry, &recipients, &event);
+        self.queue_all(&mut registry, &senders, &event);
         taken
     }
 

@@ -11,13 +11,12 @@
 //! the in-process fan-out can later be swapped for a bus between nodes.
 
 mod messages;
-mod presence;
+mod registry;
 mod session;
 mod store;
-mod typing;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
@@ -29,21 +28,22 @@ use tokio::{
     sync::mpsc,
     time::{Instant, MissedTickBehavior},
 };
-use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::{
     config::Config,
-    convert::{now_timestamp, server_event},
     db::{
         Database,
         ids::{SessionId, UserId},
     },
-    metrics::{Metrics, Transport},
-    proto::{Heartbeat, ServerEvent, server_event::Event},
+    error::Result,
+    identity::AuthUser,
+    metrics::Metrics,
+    proto::{Presence, ServerEvent},
 };
 
 pub use messages::{AckTo, OutgoingMessage};
+use registry::{Effects, PRESENCE_COALESCE, Registry};
 pub use session::{SessionKind, SessionStream};
 use store::StoreOp;
 
@@ -109,12 +109,13 @@ impl From<&Config> for HubConfig {
     }
 }
 
-/// Sessions, presence and fan-out.
+/// Sessions, presence and fan-out: the registry behind a lock, and the tasks that carry out
+/// what it asks for.
 #[derive(Debug)]
 pub struct Hub {
-    /// Everything that changes. A std mutex: it is held only for map updates and non-blocking
-    /// `try_send`s, never across an `.await`.
-    state: Mutex<State>,
+    /// Who is connected. A std mutex: it is held only for the registry's changes and the
+    /// non-blocking `try_send`s that follow them, never across an `.await`.
+    registry: Mutex<Registry>,
     /// Settings.
     config: HubConfig,
     /// Durable storage.
@@ -140,47 +141,6 @@ pub struct Hub {
     metrics: Arc<Metrics>,
 }
 
-/// The hub's mutable state.
-#[derive(Debug, Default)]
-struct State {
-    /// Every open stream, by id.
-    sessions: HashMap<SessionId, SessionEntry>,
-    /// Users who are connected, recently were, or sent heartbeats.
-    users: HashMap<UserId, presence::UserEntry>,
-    /// Typing states by (typist, peer).
-    typing: HashMap<(UserId, UserId), typing::TypingEntry>,
-    /// Users whose presence may have changed since the last published batch.
-    dirty: HashSet<UserId>,
-    /// Who is told about whose presence.
-    scope: presence::Scope,
-    /// When idle streams were last checked for heartbeats.
-    last_heartbeat_sweep: Option<Instant>,
-}
-
-/// One open stream.
-#[derive(Debug)]
-struct SessionEntry {
-    /// Whose session it is; None for anonymous presence watchers.
-    user: Option<UserId>,
-    /// Which events it takes.
-    kind: SessionKind,
-    /// How the client reached the server.
-    transport: Transport,
-    /// Its outgoing queue. Boxed events keep the queue's preallocated slots small: every session
-    /// holds one block of them, mostly empty.
-    tx: mpsc::Sender<Box<ServerEvent>>,
-    /// The status the stream ends with when the hub ends it.
-    closing: Arc<Mutex<Option<Status>>>,
-    /// Cancelled when the session ends, so its inbound task stops too.
-    cancel: CancellationToken,
-    /// Whether the session said it is away.
-    away: bool,
-    /// When an event was last queued, to find idle streams.
-    last_sent: Instant,
-    /// What its client has not acknowledged, when it sends receipts.
-    receipts: Option<Arc<session::Receipts>>,
-}
-
 impl Hub {
     /// Creates the hub and starts its background tasks on the current runtime.
     pub fn start(db: Database, config: HubConfig, metrics: Arc<Metrics>) -> Arc<Self> {
@@ -190,7 +150,7 @@ impl Hub {
         let (store_tx, store_rx) = mpsc::unbounded_channel();
         let (presence_tx, presence_rx) = mpsc::channel(1);
         let hub = Arc::new(Self {
-            state: Mutex::new(State::default()),
+            registry: Mutex::new(Registry::new(config.clone())),
             config,
             db: db.clone(),
             writer: writer_tx,
@@ -216,9 +176,9 @@ impl Hub {
         hub
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, Registry> {
         // A panic while holding the lock leaves maps that are still consistent enough to serve.
-        self.state
+        self.registry
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -243,17 +203,12 @@ impl Hub {
     /// ones and marks this node's sessions and users offline in the database.
     pub async fn shutdown(&self) {
         {
-            let mut state = self.lock();
+            let mut registry = self.lock();
             self.shutting_down.store(true, Ordering::SeqCst);
-            let ids: Vec<SessionId> = state.sessions.keys().copied().collect();
-            for id in ids {
-                self.detach(
-                    &mut state,
-                    id,
-                    Some(Status::unavailable("server is shutting down; reconnect")),
-                );
-            }
-            state.users.clear();
+            let mut out = Effects::default();
+            let status = Status::unavailable("server is shutting down; reconnect");
+            registry.detach_all(&status, &mut out);
+            self.carry_out(&mut registry, out);
         }
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let _ = self.store.send(StoreOp::ResetNode {
@@ -269,130 +224,153 @@ impl Hub {
         }
     }
 
-    /// Queues `event` on one session. A full queue ends the session (it is too slow); returns
-    /// whether the event was queued.
-    fn push(&self, state: &mut State, id: SessionId, event: ServerEvent) -> bool {
-        let Some(entry) = state.sessions.get_mut(&id) else {
+    /// Carries out what a change of the registry asks for, in order: queues its events, ends the
+    /// sessions it let go, hands its rows to the write-through and wakes the presence publisher.
+    /// A session whose queue is full is ended, and what that asks for joins the rest.
+    fn carry_out(&self, registry: &mut Registry, mut out: Effects) {
+        while let Some((id, event)) = out.sends.pop_front() {
+            self.queue(registry, id, event, &mut out);
+        }
+        for ended in out.ended {
+            if let Some(status) = ended.status {
+                *ended
+                    .outlet
+                    .closing
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(status);
+            }
+            ended.outlet.cancel.cancel();
+            self.metrics.session_closed(ended.outlet.transport);
+            // Dropping the outlet closes the queue: the stream ends with the status set above.
+        }
+        for op in out.store {
+            if let StoreOp::Presence { status, .. } = &op {
+                self.metrics.presence_changed(*status);
+            }
+            let _ = self.store.send(op);
+        }
+        if out.presence_dirty {
+            let _ = self.presence_changed.try_send(());
+        }
+    }
+
+    /// Queues `event` on one session. A full queue ends the session (it is too slow), adding to
+    /// `out` what that asks for; returns whether the event was queued.
+    fn queue(
+        &self,
+        registry: &mut Registry,
+        id: SessionId,
+        event: ServerEvent,
+        out: &mut Effects,
+    ) -> bool {
+        let Some(outlet) = registry.outlet(id) else {
             return false;
         };
-        match entry.tx.try_send(Box::new(event)) {
+        match outlet.tx.try_send(Box::new(event)) {
             Ok(()) => {
-                entry.last_sent = Instant::now();
+                registry.sent(id, Instant::now());
                 true
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(session = %id, "session queue full; ending the session");
-                self.detach(
-                    state,
-                    id,
-                    Some(Status::resource_exhausted(
-                        "session fell behind its event queue; reconnect to receive what it missed",
-                    )),
+                let status = Status::resource_exhausted(
+                    "session fell behind its event queue; reconnect to receive what it missed",
                 );
+                registry.detach(id, Some(status), out);
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 
-    /// Queues `event` on every chat session of `user` but `except`; returns how many took it.
-    fn push_to_user(
+    /// Queues `event` on each of `sessions`; returns how many took it.
+    fn queue_all(
         &self,
-        state: &mut State,
-        user: UserId,
+        registry: &mut Registry,
+        sessions: &[SessionId],
         event: &ServerEvent,
-        except: Option<SessionId>,
     ) -> usize {
-        let targets: Vec<SessionId> = state
-            .users
-            .get(&user)
-            .map(|u| {
-                u.sessions
-                    .iter()
-                    .copied()
-                    .filter(|id| Some(*id) != except)
-                    .filter(|id| {
-                        state
-                            .sessions
-                            .get(id)
-                            .is_some_and(|s| s.kind == SessionKind::Chat)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        targets
-            .into_iter()
-            .filter(|id| self.push(state, *id, event.clone()))
-            .count()
+        let mut out = Effects::default();
+        let taken = sessions
+            .iter()
+            .filter(|id| self.queue(registry, **id, event.clone(), &mut out))
+            .count();
+        self.carry_out(registry, out);
+        taken
     }
 
-    /// Sends `event` to every chat session of `user`.
+    /// Sends `event` to every chat session of `user`; returns how many took it.
     pub fn publish_to_user(&self, user: UserId, event: ServerEvent) -> usize {
-        let mut state = self.lock();
-        self.push_to_user(&mut state, user, &event, None)
+        let mut registry = self.lock();
+        let sessions = registry.chat_sessions_of(user, None);
+        self.queue_all(&mut registry, &sessions, &event)
     }
 
     /// Sends `event` to one session, if it is still open.
     pub fn publish_to_session(&self, id: SessionId, event: ServerEvent) {
-        let mut state = self.lock();
-        self.push(&mut state, id, event);
+        let mut registry = self.lock();
+        self.queue_all(&mut registry, &[id], &event);
     }
 
-    /// Removes a session from the maps, ending its stream with `status` (None: a normal end).
-    fn detach(&self, state: &mut State, id: SessionId, status: Option<Status>) {
-        let Some(entry) = state.sessions.remove(&id) else {
-            return;
-        };
-        if let Some(status) = status {
-            *entry.closing.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
-        }
-        entry.cancel.cancel();
-        self.metrics.session_closed(entry.transport);
-        if entry.kind == SessionKind::EveryonesPresence {
-            state.scope.watch_all.remove(&id);
-        }
-        let Some(user) = entry.user else { return };
-        let now = Instant::now();
-        if let Some(user_entry) = state.users.get_mut(&user) {
-            user_entry.sessions.retain(|s| *s != id);
-            if user_entry.sessions.is_empty() {
-                user_entry.left(now);
-            }
-        }
-        self.mark_dirty(state, user);
-        self.end_typing_of_session(state, user, id);
-        let _ = self.store.send(StoreOp::SessionClosed {
-            id,
-            at: chrono::Utc::now(),
-        });
+    /// `from` started or stopped typing towards `to`; only changes reach `to`, and a typing
+    /// state set by a session ends with it.
+    pub fn set_typing(
+        &self,
+        from: UserId,
+        to: UserId,
+        is_typing: bool,
+        session: Option<SessionId>,
+    ) {
+        self.change(|registry, out| registry.set_typing(from, to, is_typing, session, out));
     }
 
-    /// One pass over the timers: typing expiries, presence changes, heartbeats.
-    fn tick(&self) {
-        let now = Instant::now();
-        let mut state = self.lock();
-        self.expire_typing(&mut state, now);
-        self.publish_presence_timers(&mut state, now);
+    /// Users ONLINE or AWAY, without `exclude`.
+    pub fn list_online(&self, exclude: Option<UserId>) -> Vec<Presence> {
+        self.lock().list_online(exclude, Instant::now())
+    }
 
-        let interval = self.config.heartbeat_interval;
-        if state
-            .last_heartbeat_sweep
-            .is_none_or(|last| now - last >= interval / 4)
-        {
-            state.last_heartbeat_sweep = Some(now);
-            let idle: Vec<SessionId> = state
-                .sessions
-                .iter()
-                .filter(|(_, s)| s.kind == SessionKind::Chat && now - s.last_sent >= interval)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in idle {
-                let heartbeat = server_event(Event::Heartbeat(Heartbeat {
-                    server_time: Some(now_timestamp()),
-                }));
-                self.push(&mut state, id, heartbeat);
-            }
-        }
+    /// One user's presence, if the hub knows them (otherwise they are OFFLINE).
+    pub fn presence_of(&self, user: UserId) -> Option<Presence> {
+        self.lock().presence_of(user, Instant::now())
+    }
+
+    /// A Heartbeat RPC: the user stays ONLINE for the presence TTL.
+    pub fn heartbeat(&self, user: &AuthUser) -> Presence {
+        self.change(|registry, out| registry.heartbeat(user, Instant::now(), out))
+    }
+
+    /// Sets one session (or, with None, every session of the user) ONLINE or AWAY.
+    pub fn set_away(
+        &self,
+        user: UserId,
+        session: Option<SessionId>,
+        away: bool,
+    ) -> Result<Presence> {
+        self.change(|registry, out| registry.set_away(user, session, away, Instant::now(), out))
+    }
+
+    /// Renames a connected user, so watchers see the new name.
+    pub fn rename(&self, user: UserId, display_name: &str) {
+        self.change(|registry, out| registry.rename(user, display_name, out));
+    }
+
+    /// Ends a session normally (its client stopped sending).
+    pub fn close_session(&self, id: SessionId) {
+        self.change(|registry, out| registry.detach(id, None, out));
+    }
+
+    /// Ends a session with `status`, for a client that broke the stream's rules.
+    pub fn end_session(&self, id: SessionId, status: Status) {
+        self.change(|registry, out| registry.detach(id, Some(status), out));
+    }
+
+    /// Runs one change of the registry under its lock and carries out what it asks for.
+    fn change<T>(&self, step: impl FnOnce(&mut Registry, &mut Effects) -> T) -> T {
+        let mut registry = self.lock();
+        let mut out = Effects::default();
+        let result = step(&mut registry, &mut out);
+        self.carry_out(&mut registry, out);
+        result
     }
 }
 
@@ -402,19 +380,19 @@ async fn run_presence_publisher(hub: std::sync::Weak<Hub>, mut changed: mpsc::Re
     // Ends when the hub, which holds the sender, is gone.
     while changed.recv().await.is_some() {
         let Some(hub) = hub.upgrade() else { return };
-        hub.flush_presence();
+        hub.change(|registry, out| registry.flush_presence(Instant::now(), out));
         drop(hub);
-        tokio::time::sleep(presence::PRESENCE_COALESCE).await;
+        tokio::time::sleep(PRESENCE_COALESCE).await;
     }
 }
 
-/// Runs the timers until the hub is gone.
+/// Runs the timers (typing expiries, presence grace periods, heartbeats) until the hub is gone.
 async fn run_ticker(hub: std::sync::Weak<Hub>) {
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let Some(hub) = hub.upgrade() else { return };
-        hub.tick();
+        hub.change(|registry, out| registry.tick(Instant::now(), out));
     }
 }

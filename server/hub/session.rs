@@ -10,12 +10,15 @@ use std::{
 
 use futures_util::task::AtomicWaker;
 use sea_orm::DbErr;
-use tokio::{sync::mpsc, time::Instant};
+use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use super::{Hub, SessionEntry, presence::UserEntry, store::StoreOp};
+use super::{
+    Hub,
+    registry::{NewSession, Outlet},
+};
 use crate::{
     convert::{chat_message, now_timestamp, server_event},
     db::{
@@ -47,7 +50,7 @@ pub enum SessionKind {
 }
 
 impl SessionKind {
-    fn transport(self) -> &'static str {
+    pub(super) fn transport(self) -> &'static str {
         match self {
             Self::Chat => "chat",
             Self::Presence | Self::EveryonesPresence => "presence",
@@ -76,76 +79,33 @@ impl Hub {
         let closing = Arc::new(Mutex::new(None));
         let cancel = CancellationToken::new();
         // Loaded before the lock is taken; at most once per user while the hub knows them.
-        let needs_peers = user.is_some_and(|u| {
-            let state = self.lock();
-            state.users.get(&u.id).is_none_or(UserEntry::needs_peers)
-        });
         let peers = match user {
-            Some(user) if needs_peers => self.db.conversation_peers(user.id).await?,
-            _ => Vec::new(),
+            Some(user) if self.lock().needs_peers(user.id) => {
+                Some(self.db.conversation_peers(user.id).await?)
+            }
+            _ => None,
         };
-        let (snapshot, peers_missed) = {
-            let mut state = self.lock();
+        let outlet = Outlet {
+            tx,
+            closing: closing.clone(),
+            cancel: cancel.clone(),
+            transport,
+        };
+        let session = NewSession {
+            id,
+            user,
+            kind,
+            outlet,
+            receipts: receipts.clone(),
+        };
+        let (snapshot, peers_missed) = self.change(|registry, out| {
             // Checked under the lock shutdown takes, so no session slips in after it.
             if self.is_shutting_down() {
                 return Err(Error::ShuttingDown);
             }
-            if state.sessions.len() >= self.config.max_sessions {
-                return Err(Error::Overloaded(
-                    "the server holds as many sessions as it may; retry later",
-                ));
-            }
-            let max_per_user = self.config.max_sessions_per_user;
-            let open_of_user = user
-                .and_then(|u| state.users.get(&u.id))
-                .map_or(0, |entry| entry.sessions.len());
-            if open_of_user >= max_per_user as usize {
-                return Err(Error::TooManySessions(max_per_user));
-            }
-            if kind == SessionKind::EveryonesPresence {
-                if state.scope.watch_all.len() >= self.config.watch_all_limit {
-                    return Err(Error::TooManyWatchers(self.config.watch_all_limit));
-                }
-                state.scope.watch_all.insert(id);
-            }
-            state.sessions.insert(
-                id,
-                SessionEntry {
-                    user: user.map(|u| u.id),
-                    kind,
-                    transport,
-                    tx,
-                    closing: closing.clone(),
-                    cancel: cancel.clone(),
-                    away: false,
-                    last_sent: Instant::now(),
-                    receipts: receipts.clone(),
-                },
-            );
-            self.metrics.session_opened(transport);
-            let mut peers_missed = false;
-            if let Some(user) = user {
-                state
-                    .users
-                    .entry(user.id)
-                    .or_insert_with(|| UserEntry::new(user.display_name.clone()))
-                    .joined(id, &user.display_name);
-                if needs_peers {
-                    self.set_peers(&mut state, user.id, peers);
-                }
-                peers_missed = state.users[&user.id].needs_peers();
-                self.mark_dirty(&mut state, user.id);
-                // Queued under the lock, so it is written before this session's SessionClosed.
-                let _ = self.store.send(StoreOp::SessionOpened {
-                    id,
-                    user: user.id,
-                    transport: kind.transport(),
-                    at: chrono::Utc::now(),
-                });
-            }
-            let snapshot = self.snapshot(&state, user.map(|u| u.id), kind, Instant::now());
-            (snapshot, peers_missed)
-        };
+            registry.open(session, peers, out)
+        })?;
+        self.metrics.session_opened(transport);
         let mut stream = SessionStream {
             id,
             user_id: user.map(|u| u.id.to_string()),
@@ -165,7 +125,7 @@ impl Hub {
             // ran out meanwhile): the peers come now, after the snapshot. (An error drops the
             // stream, which ends the session.)
             let peers = self.db.conversation_peers(user.id).await?;
-            self.set_peers(&mut self.lock(), user.id, peers);
+            self.lock().set_peers(user.id, peers);
         }
 
         if kind == SessionKind::Chat {
@@ -215,40 +175,10 @@ impl Hub {
         Ok(stream)
     }
 
-    /// Ends a session normally (its client stopped sending).
-    pub fn close_session(&self, id: SessionId) {
-        let mut state = self.lock();
-        self.detach(&mut state, id, None);
-    }
-
-    /// Ends a session with `status`, for a client that broke the stream's rules.
-    pub fn end_session(&self, id: SessionId, status: Status) {
-        let mut state = self.lock();
-        self.detach(&mut state, id, Some(status));
-    }
-
     /// A receipt from a session of `user`: its client has every message the session sent to it
     /// up to `up_to`. Those count as delivered now.
     pub fn acknowledge(&self, user: UserId, session: SessionId, up_to: i64) -> Result<()> {
-        let receipts = {
-            let state = self.lock();
-            let entry = state
-                .sessions
-                .get(&session)
-                .filter(|entry| entry.user == Some(user))
-                .ok_or_else(|| {
-                    Error::NotFound(format!(
-                        "session_id: no open session {session} of this user"
-                    ))
-                })?;
-            entry.receipts.clone().ok_or_else(|| {
-                Error::FailedPrecondition(
-                    "session_id: the session did not ask for receipts (Hello.receipts), or the \
-                     server keeps no history"
-                        .into(),
-                )
-            })?
-        };
+        let receipts = self.lock().receipts_of(user, session)?;
         let acknowledged: Vec<i64> = {
             let mut unacked = receipts.unacked();
             let covered = unacked.partition_point(|seq| *seq <= up_to);

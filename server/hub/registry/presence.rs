@@ -18,7 +18,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use super::{Hub, SessionKind, State, store::StoreOp};
+use super::{Effects, Registry, SessionKind, StoreOp};
 use crate::{
     convert::{server_event, timestamp},
     db::{
@@ -34,7 +34,7 @@ use crate::{
 };
 
 /// After publishing, how long changes gather before the next batch goes out.
-pub(super) const PRESENCE_COALESCE: Duration = Duration::from_millis(20);
+pub(in crate::hub) const PRESENCE_COALESCE: Duration = Duration::from_millis(20);
 
 /// Least time between two OnlineCount events, which go to every session.
 const COUNT_INTERVAL: Duration = Duration::from_secs(5);
@@ -43,20 +43,20 @@ const COUNT_INTERVAL: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(super) struct UserEntry {
     /// Shown to others.
-    display_name: String,
+    pub(super) display_name: String,
     /// The user's open sessions.
     pub(super) sessions: Vec<SessionId>,
     /// The users this one has a conversation with, once loaded (None: not yet, or a user known
     /// only from Heartbeat calls).
-    peers: Option<HashSet<UserId>>,
+    pub(super) peers: Option<HashSet<UserId>>,
     /// A Heartbeat RPC keeps the user ONLINE until then.
-    heartbeat_until: Option<Instant>,
+    pub(super) heartbeat_until: Option<Instant>,
     /// When the last session closed, for the grace period.
-    left_at: Option<Instant>,
+    pub(super) left_at: Option<Instant>,
     /// Last activity, reported as `last_seen`.
-    last_seen: DateTime<Utc>,
+    pub(super) last_seen: DateTime<Utc>,
     /// What watchers were last told: status and display name.
-    published: Option<(PresenceStatus, String)>,
+    pub(super) published: Option<(PresenceStatus, String)>,
 }
 
 impl UserEntry {
@@ -96,31 +96,31 @@ impl UserEntry {
 #[derive(Debug, Default)]
 pub(super) struct Scope {
     /// The directory page: users every session is told about.
-    page: HashSet<UserId>,
+    pub(super) page: HashSet<UserId>,
     /// Sessions told about every user (WatchPresence with `every_user`).
     pub(super) watch_all: HashSet<SessionId>,
     /// For each user, the connected users who have a conversation with them.
-    peer_of: HashMap<UserId, HashSet<UserId>>,
+    pub(super) peer_of: HashMap<UserId, HashSet<UserId>>,
     /// Users announced ONLINE or AWAY.
-    online: usize,
+    pub(super) online: usize,
     /// The total the last OnlineCount carried, and when it went out.
-    count_sent: (usize, Option<Instant>),
+    pub(super) count_sent: (usize, Option<Instant>),
 }
 
-impl Hub {
-    /// Notes that `user`'s presence may have changed and wakes the publisher.
-    pub(super) fn mark_dirty(&self, state: &mut State, user: UserId) {
-        state.dirty.insert(user);
-        let _ = self.presence_changed.try_send(());
+impl Registry {
+    /// Notes that `user`'s presence may have changed, for the publisher to look at.
+    pub(super) fn mark_dirty(&mut self, user: UserId, out: &mut Effects) {
+        self.dirty.insert(user);
+        out.presence_dirty = true;
     }
 
     /// A user's status now, from their sessions and timers.
-    fn derive_status(&self, state: &State, user: &UserEntry, now: Instant) -> PresenceStatus {
+    fn derive_status(&self, user: &UserEntry, now: Instant) -> PresenceStatus {
         if !user.sessions.is_empty() {
             let all_away = user
                 .sessions
                 .iter()
-                .all(|id| state.sessions.get(id).is_some_and(|s| s.away));
+                .all(|id| self.sessions.get(id).is_some_and(|s| s.away));
             return if all_away {
                 PresenceStatus::Away
             } else {
@@ -142,27 +142,22 @@ impl Hub {
         PresenceStatus::Offline
     }
 
-    fn presence(&self, state: &State, id: UserId, user: &UserEntry, now: Instant) -> Presence {
+    fn presence(&self, id: UserId, user: &UserEntry, now: Instant) -> Presence {
         Presence {
             user: Some(User {
                 user_id: id.to_string(),
                 display_name: user.display_name.clone(),
             }),
-            status: self.derive_status(state, user, now) as i32,
+            status: self.derive_status(user, now) as i32,
             last_seen: Some(timestamp(user.last_seen)),
             sessions: user.sessions.len() as u32,
         }
     }
 
     /// The ONLINE and AWAY users among `ids`, ordered by display name.
-    fn online_among(
-        &self,
-        state: &State,
-        ids: impl Iterator<Item = UserId>,
-        now: Instant,
-    ) -> Vec<Presence> {
+    fn online_among(&self, ids: impl Iterator<Item = UserId>, now: Instant) -> Vec<Presence> {
         let mut users: Vec<Presence> = ids
-            .filter_map(|id| Some(self.presence(state, id, state.users.get(&id)?, now)))
+            .filter_map(|id| Some(self.presence(id, self.users.get(&id)?, now)))
             .filter(|p| p.status != PresenceStatus::Offline as i32)
             .collect();
         users.sort_by_cached_key(|p| p.user.as_ref().map(|u| u.display_name.to_lowercase()));
@@ -172,73 +167,72 @@ impl Hub {
     /// The snapshot a new session of `viewer` (None: an anonymous watcher) starts with.
     pub(super) fn snapshot(
         &self,
-        state: &State,
         viewer: Option<UserId>,
         kind: SessionKind,
         now: Instant,
     ) -> PresenceSnapshot {
         let everyone = kind == SessionKind::EveryonesPresence
-            || state.users.len() <= self.config.directory_size;
+            || self.users.len() <= self.config.directory_size;
         let users = if everyone {
-            self.online_among(state, state.users.keys().copied(), now)
+            self.online_among(self.users.keys().copied(), now)
         } else {
-            let mut ids = state.scope.page.clone();
-            if let Some(viewer) = viewer.and_then(|id| Some((id, state.users.get(&id)?))) {
+            let mut ids = self.scope.page.clone();
+            if let Some(viewer) = viewer.and_then(|id| Some((id, self.users.get(&id)?))) {
                 ids.insert(viewer.0);
                 ids.extend(viewer.1.peers.iter().flatten());
             }
-            self.online_among(state, ids.into_iter(), now)
+            self.online_among(ids.into_iter(), now)
         };
         PresenceSnapshot {
-            online_count: state.scope.online.max(users.len()) as u32,
+            online_count: self.scope.online.max(users.len()) as u32,
             users,
         }
     }
 
     /// Users ONLINE or AWAY, without `exclude`.
-    pub fn list_online(&self, exclude: Option<UserId>) -> Vec<Presence> {
-        let state = self.lock();
-        let ids = state
-            .users
-            .keys()
-            .copied()
-            .filter(|id| Some(*id) != exclude);
-        self.online_among(&state, ids, Instant::now())
+    pub(in crate::hub) fn list_online(
+        &self,
+        exclude: Option<UserId>,
+        now: Instant,
+    ) -> Vec<Presence> {
+        let ids = self.users.keys().copied().filter(|id| Some(*id) != exclude);
+        self.online_among(ids, now)
     }
 
-    /// One user's presence, if the hub knows them (otherwise they are OFFLINE).
-    pub fn presence_of(&self, user: UserId) -> Option<Presence> {
-        let state = self.lock();
-        let entry = state.users.get(&user)?;
-        Some(self.presence(&state, user, entry, Instant::now()))
+    /// One user's presence, if the registry knows them (otherwise they are OFFLINE).
+    pub(in crate::hub) fn presence_of(&self, user: UserId, now: Instant) -> Option<Presence> {
+        let entry = self.users.get(&user)?;
+        Some(self.presence(user, entry, now))
     }
 
     /// A Heartbeat RPC: the user stays ONLINE for the presence TTL.
-    pub fn heartbeat(&self, user: &AuthUser) -> Presence {
-        let now = Instant::now();
-        let mut state = self.lock();
-        let entry = state
+    pub(in crate::hub) fn heartbeat(
+        &mut self,
+        user: &AuthUser,
+        now: Instant,
+        out: &mut Effects,
+    ) -> Presence {
+        let entry = self
             .users
             .entry(user.id)
             .or_insert_with(|| UserEntry::new(user.display_name.clone()));
         entry.heartbeat_until = Some(now + self.config.presence_ttl);
         entry.last_seen = Utc::now();
         user.display_name.clone_into(&mut entry.display_name);
-        self.mark_dirty(&mut state, user.id);
-        let entry = &state.users[&user.id];
-        self.presence(&state, user.id, entry, now)
+        self.mark_dirty(user.id, out);
+        self.presence(user.id, &self.users[&user.id], now)
     }
 
     /// Sets one session (or, with None, every session of the user) ONLINE or AWAY.
-    pub fn set_away(
-        &self,
+    pub(in crate::hub) fn set_away(
+        &mut self,
         user: UserId,
         session: Option<SessionId>,
         away: bool,
+        now: Instant,
+        out: &mut Effects,
     ) -> Result<Presence> {
-        let now = Instant::now();
-        let mut state = self.lock();
-        let Some(entry) = state.users.get(&user) else {
+        let Some(entry) = self.users.get(&user) else {
             return Err(Error::NotFound("the user has no open session".into()));
         };
         let targets: Vec<SessionId> = match session {
@@ -254,33 +248,31 @@ impl Hub {
             return Err(Error::NotFound("the user has no open session".into()));
         }
         for id in targets {
-            if let Some(session) = state.sessions.get_mut(&id) {
+            if let Some(session) = self.sessions.get_mut(&id) {
                 session.away = away;
             }
-            let _ = self.store.send(StoreOp::SessionAway {
+            out.store.push(StoreOp::SessionAway {
                 id,
                 away,
                 at: Utc::now(),
             });
         }
-        self.mark_dirty(&mut state, user);
-        let entry = &state.users[&user];
-        Ok(self.presence(&state, user, entry, now))
+        self.mark_dirty(user, out);
+        Ok(self.presence(user, &self.users[&user], now))
     }
 
     /// Renames a connected user, so watchers see the new name.
-    pub fn rename(&self, user: UserId, display_name: &str) {
-        let mut state = self.lock();
-        if let Some(entry) = state.users.get_mut(&user) {
+    pub(in crate::hub) fn rename(&mut self, user: UserId, display_name: &str, out: &mut Effects) {
+        if let Some(entry) = self.users.get_mut(&user) {
             display_name.clone_into(&mut entry.display_name);
-            self.mark_dirty(&mut state, user);
+            self.mark_dirty(user, out);
         }
     }
 
     /// Records `user`'s conversation peers (loaded at their first session), so their changes
     /// reach the user's sessions.
-    pub(super) fn set_peers(&self, state: &mut State, user: UserId, peers: Vec<UserId>) {
-        let Some(entry) = state.users.get_mut(&user) else {
+    pub(in crate::hub) fn set_peers(&mut self, user: UserId, peers: Vec<UserId>) {
+        let Some(entry) = self.users.get_mut(&user) else {
             return;
         };
         if entry.peers.is_some() {
@@ -288,77 +280,73 @@ impl Hub {
         }
         entry.peers = Some(peers.iter().copied().collect());
         for peer in peers {
-            state.scope.peer_of.entry(peer).or_default().insert(user);
+            self.scope.peer_of.entry(peer).or_default().insert(user);
         }
     }
 
     /// A message passed between `a` and `b`: from now on each is told about the other. A new
     /// conversation also tells each the other's presence now.
-    pub(super) fn link_peers(&self, state: &mut State, a: UserId, b: UserId) {
+    pub(super) fn link_peers(&mut self, a: UserId, b: UserId, out: &mut Effects) {
         for (user, peer) in [(a, b), (b, a)] {
-            let Some(peers) = state.users.get_mut(&user).and_then(|u| u.peers.as_mut()) else {
+            let Some(peers) = self.users.get_mut(&user).and_then(|u| u.peers.as_mut()) else {
                 continue;
             };
             if !peers.insert(peer) {
                 continue;
             }
-            state.scope.peer_of.entry(peer).or_default().insert(user);
-            let Some(entry) = state.users.get(&peer) else {
+            self.scope.peer_of.entry(peer).or_default().insert(user);
+            let Some(entry) = self.users.get(&peer) else {
                 continue; // offline: nothing to tell yet
             };
-            if entry.published.is_none() || state.scope.page.contains(&peer) {
+            if entry.published.is_none() || self.scope.page.contains(&peer) {
                 continue; // not announced yet, or the user knows already
             }
-            let event = change_event(self.presence(state, peer, entry, Instant::now()));
-            for id in state.users[&user].sessions.clone() {
-                self.push(state, id, event.clone());
-            }
+            let event = change_event(self.presence(peer, entry, Instant::now()));
+            out.send_all(self.users[&user].sessions.iter().copied(), &event);
         }
     }
 
     /// Forgets a user who went OFFLINE, with their links to their peers.
-    fn forget(&self, state: &mut State, id: UserId) {
-        let Some(entry) = state.users.remove(&id) else {
+    fn forget(&mut self, id: UserId) {
+        let Some(entry) = self.users.remove(&id) else {
             return;
         };
         for peer in entry.peers.into_iter().flatten() {
-            if let Some(watchers) = state.scope.peer_of.get_mut(&peer) {
+            if let Some(watchers) = self.scope.peer_of.get_mut(&peer) {
                 watchers.remove(&id);
                 if watchers.is_empty() {
-                    state.scope.peer_of.remove(&peer);
+                    self.scope.peer_of.remove(&peer);
                 }
             }
         }
     }
 
     /// Publishes the changes gathered since the last batch.
-    pub(super) fn flush_presence(&self) {
-        let mut state = self.lock();
-        let dirty: Vec<UserId> = state.dirty.drain().collect();
-        self.publish_presence_changes(&mut state, dirty, Instant::now());
+    pub(in crate::hub) fn flush_presence(&mut self, now: Instant, out: &mut Effects) {
+        let dirty: Vec<UserId> = self.dirty.drain().collect();
+        self.publish_presence_changes(dirty, now, out);
     }
 
     /// On the ticker: publishes what the grace period and heartbeat TTLs changed, and the total.
-    pub(super) fn publish_presence_timers(&self, state: &mut State, now: Instant) {
-        let mut candidates: Vec<UserId> = state.dirty.drain().collect();
+    pub(super) fn publish_presence_timers(&mut self, now: Instant, out: &mut Effects) {
+        let mut candidates: Vec<UserId> = self.dirty.drain().collect();
         candidates.extend(
-            state
-                .users
+            self.users
                 .iter()
                 .filter(|(_, u)| u.sessions.is_empty())
                 .map(|(id, _)| *id),
         );
-        self.publish_presence_changes(state, candidates, now);
-        self.publish_online_count(state, now);
+        self.publish_presence_changes(candidates, now, out);
+        self.publish_online_count(now, out);
     }
 
     /// Publishes every presence change among `candidates` to the sessions told about that user,
     /// writes it through to `users_online`, and forgets users who went OFFLINE.
     fn publish_presence_changes(
-        &self,
-        state: &mut State,
+        &mut self,
         mut candidates: Vec<UserId>,
         now: Instant,
+        out: &mut Effects,
     ) {
         candidates.sort();
         candidates.dedup();
@@ -366,10 +354,10 @@ impl Hub {
         let mut changes = Vec::new();
         let mut vacancies = false;
         for id in candidates {
-            let Some(entry) = state.users.get(&id) else {
+            let Some(entry) = self.users.get(&id) else {
                 continue;
             };
-            let presence = self.presence(state, id, entry, now);
+            let presence = self.presence(id, entry, now);
             let status = presence.status();
             let published = Some((status, entry.display_name.clone()));
             if entry.published == published {
@@ -378,7 +366,7 @@ impl Hub {
             let was_online = entry.published.is_some();
             if !was_online && status == PresenceStatus::Offline {
                 // Never shown online (possible only without a grace period): nothing to tell.
-                self.forget(state, id);
+                self.forget(id);
                 continue;
             }
             let stored = match status {
@@ -386,14 +374,13 @@ impl Hub {
                 PresenceStatus::Offline => StoredStatus::Offline,
                 _ => StoredStatus::Online,
             };
-            self.metrics.presence_changed(stored);
-            let _ = self.store.send(StoreOp::Presence {
+            out.store.push(StoreOp::Presence {
                 user: id,
                 status: stored,
                 sessions: presence.sessions,
                 last_seen: entry.last_seen,
             });
-            let scope = &mut state.scope;
+            let scope = &mut self.scope;
             let in_page = if status == PresenceStatus::Offline {
                 scope.online -= 1;
                 let in_page = scope.page.remove(&id);
@@ -408,57 +395,54 @@ impl Hub {
                 }
                 scope.page.contains(&id)
             };
-            let audience = self.audience(state, id, in_page);
+            let audience = self.audience(id, in_page);
             if status == PresenceStatus::Offline {
-                self.forget(state, id);
-            } else if let Some(entry) = state.users.get_mut(&id) {
+                self.forget(id);
+            } else if let Some(entry) = self.users.get_mut(&id) {
                 entry.published = published;
             }
             changes.push((change_event(presence), audience));
         }
         if vacancies {
-            changes.extend(self.fill_page(state, now));
+            changes.extend(self.fill_page(now));
         }
         for (event, audience) in changes {
-            let targets = match audience {
-                Audience::Everyone => state.sessions.keys().copied().collect(),
-                Audience::Only(targets) => targets,
-            };
-            for id in targets {
-                self.push(state, id, event.clone());
+            match audience {
+                Audience::Everyone => out.send_all(self.sessions.keys().copied(), &event),
+                Audience::Only(targets) => out.send_all(targets, &event),
             }
         }
     }
 
     /// The sessions told about a change of `user`.
-    fn audience(&self, state: &State, user: UserId, in_page: bool) -> Audience {
+    fn audience(&self, user: UserId, in_page: bool) -> Audience {
         if in_page {
             return Audience::Everyone;
         }
-        let sessions_of = |id: &UserId| state.users.get(id).into_iter().flat_map(|u| &u.sessions);
-        let mut targets: HashSet<SessionId> = state.scope.watch_all.clone();
+        let sessions_of = |id: &UserId| self.users.get(id).into_iter().flat_map(|u| &u.sessions);
+        let mut targets: HashSet<SessionId> = self.scope.watch_all.clone();
         targets.extend(sessions_of(&user));
-        for watcher in state.scope.peer_of.get(&user).into_iter().flatten() {
+        for watcher in self.scope.peer_of.get(&user).into_iter().flatten() {
             targets.extend(sessions_of(watcher));
         }
         Audience::Only(targets.into_iter().collect())
     }
 
     /// Gives the page's free places to online users outside it; each is announced to everyone.
-    fn fill_page(&self, state: &mut State, now: Instant) -> Vec<(ServerEvent, Audience)> {
-        let free = self.config.directory_size - state.scope.page.len();
-        let newcomers: Vec<UserId> = state
+    fn fill_page(&mut self, now: Instant) -> Vec<(ServerEvent, Audience)> {
+        let free = self.config.directory_size - self.scope.page.len();
+        let newcomers: Vec<UserId> = self
             .users
             .iter()
-            .filter(|(id, u)| u.published.is_some() && !state.scope.page.contains(id))
+            .filter(|(id, u)| u.published.is_some() && !self.scope.page.contains(id))
             .map(|(id, _)| *id)
             .take(free)
             .collect();
         newcomers
             .into_iter()
             .map(|id| {
-                state.scope.page.insert(id);
-                let presence = self.presence(state, id, &state.users[&id], now);
+                self.scope.page.insert(id);
+                let presence = self.presence(id, &self.users[&id], now);
                 (change_event(presence), Audience::Everyone)
             })
             .collect()
@@ -466,9 +450,9 @@ impl Hub {
 
     /// Sends the number of users online to every session, while it exceeds the page (and once
     /// when it fits again), at most every [`COUNT_INTERVAL`].
-    fn publish_online_count(&self, state: &mut State, now: Instant) {
-        let online = state.scope.online;
-        let (sent, sent_at) = state.scope.count_sent;
+    fn publish_online_count(&mut self, now: Instant, out: &mut Effects) {
+        let online = self.scope.online;
+        let (sent, sent_at) = self.scope.count_sent;
         let size = self.config.directory_size;
         if online == sent || (online <= size && sent <= size) {
             return;
@@ -476,16 +460,13 @@ impl Hub {
         if sent_at.is_some_and(|at| now - at < COUNT_INTERVAL) {
             return;
         }
-        state.scope.count_sent = (online, Some(now));
+        self.scope.count_sent = (online, Some(now));
         let event = server_event(Event::Presence(PresenceEvent {
             event: Some(presence_event::Event::OnlineCount(OnlineCount {
                 users: online as u32,
             })),
         }));
-        let targets: Vec<SessionId> = state.sessions.keys().copied().collect();
-        for id in targets {
-            self.push(state, id, event.clone());
-        }
+        out.send_all(self.sessions.keys().copied(), &event);
     }
 }
 
