@@ -10,7 +10,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use fastchat::{
     config::Config,
     db::Database,
-    hub::{AckTo, Hub, HubConfig, OutgoingMessage, SessionKind, SessionStream},
+    hub::{AckTo, FanOut, Hub, HubConfig, OutgoingMessage, SessionKind, SessionStream},
     identity::{AuthUser, Claim, Identity},
     metrics::{Metrics, Transport},
     proto::{

@@ -13,7 +13,7 @@ use crate::{
     convert::{chat_message, now_timestamp, server_event, timestamp},
     db::ids::{SessionId, UserId},
     error::{Error, Result},
-    hub::{AckTo, OutgoingMessage, SessionKind},
+    hub::{AckTo, FanOut, OutgoingMessage, SessionKind},
     identity::AuthUser,
     limits::Action,
     metrics::{MessageKind, Transport},
@@ -104,7 +104,7 @@ impl ChatApi {
             .await?;
         self.app
             .hub
-            .set_typing(me.id, peer, request.is_typing, session);
+            .publish_typing(me.id, peer, request.is_typing, session);
         Ok(())
     }
 

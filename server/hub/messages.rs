@@ -12,9 +12,9 @@ use sea_orm::DbErr;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{Effects, Hub};
+use super::{FanOut, Hub};
 use crate::{
-    convert::{ack, chat_message, message_status, server_event},
+    convert::{ack, message_status, server_event},
     db::{
         Database, NewMessage, StoredMessage,
         ids::{SessionId, UserId},
@@ -104,22 +104,6 @@ impl Hub {
             .send(request)
             .await
             .map_err(|_| Error::WriterStopped)
-    }
-
-    /// Fans a newly stored message out: to every session of the recipient, and to the sender's
-    /// other sessions. Sending ends the sender's typing. Returns how many recipient sessions took it.
-    fn publish_message(&self, message: &StoredMessage, origin: Option<SessionId>) -> usize {
-        let sender = UserId(message.sender_id);
-        let recipient = UserId(message.recipient_id);
-        let event = server_event(Event::Message(chat_message(message, 0)));
-        let mut registry = self.lock();
-        let mut out = Effects::default();
-        let (recipients, senders) = registry.message_stored(sender, recipient, origin, &mut out);
-        // The end of the sender's typing reaches the recipient before the message.
-        self.carry_out(&mut registry, out);
-        let taken = self.queue_all(&mut registry, &recipients, &event);
-        self.queue_all(&mut registry, &senders, &event);
-        taken
     }
 
     /// Tells the sender's sessions that `reader` read their messages up to `message`.

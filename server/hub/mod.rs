@@ -7,9 +7,10 @@
 //! recorded in the same transactions), the presence publisher and its write-through, and a ticker
 //! for timers (typing, presence grace, heartbeats).
 //!
-//! The services only call the hub's "publish to a user" and "presence changed" style methods, so
-//! the in-process fan-out can later be swapped for a bus between nodes.
+//! What leaves for a user's sessions goes through one seam, [`FanOut`], so the in-process fan-out
+//! can later have a bus between nodes behind it without the services changing.
 
+mod fanout;
 mod messages;
 mod registry;
 mod session;
@@ -42,6 +43,7 @@ use crate::{
     proto::{Presence, ServerEvent},
 };
 
+pub use fanout::FanOut;
 pub use messages::{AckTo, OutgoingMessage};
 use registry::{Effects, PRESENCE_COALESCE, Registry};
 pub use session::{SessionKind, SessionStream};
@@ -297,31 +299,6 @@ impl Hub {
             .count();
         self.carry_out(registry, out);
         taken
-    }
-
-    /// Sends `event` to every chat session of `user`; returns how many took it.
-    pub fn publish_to_user(&self, user: UserId, event: ServerEvent) -> usize {
-        let mut registry = self.lock();
-        let sessions = registry.chat_sessions_of(user, None);
-        self.queue_all(&mut registry, &sessions, &event)
-    }
-
-    /// Sends `event` to one session, if it is still open.
-    pub fn publish_to_session(&self, id: SessionId, event: ServerEvent) {
-        let mut registry = self.lock();
-        self.queue_all(&mut registry, &[id], &event);
-    }
-
-    /// `from` started or stopped typing towards `to`; only changes reach `to`, and a typing
-    /// state set by a session ends with it.
-    pub fn set_typing(
-        &self,
-        from: UserId,
-        to: UserId,
-        is_typing: bool,
-        session: Option<SessionId>,
-    ) {
-        self.change(|registry, out| registry.set_typing(from, to, is_typing, session, out));
     }
 
     /// Users ONLINE or AWAY, without `exclude`.

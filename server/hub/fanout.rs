@@ -1,0 +1,73 @@
+//! The fan-out seam: the one way events for users leave the code that makes them. The message
+//! writer publishes stored messages and receipts through it, the services acks and typing. In one
+//! process the hub queues them on the sessions its registry holds; in cluster mode a bus between
+//! nodes goes behind these methods, and the services and the pipeline stay as they are.
+//!
+//! Presence changes are the registry's own (derived from the sessions it holds) and leave through
+//! the same queues in `Hub::carry_out`, where a node's changes would also go to the bus.
+
+use super::{Effects, Hub};
+use crate::{
+    convert::{chat_message, server_event},
+    db::{
+        StoredMessage,
+        ids::{SessionId, UserId},
+    },
+    proto::{ServerEvent, server_event::Event},
+};
+
+/// Publishing to users' sessions, wherever they are connected.
+pub trait FanOut {
+    /// A newly stored message: to every chat session of the recipient, and to the sender's other
+    /// sessions (all but `origin`, which gets the ack). It ends the sender's typing towards the
+    /// recipient. Returns how many of the recipient's sessions took it.
+    fn publish_message(&self, message: &StoredMessage, origin: Option<SessionId>) -> usize;
+
+    /// An event for every chat session of `user` (receipts: DELIVERED and READ); returns how
+    /// many took it.
+    fn publish_to_user(&self, user: UserId, event: ServerEvent) -> usize;
+
+    /// An event for one session (acks and errors of its sends, pongs), if it is still open.
+    fn publish_to_session(&self, session: SessionId, event: ServerEvent);
+
+    /// `from` started or stopped typing towards `to` (from `session`, whose end ends it; None: a
+    /// unary call). Only changes reach `to`.
+    fn publish_typing(&self, from: UserId, to: UserId, is_typing: bool, session: Option<SessionId>);
+}
+
+impl FanOut for Hub {
+    fn publish_message(&self, message: &StoredMessage, origin: Option<SessionId>) -> usize {
+        let sender = UserId(message.sender_id);
+        let recipient = UserId(message.recipient_id);
+        let event = server_event(Event::Message(chat_message(message, 0)));
+        let mut registry = self.lock();
+        let mut out = Effects::default();
+        let (recipients, senders) = registry.message_stored(sender, recipient, origin, &mut out);
+        // The end of the sender's typing reaches the recipient before the message.
+        self.carry_out(&mut registry, out);
+        let taken = self.queue_all(&mut registry, &recipients, &event);
+        self.queue_all(&mut registry, &senders, &event);
+        taken
+    }
+
+    fn publish_to_user(&self, user: UserId, event: ServerEvent) -> usize {
+        let mut registry = self.lock();
+        let sessions = registry.chat_sessions_of(user, None);
+        self.queue_all(&mut registry, &sessions, &event)
+    }
+
+    fn publish_to_session(&self, session: SessionId, event: ServerEvent) {
+        let mut registry = self.lock();
+        self.queue_all(&mut registry, &[session], &event);
+    }
+
+    fn publish_typing(
+        &self,
+        from: UserId,
+        to: UserId,
+        is_typing: bool,
+        session: Option<SessionId>,
+    ) {
+        self.change(|registry, out| registry.set_typing(from, to, is_typing, session, out));
+    }
+}
