@@ -129,6 +129,11 @@ impl Cache {
 }
 
 impl Identity {
+    /// Whether users sign in with JWTs from an identity provider instead of claiming ids.
+    pub fn uses_jwt(&self) -> bool {
+        self.jwt.is_some()
+    }
+
     /// Identity over `db`; `jwt` turns JWT sign-in on. Starts the claim writer on the current
     /// runtime.
     pub fn new(db: Database, jwt: Option<JwtVerifier>) -> Self {

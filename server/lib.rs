@@ -132,9 +132,61 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     // Key and certificate files are read first, so a bad one stops the start at once.
-    let jwt = JwtVerifier::from_config(&config)?;
     let tls = tls::from_config(&config)?;
-    let sign_in = if jwt.is_some() { "jwt" } else { "claim" };
+    let Started {
+        app,
+        health,
+        health_route,
+        stats_flusher,
+    } = start(config).await?;
+    let routes = routes(&app, health_route)?;
+
+    let local_addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let sign_in = if app.identity.uses_jwt() {
+        "jwt"
+    } else {
+        "claim"
+    };
+    tracing::info!(%local_addr, scheme, sign_in, database = app.db_kind(), "FastChat listening (gRPC, grpc-web, HTTP)");
+
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let end_streams = {
+        let hub = app.hub.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: ending streams");
+            hub.shutdown().await;
+            end_health_watches(health).await;
+            let _ = stopping_tx.send(());
+        }
+    };
+    serve(&app, listener, tls, routes, end_streams, stopping_rx).await?;
+    finish(&app, stats_flusher).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// What [`start`] set going.
+struct Started {
+    /// What every service shares.
+    app: Arc<App>,
+    /// Sets the gRPC health service's answers.
+    health: HealthReporter,
+    /// The gRPC health service (NOT_SERVING until the database answers), the first route.
+    health_route: Routes,
+    /// Stores the hourly and daily statistics; stopped by [`finish`].
+    stats_flusher: (
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ),
+}
+
+/// Everything before the first connection: the JWT keys (read first, like the TLS files, so a bad
+/// one stops the start at once), the database (migrated, this node's old presence rows reset), the hub, and the
+/// background tasks.
+async fn start(config: Config) -> anyhow::Result<Started> {
+    let jwt = JwtVerifier::from_config(&config)?;
     let metrics = Arc::new(Metrics::new());
     let mut db = open_database(&config).await?;
     db.observe_queries(metrics.query_observer());
@@ -144,7 +196,7 @@ pub async fn run(
     let app = Arc::new(App {
         identity: Identity::new(db.clone(), jwt),
         limits: RateLimits::new(&config, metrics.clone()),
-        hub: hub.clone(),
+        hub,
         db,
         config,
         metrics,
@@ -166,25 +218,27 @@ pub async fn run(
     tokio::spawn(watch_database(app.clone(), health.clone()));
     tokio::spawn(forget_idle_limits(Arc::downgrade(&app)));
     tokio::spawn(identity::prune_unused_users(Arc::downgrade(&app)));
+    Ok(Started {
+        app,
+        health,
+        health_route: Routes::new(health_service),
+        stats_flusher: (stop_flusher, flusher),
+    })
+}
 
-    let routes = routes(&app, Routes::new(health_service))?;
-
-    let local_addr = listener.local_addr()?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(%local_addr, scheme, sign_in, database = app.db_kind(), "FastChat listening (gRPC, grpc-web, HTTP)");
-
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = {
-        let hub = hub.clone();
-        async move {
-            shutdown.await;
-            tracing::info!("shutting down: ending streams");
-            hub.shutdown().await;
-            end_health_watches(health).await;
-            let _ = stopping_tx.send(());
-        }
-    };
+/// Serves `routes` on `listener` (through TLS when given) behind the server-wide limits, until
+/// `end_streams` has run and the connections have drained (at most [`SHUTDOWN_DRAIN`] after
+/// `stopping` fires).
+async fn serve(
+    app: &App,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    routes: Routes,
+    end_streams: impl Future<Output = ()>,
+    stopping: tokio::sync::oneshot::Receiver<()>,
+) -> anyhow::Result<()> {
     let config = &app.config;
+    let local_addr = listener.local_addr()?;
     let handshake_timeout = config.handshake_timeout();
     let incoming = connections::accept(listener, config.max_connections as usize);
     let router = tonic::transport::Server::builder()
@@ -219,23 +273,33 @@ pub async fn run(
                 handshake_timeout,
                 metrics,
             );
-            Either::Left(router.serve_with_incoming_shutdown(incoming, signal))
+            Either::Left(router.serve_with_incoming_shutdown(incoming, end_streams))
         }
         None => {
             let incoming = established(incoming, handshake_timeout, metrics);
-            Either::Right(router.serve_with_incoming_shutdown(incoming, signal))
+            Either::Right(router.serve_with_incoming_shutdown(incoming, end_streams))
         }
     };
-
     tokio::select! {
         result = server => result?,
         () = async {
-            let _ = stopping_rx.await;
+            let _ = stopping.await;
             tokio::time::sleep(SHUTDOWN_DRAIN).await;
         } => tracing::warn!("connections still open after the drain period; closing them"),
     }
-    // The deliveries the last streams reported are recorded, so they are not sent again.
-    if tokio::time::timeout(SHUTDOWN_WRITER_FLUSH, hub.flush_writer())
+    Ok(())
+}
+
+/// After the last connection: records the deliveries the last streams reported (so they are not
+/// sent again) and stores the last hourly and daily statistics.
+async fn finish(
+    app: &App,
+    (stop_flusher, flusher): (
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ),
+) {
+    if tokio::time::timeout(SHUTDOWN_WRITER_FLUSH, app.hub.flush_writer())
         .await
         .is_err()
     {
@@ -246,8 +310,6 @@ pub async fn run(
     if let Err(err) = app.metrics.flush_stats(&app.db).await {
         tracing::warn!(error = %err, "could not store the last hourly and daily statistics");
     }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// Every route on the port: the gRPC services (`health` holds the gRPC health service) behind
