@@ -9,7 +9,8 @@ mod common;
 use std::time::Duration;
 
 use clap::Parser;
-use common::{Backend, TestServer, within};
+use common::{TestServer, within};
+use fastchat::testing::{Backend, on_both_databases};
 use fastchat_loadgen::Cli;
 use serde_json::Value;
 
