@@ -3,11 +3,11 @@
 //! the generated proto types from the `fastchat` library. The binary parses its arguments into a
 //! [`Cli`], calls [`run`] and prints the report; `tests/loadgen.rs` calls [`run`] itself.
 //!
-//! - [`client`]: connections (bound to chosen source addresses, one or many sessions each) and
+//! - `client`: connections (bound to chosen source addresses, one or many sessions each) and
 //!   sessions over native gRPC (`Chat`) or grpc-web (`Subscribe` plus `SendMessage`).
-//! - [`receipts`]: a session's delivery receipts, coalesced as the web client sends them.
-//! - [`stats`]: latency summaries, error tallies, and the server's memory and CPU from /proc.
-//! - One file per scenario: [`idle`], [`connect`], [`chat`], [`presence`], [`baseline`].
+//! - `receipts`: a session's delivery receipts, coalesced as the web client sends them.
+//! - `stats`: latency summaries, error tallies, and the server's memory and CPU from /proc.
+//! - One file per scenario: `idle`, `connect`, `chat`, `presence`, `baseline`.
 //!
 //! Every phase has a deadline, so a run stops by itself even when the server stops answering.
 
