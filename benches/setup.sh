@@ -1,6 +1,6 @@
 # Sourced by the benchmark scripts, from the repository's root: builds the release binaries and
 # says where they, PostgreSQL and a scratch directory are.
-cargo build --release --quiet --bin fastchat --bin fastchat-loadgen
+cargo build --release --quiet -p fastchat -p fastchat-loadgen
 server_bin=$PWD/target/release/fastchat
 loadgen=$PWD/target/release/fastchat-loadgen
 pg_base=${FASTCHAT_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432}

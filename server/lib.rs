@@ -17,6 +17,8 @@
 //!   [`api`]), with the hourly and daily buckets it stores.
 //! - [`handshake`]: a deadline for connections that never show their protocol.
 //! - [`tls`]: optional TLS (rustls), offering HTTP/2 and HTTP/1.1.
+//! - `testing` (tests only, or the `test-support` feature): fresh test databases on SQLite and
+//!   PostgreSQL, and `on_both_databases!`, shared by the unit and the integration tests.
 //!
 //! [`run`] serves on a listener the caller binds, until a shutdown future completes, so tests
 //! bind `127.0.0.1:0` and stop the server when they like.
@@ -36,6 +38,8 @@ pub mod hub;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod tls;
 
 /// Generated protobuf types, clients and servers for `fastchat.v1`.

@@ -2,10 +2,11 @@
 
 mod common;
 
-use common::{Backend, ChatSession, TestServer, authed};
+use common::{ChatSession, TestServer, authed};
 use fastchat::proto::{
     ChatMessage, MessageStatus, SendMessageResponse, StatusUpdate, server_event::Event,
 };
+use fastchat::testing::{Backend, on_both_databases};
 
 fn message(event: Event) -> Option<ChatMessage> {
     match event {

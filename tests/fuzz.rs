@@ -14,7 +14,8 @@ mod common;
 
 use std::{cell::RefCell, time::Duration};
 
-use common::{Backend, ChatSession, RawCodec, TestServer, http_get};
+use common::{ChatSession, RawCodec, TestServer, http_get};
+use fastchat::testing::Backend;
 use fastchat::{
     codec::decode_lenient,
     proto::{

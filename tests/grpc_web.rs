@@ -6,12 +6,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, ChatSession, TestServer, WAIT, authed};
+use common::{ChatSession, TestServer, WAIT, authed};
 use fastchat::proto::{
     HeartbeatRequest, Hello, ListOnlineRequest, MessageStatus, PresenceStatus, SendMessageRequest,
     ServerEvent, SubscribeRequest, chat_service_client::ChatServiceClient, presence_event,
     presence_service_client::PresenceServiceClient, server_event::Event,
 };
+use fastchat::testing::{Backend, on_both_databases};
 use http::{Response, Version};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},

@@ -8,8 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, ChatSession, TestServer, within};
+use common::{ChatSession, TestServer, within};
 use fastchat::proto::server_event::Event;
+use fastchat::testing::Backend;
 use serde_json::Value;
 use tokio::process::Command;
 

@@ -2,10 +2,11 @@
 
 mod common;
 
-use common::{Backend, ChatSession, TestServer, authed};
+use common::{ChatSession, TestServer, authed};
 use fastchat::proto::{
     GetHistoryRequest, ListConversationsRequest, MarkReadRequest, MessageStatus, SendMessageRequest,
 };
+use fastchat::testing::{Backend, FreshDatabase, on_both_databases};
 
 /// Sends `count` messages from `from` to `to` through the unary call; returns their seqs.
 async fn send_many(
@@ -189,7 +190,7 @@ async fn retention_deletes_messages_past_their_days(backend: Backend) {
     use fastchat::db::tables::chat_messages;
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
 
-    let database = common::FreshDatabase::create(backend).await;
+    let database = FreshDatabase::create(backend).await;
     let server = TestServer::start_on(&database.url, |_| {}).await;
     let alice = ChatSession::new_user(&server, "Alice").await;
     let bob = ChatSession::new_user(&server, "Bob").await;

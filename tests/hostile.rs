@@ -7,7 +7,8 @@ mod common;
 use std::{convert::Infallible, time::Duration};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use common::{Backend, ChatSession, TestServer, WAIT, authed, http_get};
+use common::{ChatSession, TestServer, WAIT, authed, http_get};
+use fastchat::testing::{Backend, on_both_databases};
 use fastchat::{
     MAX_REQUEST_BYTES,
     db::tables::sessions,

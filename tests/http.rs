@@ -5,8 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, ChatSession, TestServer, authed, http_get, postgres_base_url};
+use common::{ChatSession, TestServer, authed, http_get};
 use fastchat::proto::{PresenceStatus, SetStatusRequest};
+use fastchat::testing::{Backend, on_both_databases, postgres_base_url};
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use tonic_health::pb::{

@@ -7,7 +7,8 @@ mod common;
 use std::path::PathBuf;
 
 use clap::Parser;
-use common::{Backend, ChatSession, TestServer, WAIT, authed, test_config};
+use common::{ChatSession, TestServer, WAIT, authed, test_config};
+use fastchat::testing::{Backend, on_both_databases};
 use fastchat::{
     config::Config,
     proto::{

@@ -5,7 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, ChatSession, TestServer, WAIT, authed, within};
+use common::{ChatSession, TestServer, WAIT, authed, within};
+use fastchat::testing::{Backend, on_both_databases};
 use fastchat::{
     config::Config,
     db::tables::users,

@@ -1,41 +1,32 @@
-//! A quick smoke of each load generator scenario: the built `fastchat-loadgen` binary against the
-//! real server (in this process, so its pid is ours), with small numbers. Asserts from the JSON
-//! line it prints: no failures, nothing lost or duplicated, everyone welcomed, every watcher saw
-//! every change. It asserts no timings.
+//! A quick smoke of each load generator scenario: the load generator's library, given the same
+//! arguments as its binary, against the real server (both in this process, so the pid it reads
+//! memory and CPU from is the server's), with small numbers. Asserts from its JSON report: no
+//! failures, nothing lost or duplicated, everyone welcomed, every watcher saw every change. It
+//! asserts no timings.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Backend, TestServer, within};
+use clap::Parser;
+use common::{TestServer, within};
+use fastchat::testing::{Backend, on_both_databases};
+use fastchat_loadgen::Cli;
 use serde_json::Value;
 
 /// How long one load generator run may take before the test fails.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 /// Runs the load generator against `server` with `args` (after the shared ones) and returns its
-/// JSON report, the last line of its output. Fails the test when it exits unsuccessfully.
+/// JSON report. Fails the test when the arguments do not parse or the run fails.
 async fn loadgen(server: &TestServer, args: &[&str]) -> Value {
-    let pid = std::process::id().to_string();
-    let output = within(
-        RUN_LIMIT,
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_fastchat-loadgen"))
-            .args(["--server", &server.url(), "--server-pid", &pid])
-            .args(args)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the load generator runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "loadgen {args:?} failed: {}\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let last = stdout.lines().last().expect("the load generator printed");
-    serde_json::from_str(last).unwrap_or_else(|err| panic!("last line is not JSON ({err}): {last}"))
+    let (url, pid) = (server.url(), std::process::id().to_string());
+    let shared = ["fastchat-loadgen", "--server", &url, "--server-pid", &pid];
+    let cli = Cli::try_parse_from(shared.iter().chain(args))
+        .unwrap_or_else(|err| panic!("loadgen {args:?} does not parse: {err}"));
+    within(RUN_LIMIT, fastchat_loadgen::run(&cli))
+        .await
+        .unwrap_or_else(|err| panic!("loadgen {args:?} failed: {err:#}"))
 }
 
 /// A count from the report.

@@ -5,9 +5,7 @@ mod common;
 
 use std::{collections::HashMap, future::Future, time::Duration};
 
-use common::{
-    Backend, ChatSession, FreshDatabase, TestServer, WAIT, authed, http_get, series, within,
-};
+use common::{ChatSession, TestServer, WAIT, authed, http_get, series, within};
 use fastchat::proto::{
     ClientEvent, GetDailyStatsRequest, GetHourlyStatsRequest, GetMetricsRequest,
     GetMetricsResponse, GetUserMetricsRequest, Hello, MessageStatus, Ping, PresenceStatus,
@@ -15,6 +13,7 @@ use fastchat::proto::{
     chat_service_client::ChatServiceClient, client_event,
     metrics_service_client::MetricsServiceClient, server_event::Event,
 };
+use fastchat::testing::{Backend, FreshDatabase, on_both_databases};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Backend, FreshDatabase};
+use fastchat::testing::{Backend, FreshDatabase, on_both_databases};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, Statement};
 

@@ -5,7 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Backend, ChatSession, TestServer, WAIT, authed, within};
+use common::{ChatSession, TestServer, WAIT, authed, within};
+use fastchat::testing::{Backend, on_both_databases};
 use fastchat::{
     db::tables::{sessions, users_online},
     proto::{

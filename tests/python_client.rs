@@ -13,8 +13,9 @@ use std::{
     time::Duration,
 };
 
-use common::{Backend, ChatSession, TestServer, within};
+use common::{ChatSession, TestServer, within};
 use fastchat::proto::{MessageStatus, server_event::Event};
+use fastchat::testing::Backend;
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines},
     process::{ChildStdout, Command},

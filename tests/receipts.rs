@@ -13,13 +13,12 @@ use std::{
     time::Duration,
 };
 
-use common::{
-    Backend, ChatSession, FreshDatabase, TestServer, WAIT, authed, start_binary_on, within,
-};
+use common::{ChatSession, TestServer, WAIT, authed, start_binary_on, within};
 use fastchat::proto::{
     AcknowledgeRequest, ChatMessage, Hello, MessageStatus, Ping, Received, SendMessageRequest,
     StatusUpdate, SubscribeRequest, client_event, server_event::Event,
 };
+use fastchat::testing::{Backend, FreshDatabase, on_both_databases};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::{Code, transport::Channel};
 

@@ -2,7 +2,8 @@
 
 mod common;
 
-use common::{Backend, TestServer};
+use common::TestServer;
+use fastchat::testing::{Backend, on_both_databases};
 use tonic_reflection::pb::{v1, v1alpha};
 
 const EXPECTED: [&str; 4] = [

@@ -5,7 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, ChatSession, FreshDatabase, TestServer, WAIT, authed, within};
+use common::{ChatSession, TestServer, WAIT, authed, within};
+use fastchat::testing::{Backend, FreshDatabase, on_both_databases};
 use fastchat::{
     db::tables::{sessions, users_online},
     proto::{GetHistoryRequest, Hello, PresenceUpdate, SubscribeRequest, WatchPresenceRequest},

@@ -6,7 +6,8 @@ mod common;
 use std::sync::Arc;
 
 use clap::Parser;
-use common::{Backend, ChatSession, TestServer, TestTls, WAIT, test_config};
+use common::{ChatSession, TestServer, TestTls, WAIT, test_config};
+use fastchat::testing::Backend;
 use fastchat::{
     config::Config,
     proto::{

@@ -9,8 +9,9 @@ use std::{
     time::Duration,
 };
 
-use common::{Backend, ChatSession, TestServer, authed, within};
+use common::{ChatSession, TestServer, authed, within};
 use fastchat::proto::{SendMessageRequest, server_event::Event};
+use fastchat::testing::Backend;
 use serde_json::Value;
 
 /// Log output kept in memory.

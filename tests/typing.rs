@@ -5,8 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Backend, ChatSession, TestServer, authed};
+use common::{ChatSession, TestServer, authed};
 use fastchat::proto::{SetTypingRequest, TypingEvent, client_event, server_event::Event};
+use fastchat::testing::{Backend, on_both_databases};
 
 fn typing(event: Event) -> Option<TypingEvent> {
     match event {

@@ -5,11 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, ChatSession, TestServer, authed};
+use common::{ChatSession, TestServer, authed};
 use fastchat::proto::{
     ClientEvent, ErrorEvent, GetHistoryRequest, Hello, MarkReadRequest, Ping, Pong,
     SendMessageRequest, SetTypingRequest, client_event, server_event::Event,
 };
+use fastchat::testing::{Backend, on_both_databases};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic_types::StatusExt;

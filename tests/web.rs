@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{Backend, TestServer, http_get};
+use common::{TestServer, http_get};
+use fastchat::testing::Backend;
 
 /// GETs `path` over HTTP/1.1: status, content type and body as text.
 async fn get(server: &TestServer, path: &str) -> (u16, String, String) {

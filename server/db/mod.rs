@@ -6,8 +6,6 @@
 pub mod ids;
 mod queries;
 pub mod tables;
-#[cfg(test)]
-pub(crate) mod testing;
 
 use std::time::Duration;
 

@@ -385,7 +385,7 @@ pub(super) async fn run_retention(hub: Weak<Hub>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::testing::{TestDb, on_both_backends};
+    use crate::testing::{TestDb, on_both_databases};
 
     fn message(sender: UserId, recipient: UserId, key: &str) -> NewMessage {
         NewMessage {
@@ -454,7 +454,7 @@ mod tests {
         assert!(again.unwrap().is_empty());
     }
 
-    on_both_backends!(
+    on_both_databases!(
         round_commits_messages_and_deliveries,
         failed_round_falls_back_to_one_by_one,
         deliveries_are_reported_once,

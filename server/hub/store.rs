@@ -153,9 +153,9 @@ mod tests {
     use sea_orm::EntityTrait;
 
     use super::*;
-    use crate::db::{
-        tables::{sessions, users_online},
-        testing::{TestDb, on_both_backends},
+    use crate::{
+        db::tables::{sessions, users_online},
+        testing::{TestDb, on_both_databases},
     };
 
     impl TestDb {
@@ -289,7 +289,7 @@ mod tests {
         task.await.unwrap();
     }
 
-    on_both_backends!(
+    on_both_databases!(
         batch_applies_in_order,
         failed_batch_falls_back_to_one_by_one,
         reset_answers_after_commit,

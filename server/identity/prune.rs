@@ -84,12 +84,10 @@ impl Identity {
 mod tests {
     use super::*;
     use crate::{
-        db::{
-            NewUser,
-            testing::{TestDb, on_both_backends},
-        },
+        db::NewUser,
         error::Error,
         identity::{Claim, jwt_token_hash},
+        testing::{TestDb, on_both_databases},
     };
 
     /// The prune deletes claimed users, whose tokens fail at once though the cache knew them, but
@@ -129,5 +127,5 @@ mod tests {
         assert!(identity.exists(t.alice).await.unwrap());
     }
 
-    on_both_backends!(prunes_claims_but_not_jwt_users_nor_users_in_use);
+    on_both_databases!(prunes_claims_but_not_jwt_users_nor_users_in_use);
 }

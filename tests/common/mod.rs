@@ -1,5 +1,6 @@
 //! Shared test harness: the real server on `127.0.0.1:0` over SQLite (a temporary directory) or
-//! PostgreSQL (a fresh database per test, dropped afterwards), and small clients to drive it.
+//! PostgreSQL (a fresh database per test, dropped afterwards), and small clients to drive it. The
+//! databases and `on_both_databases!` are `fastchat::testing`'s, shared with the unit tests.
 #![allow(dead_code)] // each test binary uses part of the harness
 
 use std::{
@@ -17,8 +18,9 @@ use fastchat::{
         chat_service_client::ChatServiceClient, client_event,
         presence_service_client::PresenceServiceClient, server_event::Event,
     },
+    testing::{Backend, FreshDatabase},
 };
-use sea_orm::{ConnectionTrait, DatabaseConnection};
+use sea_orm::DatabaseConnection;
 use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{
@@ -92,149 +94,6 @@ pub async fn health_ok(port: u16) -> bool {
 
 /// How long a test waits for an event it expects.
 pub const WAIT: Duration = Duration::from_secs(10);
-
-/// Which database a test runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// Runs each named `async fn name(backend: Backend)` twice: `name::sqlite` and `name::postgres`.
-/// PostgreSQL comes from `FASTCHAT_TEST_DATABASE_URL`; without it the PostgreSQL variant fails
-/// under CI (`CI` set) and is skipped, with a note, elsewhere.
-#[macro_export]
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name($crate::common::Backend::Sqlite).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    if $crate::common::postgres_base_url().is_some() {
-                        super::$name($crate::common::Backend::Postgres).await;
-                    }
-                }
-            }
-        )*
-    };
-}
-
-/// The PostgreSQL server tests create databases on. None (outside CI) skips PostgreSQL tests.
-pub fn postgres_base_url() -> Option<String> {
-    match std::env::var("FASTCHAT_TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!(
-                "FASTCHAT_TEST_DATABASE_URL must be set in CI: PostgreSQL tests may not be skipped"
-            )
-        }
-        _ => {
-            eprintln!("FASTCHAT_TEST_DATABASE_URL is not set: skipping the PostgreSQL variant");
-            None
-        }
-    }
-}
-
-/// A fresh PostgreSQL database, dropped when this is dropped (even when the test panicked).
-struct PgDatabase {
-    /// The server the database lives on.
-    base_url: String,
-    /// The database's name.
-    name: String,
-}
-
-impl PgDatabase {
-    async fn create(base_url: &str) -> Self {
-        let name = format!("fastchat_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = sea_orm::Database::connect(base_url)
-            .await
-            .expect("PostgreSQL must be reachable");
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create test database");
-        admin.close().await.ok();
-        Self {
-            base_url: base_url.to_owned(),
-            name,
-        }
-    }
-
-    fn url(&self) -> String {
-        let (server, _) = self
-            .base_url
-            .rsplit_once('/')
-            .expect("URL has a database path");
-        format!("{server}/{}", self.name)
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let base_url = self.base_url.clone();
-        let name = self.name.clone();
-        // Drop runs outside async context rules: use a runtime of our own on another thread.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok(admin) = sea_orm::Database::connect(&base_url).await {
-                    let _ = admin
-                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                    let _ = admin.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-/// An empty database of the given kind, and what keeps it alive (drop it to remove it).
-pub struct FreshDatabase {
-    /// Its URL.
-    pub url: String,
-    /// The SQLite directory.
-    _dir: Option<tempfile::TempDir>,
-    /// The PostgreSQL database.
-    _pg: Option<PgDatabase>,
-}
-
-impl FreshDatabase {
-    pub async fn create(backend: Backend) -> Self {
-        match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().unwrap();
-                let url = format!(
-                    "sqlite://{}?mode=rwc",
-                    dir.path().join("fastchat.db").display()
-                );
-                Self {
-                    url,
-                    _dir: Some(dir),
-                    _pg: None,
-                }
-            }
-            Backend::Postgres => {
-                let base =
-                    postgres_base_url().expect("PostgreSQL tests need FASTCHAT_TEST_DATABASE_URL");
-                let pg = PgDatabase::create(&base).await;
-                Self {
-                    url: pg.url(),
-                    _dir: None,
-                    _pg: Some(pg),
-                }
-            }
-        }
-    }
-}
 
 /// A running server.
 pub struct TestServer {

@@ -173,10 +173,9 @@ mod tests {
     use chrono::Duration;
 
     use super::*;
-    use crate::db::{
-        NewMessage,
-        ids::SessionId,
-        testing::{TestDb, on_both_backends},
+    use crate::{
+        db::{NewMessage, ids::SessionId},
+        testing::{TestDb, on_both_databases},
     };
 
     /// Claims a user named `name`.
@@ -295,7 +294,7 @@ mod tests {
         assert!(db.find_user(goes).await.unwrap().is_none());
     }
 
-    on_both_backends!(
+    on_both_databases!(
         unused_users_are_the_claimed_and_never_seen,
         delete_spares_users_used_since_they_were_found,
     );

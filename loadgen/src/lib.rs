@@ -1,11 +1,13 @@
 //! `fastchat-loadgen`: drives a running FastChat server over real connections and reports what
-//! it measured, as a human summary and then one JSON line (the last line of stdout).
+//! it measured, as a human summary and then one JSON line (the last line of stdout). It takes
+//! the generated proto types from the `fastchat` library. The binary parses its arguments into a
+//! [`Cli`], calls [`run`] and prints the report; `tests/loadgen.rs` calls [`run`] itself.
 //!
-//! - [`client`]: connections (bound to chosen source addresses, one or many sessions each) and
+//! - `client`: connections (bound to chosen source addresses, one or many sessions each) and
 //!   sessions over native gRPC (`Chat`) or grpc-web (`Subscribe` plus `SendMessage`).
-//! - [`receipts`]: a session's delivery receipts, coalesced as the web client sends them.
-//! - [`stats`]: latency summaries, error tallies, and the server's memory and CPU from /proc.
-//! - One file per scenario: [`idle`], [`connect`], [`chat`], [`presence`], [`baseline`].
+//! - `receipts`: a session's delivery receipts, coalesced as the web client sends them.
+//! - `stats`: latency summaries, error tallies, and the server's memory and CPU from /proc.
+//! - One file per scenario: `idle`, `connect`, `chat`, `presence`, `baseline`.
 //!
 //! Every phase has a deadline, so a run stops by itself even when the server stops answering.
 
@@ -21,12 +23,14 @@ mod stats;
 use std::{net::IpAddr, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use stats::print_report;
+use serde_json::Value;
+
+pub use stats::print_report;
 
 /// Load generator for FastChat.
 #[derive(Debug, Parser)]
 #[command(name = "fastchat-loadgen", version)]
-struct Cli {
+pub struct Cli {
     /// Settings every scenario shares.
     #[command(flatten)]
     common: Common,
@@ -110,16 +114,14 @@ enum Scenario {
     Baseline(baseline::BaselineArgs),
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// Runs the scenario `cli` names and returns its report, as [`print_report`] prints it.
+pub async fn run(cli: &Cli) -> anyhow::Result<Value> {
     let common = &cli.common;
-    match cli.scenario {
-        Scenario::Idle(args) => print_report(&idle::run(common, &args).await?),
-        Scenario::Connect(args) => print_report(&connect::run(common, &args).await?),
-        Scenario::Chat(args) => print_report(&chat::run(common, &args).await?),
-        Scenario::Presence(args) => print_report(&presence::run(common, &args).await?),
-        Scenario::Baseline(args) => print_report(&baseline::run(common, &args).await?),
-    }
-    Ok(())
+    Ok(match &cli.scenario {
+        Scenario::Idle(args) => serde_json::to_value(idle::run(common, args).await?)?,
+        Scenario::Connect(args) => serde_json::to_value(connect::run(common, args).await?)?,
+        Scenario::Chat(args) => serde_json::to_value(chat::run(common, args).await?)?,
+        Scenario::Presence(args) => serde_json::to_value(presence::run(common, args).await?)?,
+        Scenario::Baseline(args) => serde_json::to_value(baseline::run(common, args).await?)?,
+    })
 }
