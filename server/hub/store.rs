@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbErr, TransactionTrait};
+use sea_orm::{ConnectionTrait, DbErr};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::db::{
@@ -88,16 +88,13 @@ async fn apply_in_transaction(
     batch: &[StoreOp],
     node_id: &str,
 ) -> Result<(), DbErr> {
-    let tx = db.writer().begin().await?;
-    for op in batch {
-        if let Err(err) = apply(&tx, op, node_id).await {
-            // Roll back before the one-by-one retry: dropping the transaction would leave the
-            // rollback queued, and its locks could hold up the retry's writes to the same rows.
-            let _ = tx.rollback().await;
-            return Err(err);
+    db.transaction(|tx| async move {
+        for op in batch {
+            apply(&*tx, op, node_id).await?;
         }
-    }
-    tx.commit().await
+        Ok(())
+    })
+    .await
 }
 
 /// Applies one op on `conn`: the batch's transaction, or the pool when retrying one by one.
