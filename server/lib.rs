@@ -5,6 +5,7 @@
 //!   database, map errors to statuses.
 //! - [`hub`]: in-memory sessions, fan-out, presence, typing, and the message writer.
 //! - [`db`]: SeaORM storage on SQLite or PostgreSQL; the migrations live in the `migration` crate.
+//! - `pipeline`: group commit, shared by the tasks that batch writes (messages, presence, claims).
 //! - [`identity`]: user ids claimed with a token, and checking that token; or JWT sign-in.
 //! - [`limits`]: rate limits per user and kind of action, and per client address.
 //! - [`connections`]: accepting TCP connections, at most a set number at once.
@@ -36,6 +37,7 @@ pub mod hub;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
+mod pipeline;
 pub mod tls;
 
 /// Generated protobuf types, clients and servers for `fastchat.v1`.
