@@ -5,6 +5,7 @@
 //!   database, map errors to statuses.
 //! - [`hub`]: in-memory sessions, fan-out, presence, typing, and the message writer.
 //! - [`db`]: SeaORM storage on SQLite or PostgreSQL; the migrations live in the `migration` crate.
+//! - `pipeline`: group commit, shared by the tasks that batch writes (messages, presence, claims).
 //! - [`identity`]: user ids claimed with a token, and checking that token; or JWT sign-in.
 //! - [`limits`]: rate limits per user and kind of action, and per client address.
 //! - [`connections`]: accepting TCP connections, at most a set number at once.
@@ -38,6 +39,7 @@ pub mod hub;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
+mod pipeline;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod tls;

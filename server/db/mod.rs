@@ -1,11 +1,13 @@
 //! Durable state through SeaORM, on SQLite (the embedded default) or PostgreSQL.
 //!
 //! `Database` is the one handle; its methods are split by domain under `queries/`, the entities
-//! live in `tables/`. Nothing here knows about gRPC.
+//! live in `tables/`, and writes that take several statements go through `transaction`. Nothing
+//! here knows about gRPC.
 
 pub mod ids;
 mod queries;
 pub mod tables;
+mod transaction;
 
 use std::time::Duration;
 

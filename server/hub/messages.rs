@@ -20,6 +20,7 @@ use crate::{
         ids::{SessionId, UserId},
     },
     error::{Error, Result},
+    pipeline::group_commit,
     proto::{MessageStatus, SendMessageResponse, StatusUpdate, server_event::Event},
 };
 
@@ -216,7 +217,7 @@ pub(super) async fn run_writer(
         received.dedup_by_key(|(seq, _)| *seq);
         let seqs: Vec<i64> = received.iter().map(|(seq, _)| *seq).collect();
         let taken_at: HashMap<i64, DateTime<Utc>> = received.drain(..).collect();
-        let messages: Vec<NewMessage> = batch.iter().map(|r| r.message.clone()).collect();
+        let messages: Vec<&NewMessage> = batch.iter().map(|r| &r.message).collect();
 
         let (outcomes, delivered) = commit_round(&db, &messages, &seqs).await;
         let Some(hub) = hub.upgrade() else { return };
@@ -239,46 +240,64 @@ pub(super) async fn run_writer(
 /// commits each message on its own, so one bad row fails only its own send.
 async fn commit_round(
     db: &Database,
-    messages: &[NewMessage],
+    messages: &[&NewMessage],
     delivered: &[i64],
 ) -> (
     Vec<Result<(StoredMessage, bool), DbErr>>,
     Result<Vec<StoredMessage>, DbErr>,
 ) {
-    let err = match db.commit_messages(messages, delivered).await {
-        Ok(round) => {
-            return (
-                round.messages.into_iter().map(Ok).collect(),
-                Ok(round.delivered),
-            );
-        }
-        Err(err) => err,
-    };
-    if messages.len() + delivered.len() <= 1 {
-        let delivered = if delivered.is_empty() {
-            Ok(Vec::new())
-        } else {
-            Err(err.clone())
-        };
-        return (
-            messages.iter().map(|_| Err(err.clone())).collect(),
-            delivered,
-        );
-    }
-    tracing::warn!(error = %err, batch = messages.len(), "round failed; committing one by one");
-    let delivered = if delivered.is_empty() {
-        Ok(Vec::new())
-    } else {
-        db.commit_messages(&[], delivered)
-            .await
-            .map(|round| round.delivered)
-    };
+    let deliveries = (!delivered.is_empty()).then_some(Part::Deliveries(delivered));
+    let parts: Vec<Part> = deliveries
+        .into_iter()
+        .chain(messages.iter().copied().map(Part::Message))
+        .collect();
+    let committed = group_commit("round", &parts, |parts| commit_parts(db, parts)).await;
     let mut outcomes = Vec::with_capacity(messages.len());
-    for message in messages {
-        let single = db.commit_messages(std::slice::from_ref(message), &[]).await;
-        outcomes.push(single.map(|mut round| round.messages.remove(0)));
+    let mut delivered = Ok(Vec::new());
+    for (part, outcome) in parts.iter().zip(committed) {
+        match (part, outcome) {
+            (_, Ok(Committed::Deliveries(stored))) => delivered = Ok(stored),
+            (_, Ok(Committed::Message(stored, inserted))) => outcomes.push(Ok((stored, inserted))),
+            (Part::Deliveries(_), Err(err)) => delivered = Err(err),
+            (Part::Message(_), Err(err)) => outcomes.push(Err(err)),
+        }
     }
     (outcomes, delivered)
+}
+
+/// What a round commits: its deliveries, recorded together, and each of its messages.
+enum Part<'a> {
+    /// The seqs of the messages to mark delivered.
+    Deliveries(&'a [i64]),
+    /// A message to store.
+    Message(&'a NewMessage),
+}
+
+/// What committing a part did.
+enum Committed {
+    /// The messages marked delivered (see `CommittedRound::delivered`).
+    Deliveries(Vec<StoredMessage>),
+    /// The stored message, and whether this round inserted it.
+    Message(StoredMessage, bool),
+}
+
+/// Commits `parts` in one transaction; answers for each part, in order.
+async fn commit_parts(db: &Database, parts: &[Part<'_>]) -> Result<Vec<Committed>, DbErr> {
+    let mut delivered: &[i64] = &[];
+    let mut messages = Vec::with_capacity(parts.len());
+    for part in parts {
+        match part {
+            Part::Deliveries(seqs) => delivered = seqs,
+            Part::Message(message) => messages.push((*message).clone()),
+        }
+    }
+    let round = db.commit_messages(&messages, delivered).await?;
+    let deliveries = (!delivered.is_empty()).then_some(Committed::Deliveries(round.delivered));
+    let stored = round.messages.into_iter();
+    Ok(deliveries
+        .into_iter()
+        .chain(stored.map(|(message, inserted)| Committed::Message(message, inserted)))
+        .collect())
 }
 
 impl Hub {
@@ -409,7 +428,7 @@ mod tests {
     async fn round_commits_messages_and_deliveries(t: TestDb) {
         let first = stored(&t, "m1").await;
         let (outcomes, delivered) =
-            commit_round(&t.db, &[message(t.bob, t.alice, "m2")], &[first]).await;
+            commit_round(&t.db, &[&message(t.bob, t.alice, "m2")], &[first]).await;
 
         let (reply, inserted) = outcomes[0].as_ref().unwrap();
         assert!(*inserted);
@@ -432,7 +451,7 @@ mod tests {
         let first = stored(&t, "m1").await;
         let bad = message(t.alice, UserId::new_random(), "m2");
         let good = message(t.bob, t.alice, "m3");
-        let (outcomes, delivered) = commit_round(&t.db, &[bad, good], &[first]).await;
+        let (outcomes, delivered) = commit_round(&t.db, &[&bad, &good], &[first]).await;
 
         assert!(outcomes[0].is_err());
         assert!(

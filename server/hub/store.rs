@@ -6,12 +6,15 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbErr, TransactionTrait};
+use sea_orm::{DatabaseTransaction, DbErr};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::{
-    Database, StoredStatus,
-    ids::{SessionId, UserId},
+use crate::{
+    db::{
+        Database, StoredStatus,
+        ids::{SessionId, UserId},
+    },
+    pipeline::group_commit,
 };
 
 /// A write for `sessions` or `users_online`.
@@ -67,60 +70,40 @@ pub(super) async fn run(db: Database, mut ops: mpsc::UnboundedReceiver<StoreOp>,
 /// Applies `batch` in order in one transaction. If that fails, applies each op on its own, so
 /// one bad row fails only itself.
 async fn apply_batch(db: &Database, batch: &[StoreOp], node_id: &str) {
-    let err = match apply_in_transaction(db, batch, node_id).await {
-        Ok(()) => return,
-        Err(err) => err,
-    };
-    if batch.len() == 1 {
+    let outcomes = group_commit("presence batch", batch, |ops| async move {
+        db.transaction(|tx| async move {
+            for op in ops {
+                apply(&tx, op, node_id).await?;
+            }
+            Ok(vec![(); ops.len()])
+        })
+        .await
+    })
+    .await;
+    for err in outcomes.into_iter().filter_map(Result::err) {
         tracing::warn!(error = %err, "presence write-through failed");
-        return;
-    }
-    tracing::warn!(error = %err, batch = batch.len(), "presence batch failed; applying one by one");
-    for op in batch {
-        if let Err(err) = apply(db.writer(), op, node_id).await {
-            tracing::warn!(error = %err, "presence write-through failed");
-        }
     }
 }
 
-async fn apply_in_transaction(
-    db: &Database,
-    batch: &[StoreOp],
-    node_id: &str,
-) -> Result<(), DbErr> {
-    let tx = db.writer().begin().await?;
-    for op in batch {
-        if let Err(err) = apply(&tx, op, node_id).await {
-            // Roll back before the one-by-one retry: dropping the transaction would leave the
-            // rollback queued, and its locks could hold up the retry's writes to the same rows.
-            let _ = tx.rollback().await;
-            return Err(err);
-        }
-    }
-    tx.commit().await
-}
-
-/// Applies one op on `conn`: the batch's transaction, or the pool when retrying one by one.
-async fn apply(conn: &impl ConnectionTrait, op: &StoreOp, node_id: &str) -> Result<(), DbErr> {
+/// Applies one op in `tx`: the batch's transaction, or its own when retrying one by one.
+async fn apply(tx: &DatabaseTransaction, op: &StoreOp, node_id: &str) -> Result<(), DbErr> {
     match op {
         StoreOp::SessionOpened {
             id,
             user,
             transport,
             at,
-        } => Database::session_opened(conn, *id, *user, node_id, transport, *at).await,
-        StoreOp::SessionAway { id, away, at } => {
-            Database::session_away(conn, *id, *away, *at).await
-        }
-        StoreOp::SessionClosed { id, at } => Database::session_closed(conn, *id, *at).await,
+        } => Database::session_opened(tx, *id, *user, node_id, transport, *at).await,
+        StoreOp::SessionAway { id, away, at } => Database::session_away(tx, *id, *away, *at).await,
+        StoreOp::SessionClosed { id, at } => Database::session_closed(tx, *id, *at).await,
         StoreOp::Presence {
             user,
             status,
             sessions,
             last_seen,
-        } => Database::upsert_presence(conn, *user, *status, *sessions, *last_seen).await,
+        } => Database::upsert_presence(tx, *user, *status, *sessions, *last_seen).await,
         StoreOp::ResetNode { node_id, .. } => {
-            Database::reset_node_presence_on(conn, node_id, Utc::now()).await
+            Database::reset_node_presence_on(tx, node_id, Utc::now()).await
         }
     }
 }

@@ -7,7 +7,10 @@ use std::collections::HashSet;
 use sea_orm::DbErr;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::{Database, NewUser};
+use crate::{
+    db::{Database, NewUser},
+    pipeline::group_commit,
+};
 
 /// Claims waiting for the next batch; claimers wait (backpressure) when it is full.
 const QUEUE: usize = 4096;
@@ -48,28 +51,20 @@ async fn run(db: Database, mut queue: mpsc::Receiver<ClaimRequest>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let users: Vec<NewUser> = batch.iter().map(|(user, _)| user.clone()).collect();
-        match db.claim_users(&users).await {
-            Ok(inserted) => {
-                // The same id twice in one batch: only its first claim inserted the row.
-                let mut answered = HashSet::new();
-                for (user, reply) in batch.drain(..) {
-                    let won = inserted.contains(&user.id) && answered.insert(user.id);
-                    let _ = reply.send(Ok(won));
-                }
-            }
-            // One by one, so one bad row fails only its own claim.
-            Err(err) if batch.len() > 1 => {
-                tracing::warn!(error = %err, batch = batch.len(), "claim batch failed; one by one");
-                for (user, reply) in batch.drain(..) {
-                    let single = db.claim_users(std::slice::from_ref(&user)).await;
-                    let _ = reply.send(single.map(|inserted| inserted.contains(&user.id)));
-                }
-            }
-            Err(err) => {
-                if let Some((_, reply)) = batch.pop() {
-                    let _ = reply.send(Err(err));
-                }
-            }
+        let won = group_commit("claim batch", &users, |users| claim(&db, users)).await;
+        for ((_, reply), won) in batch.drain(..).zip(won) {
+            let _ = reply.send(won);
         }
     }
+}
+
+/// Claims `users` in one statement; answers for each claim whether it got the id.
+async fn claim(db: &Database, users: &[NewUser]) -> Result<Vec<bool>, DbErr> {
+    let inserted = db.claim_users(users).await?;
+    // The same id twice in one batch: only its first claim inserted the row.
+    let mut answered = HashSet::new();
+    Ok(users
+        .iter()
+        .map(|user| inserted.contains(&user.id) && answered.insert(user.id))
+        .collect())
 }

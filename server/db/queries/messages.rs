@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, Condition, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait, TryInsertResult,
+    QuerySelect, TryInsertResult,
     sea_query::Expr,
 };
 use uuid::Uuid;
@@ -56,14 +56,13 @@ impl Database {
         batch: &[NewMessage],
         delivered: &[i64],
     ) -> Result<CommittedRound, DbErr> {
-        let tx = self.writer().begin().await?;
-        let messages = insert_messages(&tx, batch).await?;
-        let delivered = mark_delivered(&tx, delivered).await?;
-        tx.commit().await?;
-        Ok(CommittedRound {
-            messages,
-            delivered,
+        self.transaction(|tx| async move {
+            Ok(CommittedRound {
+                messages: insert_messages(&tx, batch).await?,
+                delivered: mark_delivered(&tx, delivered).await?,
+            })
         })
+        .await
     }
 
     /// Messages to `user` that no session of theirs has received, oldest first.

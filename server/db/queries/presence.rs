@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
     sea_query::{Expr, OnConflict},
 };
 use uuid::Uuid;
@@ -54,9 +54,8 @@ impl Database {
     /// Ends this node's open sessions and marks every user offline, in one transaction: at
     /// start-up, for what a previous run left behind (the store does it again at shutdown).
     pub async fn reset_node_presence(&self, node_id: &str, at: DateTime<Utc>) -> Result<(), DbErr> {
-        let tx = self.writer().begin().await?;
-        Self::reset_node_presence_on(&tx, node_id, at).await?;
-        tx.commit().await
+        self.transaction(|tx| async move { Self::reset_node_presence_on(&*tx, node_id, at).await })
+            .await
     }
 
     // The write-through queries below take the connection to run on, the pool or a transaction,

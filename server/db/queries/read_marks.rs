@@ -2,8 +2,7 @@
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
-    sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, sea_query::Expr,
 };
 
 use crate::db::{
@@ -31,63 +30,62 @@ impl Database {
         up_to_seq: i64,
     ) -> Result<(i64, Option<StoredMessage>), DbErr> {
         let now = Utc::now();
-        let tx = self.writer().begin().await?;
-        // Write first: on SQLite a transaction that reads before its first write can fail to
-        // upgrade to a writer when another connection commits in between.
-        read_marks::Entity::insert(read_marks::ActiveModel {
-            reader_id: Set(reader.0),
-            peer_id: Set(peer.0),
-            read_up_to_seq: Set(0),
-            updated_at: Set(now),
-        })
-        .on_conflict_do_nothing()
-        .exec_without_returning(&tx)
-        .await?;
-        let old_mark = read_marks::Entity::find_by_id((reader.0, peer.0))
-            .one(&tx)
-            .await?
-            .map_or(0, |mark| mark.read_up_to_seq);
-        let newest = chat_messages::Entity::find()
-            .filter(chat_messages::Column::SenderId.eq(peer.0))
-            .filter(chat_messages::Column::RecipientId.eq(reader.0))
-            .filter(chat_messages::Column::Seq.lte(up_to_seq))
-            .order_by_desc(chat_messages::Column::Seq)
-            .one(&tx)
+        self.transaction(|tx| async move {
+            // Write first: on SQLite a transaction that reads before its first write can fail to
+            // upgrade to a writer when another connection commits in between.
+            read_marks::Entity::insert(read_marks::ActiveModel {
+                reader_id: Set(reader.0),
+                peer_id: Set(peer.0),
+                read_up_to_seq: Set(0),
+                updated_at: Set(now),
+            })
+            .on_conflict_do_nothing()
+            .exec_without_returning(&*tx)
             .await?;
-        let Some(newest) = newest.filter(|m| m.seq > old_mark) else {
-            tx.commit().await?;
-            return Ok((old_mark, None));
-        };
-
-        // The WHERE keeps the mark from moving back if another call moved it meanwhile; then
-        // that call's mark stands and this one reports it.
-        let moved = read_marks::Entity::update_many()
-            .col_expr(read_marks::Column::ReadUpToSeq, Expr::value(newest.seq))
-            .col_expr(read_marks::Column::UpdatedAt, Expr::value(now))
-            .filter(read_marks::Column::ReaderId.eq(reader.0))
-            .filter(read_marks::Column::PeerId.eq(peer.0))
-            .filter(read_marks::Column::ReadUpToSeq.lt(newest.seq))
-            .exec(&tx)
-            .await?
-            .rows_affected
-            > 0;
-        if !moved {
-            let mark = read_marks::Entity::find_by_id((reader.0, peer.0))
-                .one(&tx)
+            let old_mark = read_marks::Entity::find_by_id((reader.0, peer.0))
+                .one(&*tx)
                 .await?
-                .map_or(old_mark, |mark| mark.read_up_to_seq);
-            tx.commit().await?;
-            return Ok((mark, None));
-        }
-        chat_messages::Entity::update_many()
-            .col_expr(chat_messages::Column::DeliveredAt, Expr::value(now))
-            .filter(chat_messages::Column::SenderId.eq(peer.0))
-            .filter(chat_messages::Column::RecipientId.eq(reader.0))
-            .filter(chat_messages::Column::Seq.lte(newest.seq))
-            .filter(chat_messages::Column::DeliveredAt.is_null())
-            .exec(&tx)
-            .await?;
-        tx.commit().await?;
-        Ok((newest.seq, Some(newest)))
+                .map_or(0, |mark| mark.read_up_to_seq);
+            let newest = chat_messages::Entity::find()
+                .filter(chat_messages::Column::SenderId.eq(peer.0))
+                .filter(chat_messages::Column::RecipientId.eq(reader.0))
+                .filter(chat_messages::Column::Seq.lte(up_to_seq))
+                .order_by_desc(chat_messages::Column::Seq)
+                .one(&*tx)
+                .await?;
+            let Some(newest) = newest.filter(|m| m.seq > old_mark) else {
+                return Ok((old_mark, None));
+            };
+
+            // The WHERE keeps the mark from moving back if another call moved it meanwhile; then
+            // that call's mark stands and this one reports it.
+            let moved = read_marks::Entity::update_many()
+                .col_expr(read_marks::Column::ReadUpToSeq, Expr::value(newest.seq))
+                .col_expr(read_marks::Column::UpdatedAt, Expr::value(now))
+                .filter(read_marks::Column::ReaderId.eq(reader.0))
+                .filter(read_marks::Column::PeerId.eq(peer.0))
+                .filter(read_marks::Column::ReadUpToSeq.lt(newest.seq))
+                .exec(&*tx)
+                .await?
+                .rows_affected
+                > 0;
+            if !moved {
+                let mark = read_marks::Entity::find_by_id((reader.0, peer.0))
+                    .one(&*tx)
+                    .await?
+                    .map_or(old_mark, |mark| mark.read_up_to_seq);
+                return Ok((mark, None));
+            }
+            chat_messages::Entity::update_many()
+                .col_expr(chat_messages::Column::DeliveredAt, Expr::value(now))
+                .filter(chat_messages::Column::SenderId.eq(peer.0))
+                .filter(chat_messages::Column::RecipientId.eq(reader.0))
+                .filter(chat_messages::Column::Seq.lte(newest.seq))
+                .filter(chat_messages::Column::DeliveredAt.is_null())
+                .exec(&*tx)
+                .await?;
+            Ok((newest.seq, Some(newest)))
+        })
+        .await
     }
 }

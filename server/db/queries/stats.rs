@@ -3,7 +3,7 @@
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait,
+    ColumnTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
     sea_query::{Alias, Expr, OnConflict},
 };
 
@@ -69,22 +69,24 @@ impl Database {
     /// Adds counts gathered per hour (keyed by the hour's start) to their hourly buckets and to
     /// the daily buckets holding them, in one transaction: either all of it is stored or none.
     pub async fn add_to_stats(&self, hours: &[(DateTime<Utc>, BucketCounts)]) -> Result<(), DbErr> {
-        let tx = self.writer().begin().await?;
-        for (hour, counts) in hours {
-            for kind in [BucketKind::Hour, BucketKind::Day] {
-                stats_buckets::Entity::insert(stats_buckets::ActiveModel {
-                    kind: Set(kind.as_str().to_owned()),
-                    bucket_start: Set(kind.start_of(*hour)),
-                    connections: Set(counts.connections as i64),
-                    messages: Set(counts.messages as i64),
-                    errors: Set(counts.errors as i64),
-                })
-                .on_conflict(adding_on_conflict())
-                .exec_without_returning(&tx)
-                .await?;
+        self.transaction(|tx| async move {
+            for (hour, counts) in hours {
+                for kind in [BucketKind::Hour, BucketKind::Day] {
+                    stats_buckets::Entity::insert(stats_buckets::ActiveModel {
+                        kind: Set(kind.as_str().to_owned()),
+                        bucket_start: Set(kind.start_of(*hour)),
+                        connections: Set(counts.connections as i64),
+                        messages: Set(counts.messages as i64),
+                        errors: Set(counts.errors as i64),
+                    })
+                    .on_conflict(adding_on_conflict())
+                    .exec_without_returning(&*tx)
+                    .await?;
+                }
             }
-        }
-        tx.commit().await
+            Ok(())
+        })
+        .await
     }
 
     /// The stored buckets of `kind` that start at or after `from`, oldest first.
