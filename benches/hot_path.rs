@@ -9,10 +9,11 @@ use std::{hint::black_box, sync::Arc, time::Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use fastchat::{
     config::Config,
-    db::Database,
-    hub::{AckTo, FanOut, Hub, HubConfig, OutgoingMessage, SessionKind, SessionStream},
+    db::{Database, NewMessage},
+    hub::{FanOut, Hub, HubConfig, SessionKind, SessionStream},
     identity::{AuthUser, Claim, Identity},
     metrics::{Metrics, Transport},
+    pipeline::AckTo,
     proto::{
         ChatMessage, ClientEvent, SendMessageRequest, ServerEvent, client_event,
         server_event::Event,
@@ -142,15 +143,15 @@ fn hub(c: &mut Criterion) {
                 n += 1;
                 rt.block_on(async {
                     let (ack_tx, ack_rx) = oneshot::channel();
-                    let message = OutgoingMessage {
-                        sender: fx.alice.id,
-                        recipient: fx.bob.id,
-                        client_msg_id: format!("bench-{n}"),
-                        text: "x".repeat(100),
-                        received: Instant::now(),
-                    };
+                    let message = NewMessage::new(
+                        fx.alice.id,
+                        fx.bob.id,
+                        format!("bench-{n}"),
+                        "x".repeat(100),
+                    );
                     fx.hub
-                        .send_message(message, AckTo::Caller(ack_tx))
+                        .pipeline()
+                        .send_message(message, Instant::now(), AckTo::Caller(ack_tx))
                         .await
                         .unwrap();
                     ack_rx.await.unwrap().unwrap();

@@ -3,9 +3,9 @@
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 
-use crate::db::StoredMessage;
+use crate::db::{StoredMessage, ids::UserId};
 use crate::proto::{
-    ChatMessage, MessageStatus, SendMessageResponse, ServerEvent, server_event::Event,
+    ChatMessage, MessageStatus, SendMessageResponse, ServerEvent, StatusUpdate, server_event::Event,
 };
 
 /// A protobuf timestamp for `at`.
@@ -55,6 +55,17 @@ pub fn ack(message: &StoredMessage, status: MessageStatus) -> SendMessageRespons
         sent_at: Some(timestamp(message.sent_at)),
         status: status as i32,
     }
+}
+
+/// For the sender of `message`: `peer` has it (DELIVERED) or read it (READ), and every earlier
+/// message of the conversation.
+pub fn status_event(message: &StoredMessage, peer: UserId, status: MessageStatus) -> ServerEvent {
+    server_event(Event::Status(StatusUpdate {
+        message_id: message.message_id.to_string(),
+        peer_user_id: peer.to_string(),
+        seq: message.seq as u64,
+        status: status as i32,
+    }))
 }
 
 /// Wraps one event for a stream.

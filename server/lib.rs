@@ -39,7 +39,7 @@ pub mod hub;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
-mod pipeline;
+pub mod pipeline;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod tls;
@@ -73,6 +73,7 @@ use crate::{
     identity::{Identity, jwt::JwtVerifier},
     limits::RateLimits,
     metrics::Metrics,
+    pipeline::Pipeline,
     proto::{
         chat_service_server::ChatServiceServer, metrics_service_server::MetricsServiceServer,
         presence_service_server::PresenceServiceServer,
@@ -101,6 +102,8 @@ pub struct App {
     pub db: Database,
     /// Sessions, presence and fan-out.
     pub hub: Arc<Hub>,
+    /// The message writer and the other batched writes.
+    pub pipeline: Arc<Pipeline>,
     /// User ids and tokens.
     pub identity: Identity,
     /// Rate limits per user and per client address.
@@ -202,6 +205,7 @@ async fn start(config: Config) -> anyhow::Result<Started> {
     let app = Arc::new(App {
         identity: Identity::new(db.clone(), jwt),
         limits: RateLimits::new(&config, metrics.clone()),
+        pipeline: hub.pipeline().clone(),
         hub,
         db,
         config,
@@ -305,7 +309,7 @@ async fn finish(
         tokio::task::JoinHandle<()>,
     ),
 ) {
-    if tokio::time::timeout(SHUTDOWN_WRITER_FLUSH, app.hub.flush_writer())
+    if tokio::time::timeout(SHUTDOWN_WRITER_FLUSH, app.pipeline.flush_writer())
         .await
         .is_err()
     {

@@ -10,19 +10,23 @@ use tracing::Instrument;
 use super::{authenticate, bearer_token, client_ip, record_session, record_user, validate};
 use crate::{
     App,
-    convert::{chat_message, now_timestamp, server_event, timestamp},
-    db::ids::{SessionId, UserId},
+    convert::{chat_message, now_timestamp, server_event, status_event, timestamp},
+    db::{
+        NewMessage,
+        ids::{SessionId, UserId},
+    },
     error::{Error, Result},
-    hub::{AckTo, FanOut, OutgoingMessage, SessionKind},
+    hub::{FanOut, SessionKind},
     identity::AuthUser,
     limits::Action,
     metrics::{MessageKind, Transport},
+    pipeline::AckTo,
     proto::{
         AcknowledgeRequest, AcknowledgeResponse, ClientEvent, Conversation, GetHistoryRequest,
         GetHistoryResponse, ListConversationsRequest, ListConversationsResponse, MarkReadRequest,
-        MarkReadResponse, Pong, Presence, PresenceStatus, SendMessageRequest, SendMessageResponse,
-        ServerEvent, SetTypingRequest, SetTypingResponse, SubscribeRequest, User,
-        chat_service_server::ChatService, client_event, server_event::Event,
+        MarkReadResponse, MessageStatus, Pong, Presence, PresenceStatus, SendMessageRequest,
+        SendMessageResponse, ServerEvent, SetTypingRequest, SetTypingResponse, SubscribeRequest,
+        User, chat_service_server::ChatService, client_event, server_event::Event,
     },
 };
 
@@ -66,14 +70,11 @@ impl ChatApi {
         let recipient = self
             .peer(sender, &format!("{prefix}to_user_id"), &request.to_user_id)
             .await?;
-        let message = OutgoingMessage {
-            sender: sender.id,
-            recipient,
-            client_msg_id,
-            text,
-            received,
-        };
-        self.app.hub.send_message(message, ack_to).await
+        let message = NewMessage::new(sender.id, recipient, client_msg_id, text);
+        self.app
+            .pipeline
+            .send_message(message, received, ack_to)
+            .await
     }
 
     /// A peer: a known user other than `me`.
@@ -121,7 +122,10 @@ impl ChatApi {
         let up_to = validate::seq(&format!("{prefix}up_to_seq"), request.up_to_seq)?;
         let (mark, newly_read) = self.app.db.advance_read_mark(me.id, peer, up_to).await?;
         if let Some(message) = newly_read {
-            self.app.hub.publish_read(me.id, &message);
+            let update = status_event(&message, me.id, MessageStatus::Read);
+            self.app
+                .hub
+                .publish_to_user(UserId(message.sender_id), update);
         }
         Ok(mark as u64)
     }

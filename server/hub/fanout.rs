@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// Publishing to users' sessions, wherever they are connected.
-pub trait FanOut {
+pub trait FanOut: Send + Sync {
     /// A newly stored message: to every chat session of the recipient, and to the sender's other
     /// sessions (all but `origin`, which gets the ack). It ends the sender's typing towards the
     /// recipient. Returns how many of the recipient's sessions took it.

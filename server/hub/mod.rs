@@ -1,25 +1,23 @@
 //! The in-memory heart of the server: who is connected, and getting events to them.
 //!
-//! A session is one stream (Chat, Subscribe or Presence) with a bounded outgoing queue. The hub
-//! maps users to their sessions and fans events out to them without ever blocking: a session whose
-//! queue is full is ended with RESOURCE_EXHAUSTED and gets what it missed from the database when it
-//! reconnects. Background tasks do the slow parts: the message writer (group commit, deliveries
-//! recorded in the same transactions), the presence publisher and its write-through, and a ticker
-//! for timers (typing, presence grace, heartbeats).
+//! A session is one stream (Chat, Subscribe or Presence) with a bounded outgoing queue. The
+//! [`registry`] holds who is connected as plain data; the hub runs its changes under one lock and
+//! carries out what they ask for, queuing events without ever blocking: a session whose queue is
+//! full is ended with RESOURCE_EXHAUSTED and gets what it missed from the database when it
+//! reconnects. Two tasks drive the registry's timers: the presence publisher (changes in batches)
+//! and a ticker (typing, presence grace, heartbeats). What is durable, the hub leaves to the
+//! [`Pipeline`].
 //!
 //! What leaves for a user's sessions goes through one seam, [`FanOut`], so the in-process fan-out
 //! can later have a bus between nodes behind it without the services changing.
 
 mod fanout;
-mod messages;
 mod registry;
 mod session;
-mod store;
 
 use std::{
-    collections::HashSet,
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard, Weak,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -40,17 +38,13 @@ use crate::{
     error::Result,
     identity::AuthUser,
     metrics::Metrics,
+    pipeline::{Pipeline, StoreOp},
     proto::{Presence, ServerEvent},
 };
 
 pub use fanout::FanOut;
-pub use messages::{AckTo, OutgoingMessage};
 use registry::{Effects, PRESENCE_COALESCE, Registry};
 pub use session::{SessionKind, SessionStream};
-use store::StoreOp;
-
-/// How long shutdown waits for the presence rows to be reset.
-const STORE_FLUSH_LIMIT: Duration = Duration::from_secs(3);
 
 /// How often the ticker looks at timers; bounds how late a grace or typing expiry is noticed.
 const TICK: Duration = Duration::from_millis(200);
@@ -120,62 +114,39 @@ pub struct Hub {
     registry: Mutex<Registry>,
     /// Settings.
     config: HubConfig,
-    /// Durable storage.
-    db: Database,
-    /// Messages waiting for the writer's next transaction.
-    writer: mpsc::Sender<messages::WriteRequest>,
-    /// Seqs of messages a recipient's client has (acknowledged, or sent to a session without
-    /// receipts), and when, for the writer to record.
-    delivered: mpsc::UnboundedSender<(i64, chrono::DateTime<chrono::Utc>)>,
-    /// The same seqs until the writer has recorded them, so a session opening meanwhile does not
-    /// load them again as undelivered. Its own lock: it is touched for every message taken.
-    in_delivery: Mutex<HashSet<i64>>,
-    /// Asks the writer to say when everything queued so far is committed.
-    flushes: mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>,
-    /// Presence writes for `users_online` and `sessions`, applied in order by one task.
-    store: mpsc::UnboundedSender<StoreOp>,
+    /// The durable side: sessions read their backlog and report deliveries through it, and the
+    /// registry's presence rows are written through it.
+    pipeline: Arc<Pipeline>,
     /// Wakes the presence publisher when a user's presence may have changed, so changes go out
     /// without waiting for the ticker. Capacity one: a wake-up already pending covers the rest.
     presence_changed: mpsc::Sender<()>,
     /// Set once shutdown begins: new sessions are refused.
     shutting_down: AtomicBool,
-    /// The server's figures: sessions, deliveries, presence changes, error events.
+    /// The server's figures: sessions, presence changes, error events.
     metrics: Arc<Metrics>,
 }
 
 impl Hub {
-    /// Creates the hub and starts its background tasks on the current runtime.
+    /// Creates the hub and its pipeline, and starts their background tasks on the current
+    /// runtime. The pipeline publishes through the hub, so each stops once the hub is gone.
     pub fn start(db: Database, config: HubConfig, metrics: Arc<Metrics>) -> Arc<Self> {
-        let (writer_tx, writer_rx) = mpsc::channel(messages::WRITER_QUEUE);
-        let (delivered_tx, delivered_rx) = mpsc::unbounded_channel();
-        let (flushes_tx, flushes_rx) = mpsc::unbounded_channel();
-        let (store_tx, store_rx) = mpsc::unbounded_channel();
         let (presence_tx, presence_rx) = mpsc::channel(1);
-        let hub = Arc::new(Self {
+        let hub = Arc::new_cyclic(|hub: &Weak<Self>| Self {
             registry: Mutex::new(Registry::new(config.clone())),
+            pipeline: Pipeline::start(db, &config, metrics.clone(), hub.clone()),
             config,
-            db: db.clone(),
-            writer: writer_tx,
-            delivered: delivered_tx,
-            flushes: flushes_tx,
-            in_delivery: Mutex::new(HashSet::new()),
-            store: store_tx,
             presence_changed: presence_tx,
             shutting_down: AtomicBool::new(false),
             metrics,
         });
-        tokio::spawn(messages::run_writer(
-            Arc::downgrade(&hub),
-            db.clone(),
-            writer_rx,
-            delivered_rx,
-            flushes_rx,
-        ));
-        tokio::spawn(store::run(db, store_rx, hub.config.node_id.clone()));
         tokio::spawn(run_ticker(Arc::downgrade(&hub)));
         tokio::spawn(run_presence_publisher(Arc::downgrade(&hub), presence_rx));
-        tokio::spawn(messages::run_retention(Arc::downgrade(&hub)));
         hub
+    }
+
+    /// The durable pipeline the hub's sessions use.
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -188,12 +159,6 @@ impl Hub {
     /// The hub's settings.
     pub fn config(&self) -> &HubConfig {
         &self.config
-    }
-
-    fn lock_in_delivery(&self) -> MutexGuard<'_, HashSet<i64>> {
-        self.in_delivery
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Whether shutdown has begun.
@@ -212,18 +177,7 @@ impl Hub {
             registry.detach_all(&status, &mut out);
             self.carry_out(&mut registry, out);
         }
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let _ = self.store.send(StoreOp::ResetNode {
-            node_id: self.config.node_id.clone(),
-            done: done_tx,
-        });
-        // Bounded, so a database that hangs cannot stretch the shutdown past its limit.
-        if tokio::time::timeout(STORE_FLUSH_LIMIT, done_rx)
-            .await
-            .is_err()
-        {
-            tracing::warn!("presence rows not reset within the shutdown limit");
-        }
+        self.pipeline.reset_node().await;
     }
 
     /// Carries out what a change of the registry asks for, in order: queues its events, ends the
@@ -249,7 +203,7 @@ impl Hub {
             if let StoreOp::Presence { status, .. } = &op {
                 self.metrics.presence_changed(*status);
             }
-            let _ = self.store.send(op);
+            self.pipeline.write_presence(op);
         }
         if out.presence_dirty {
             let _ = self.presence_changed.try_send(());

@@ -81,7 +81,7 @@ impl Hub {
         // Loaded before the lock is taken; at most once per user while the hub knows them.
         let peers = match user {
             Some(user) if self.lock().needs_peers(user.id) => {
-                Some(self.db.conversation_peers(user.id).await?)
+                Some(self.pipeline.db().conversation_peers(user.id).await?)
             }
             _ => None,
         };
@@ -124,7 +124,7 @@ impl Hub {
             // The hub forgot the user between the check above and the lock (their grace period
             // ran out meanwhile): the peers come now, after the snapshot. (An error drops the
             // stream, which ends the session.)
-            let peers = self.db.conversation_peers(user.id).await?;
+            let peers = self.pipeline.db().conversation_peers(user.id).await?;
             self.lock().set_peers(user.id, peers);
         }
 
@@ -162,10 +162,11 @@ impl Hub {
             if self.config.keeps_history() {
                 // Registered first, floor second: a message committed meanwhile is both queued
                 // live and at or below the floor, and the inbox takes only the stored copy.
-                inbox.floor = self.db.last_seq().await?;
+                inbox.floor = self.pipeline.db().last_seq().await?;
                 // The first page now, so it comes before any live event.
                 let page = self
-                    .db
+                    .pipeline
+                    .db()
                     .undelivered_page(user.id, 0, inbox.floor, inbox.window as u64)
                     .await?;
                 inbox.backlog_page_read(self, page);
@@ -184,21 +185,9 @@ impl Hub {
             let covered = unacked.partition_point(|seq| *seq <= up_to);
             unacked.drain(..covered).collect()
         };
-        self.note_delivered(&acknowledged);
+        self.pipeline.note_delivered(&acknowledged);
         receipts.room.wake();
         Ok(())
-    }
-
-    /// Notes that the user's client has the messages with these seqs, as of now.
-    fn note_delivered(&self, seqs: &[i64]) {
-        if seqs.is_empty() {
-            return;
-        }
-        let now = chrono::Utc::now();
-        self.lock_in_delivery().extend(seqs);
-        for seq in seqs {
-            let _ = self.delivered.send((*seq, now));
-        }
     }
 }
 
@@ -278,9 +267,7 @@ impl Inbox {
             Some(last) if page.len() >= self.window => Some(last.seq),
             _ => None,
         };
-        let taken = hub.lock_in_delivery();
-        self.page
-            .extend(page.into_iter().filter(|m| !taken.contains(&m.seq)));
+        self.page.extend(hub.pipeline.not_in_delivery(page));
     }
 
     /// Sends a message to the user: notes it unacknowledged, or delivered without receipts.
@@ -288,7 +275,7 @@ impl Inbox {
         self.sent_up_to = seq;
         match &self.receipts {
             Some(receipts) => receipts.unacked().push_back(seq),
-            None => hub.note_delivered(&[seq]),
+            None => hub.pipeline.note_delivered(&[seq]),
         }
         event
     }
@@ -338,7 +325,7 @@ impl Inbox {
                 continue;
             }
             let limit = self.window;
-            let db = hub.db.clone();
+            let db = hub.pipeline.db().clone();
             let fetch: PageFuture = if let Some(after) = self.backlog_after {
                 let (user, floor) = (self.user, self.floor);
                 Box::pin(async move { db.undelivered_page(user, after, floor, limit as u64).await })

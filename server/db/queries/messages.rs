@@ -37,6 +37,20 @@ pub struct NewMessage {
     pub sent_at: DateTime<Utc>,
 }
 
+impl NewMessage {
+    /// A message from `sender` to `recipient`, given its id and time now.
+    pub fn new(sender: UserId, recipient: UserId, client_msg_id: String, text: String) -> Self {
+        Self {
+            message_id: Uuid::now_v7(),
+            sender,
+            recipient,
+            client_msg_id,
+            text,
+            sent_at: Utc::now(),
+        }
+    }
+}
+
 /// What one transaction of the message writer did.
 #[derive(Debug)]
 pub struct CommittedRound {

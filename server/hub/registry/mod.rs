@@ -16,13 +16,14 @@ use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use super::{HubConfig, SessionKind, session::Receipts, store::StoreOp};
+use super::{HubConfig, SessionKind, session::Receipts};
 use crate::{
     convert::{now_timestamp, server_event},
     db::ids::{SessionId, UserId},
     error::{Error, Result},
     identity::AuthUser,
     metrics::Transport,
+    pipeline::StoreOp,
     proto::{Heartbeat, PresenceSnapshot, ServerEvent, server_event::Event},
 };
 

@@ -12,16 +12,16 @@ use sea_orm::DbErr;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{FanOut, Hub};
+use super::{Pipeline, group_commit};
 use crate::{
-    convert::{ack, message_status, server_event},
+    convert::{ack, message_status, server_event, status_event},
     db::{
         Database, NewMessage, StoredMessage,
         ids::{SessionId, UserId},
     },
     error::{Error, Result},
-    pipeline::group_commit,
-    proto::{MessageStatus, SendMessageResponse, StatusUpdate, server_event::Event},
+    hub::FanOut,
+    proto::{MessageStatus, SendMessageResponse, server_event::Event},
 };
 
 /// Messages waiting for the writer; senders wait (backpressure) when it is full.
@@ -30,21 +30,6 @@ pub(super) const WRITER_QUEUE: usize = 8192;
 const MAX_BATCH: usize = 512;
 /// Most deliveries recorded in one round.
 const MAX_DELIVERY_BATCH: usize = 1024;
-
-/// A validated message from an authenticated sender.
-#[derive(Debug, Clone)]
-pub struct OutgoingMessage {
-    /// The authenticated sender.
-    pub sender: UserId,
-    /// A known user other than the sender.
-    pub recipient: UserId,
-    /// The sender's idempotency key.
-    pub client_msg_id: String,
-    /// The validated text.
-    pub text: String,
-    /// When the server received it, for the processing time.
-    pub received: Instant,
-}
 
 /// Where the ack (or the error) of a message goes.
 #[derive(Debug)]
@@ -73,53 +58,29 @@ pub(super) struct WriteRequest {
     received: Instant,
 }
 
-impl Hub {
-    /// Waits until the writer has committed every message and delivery queued before the call.
-    pub async fn flush_writer(&self) {
-        let (done, flushed) = oneshot::channel();
-        if self.flushes.send(done).is_ok() {
-            let _ = flushed.await;
-        }
-    }
-
-    /// Hands a message to the writer. Its ack comes through `ack_to` after the commit.
-    pub async fn send_message(&self, message: OutgoingMessage, ack_to: AckTo) -> Result<()> {
+impl WriteRequest {
+    pub(super) fn new(message: NewMessage, received: Instant, ack_to: AckTo) -> Self {
         let origin = match &ack_to {
             AckTo::Session { session, .. } => Some(*session),
             AckTo::Caller(_) => None,
         };
-        let request = WriteRequest {
-            message: NewMessage {
-                message_id: Uuid::now_v7(),
-                sender: message.sender,
-                recipient: message.recipient,
-                client_msg_id: message.client_msg_id,
-                text: message.text,
-                sent_at: Utc::now(),
-            },
+        Self {
+            message,
             origin,
             ack_to,
-            received: message.received,
-        };
-        self.writer
-            .send(request)
-            .await
-            .map_err(|_| Error::WriterStopped)
+            received,
+        }
     }
+}
 
-    /// Tells the sender's sessions that `reader` read their messages up to `message`.
-    pub fn publish_read(&self, reader: UserId, message: &StoredMessage) {
-        let update = server_event(Event::Status(StatusUpdate {
-            message_id: message.message_id.to_string(),
-            peer_user_id: reader.to_string(),
-            seq: message.seq as u64,
-            status: MessageStatus::Read as i32,
-        }));
-        self.publish_to_user(UserId(message.sender_id), update);
-    }
-
+impl Pipeline {
     /// Sends an ack (or error) where it belongs.
-    fn deliver_ack(&self, ack_to: AckTo, client_msg_id: &str, result: Result<SendMessageResponse>) {
+    fn deliver_ack(
+        fanout: &dyn FanOut,
+        ack_to: AckTo,
+        client_msg_id: &str,
+        result: Result<SendMessageResponse>,
+    ) {
         match ack_to {
             AckTo::Caller(reply) => {
                 let _ = reply.send(result);
@@ -129,7 +90,7 @@ impl Hub {
                     Ok(response) => Event::Ack(response),
                     Err(err) => Event::Error(err.to_event(client_msg_id)),
                 };
-                self.publish_to_session(session, server_event(event));
+                fanout.publish_to_session(session, server_event(event));
                 drop(in_flight);
             }
         }
@@ -174,8 +135,8 @@ impl Hub {
 /// Both in one transaction: one commit per round instead of two, and pages the inserts and the
 /// delivery updates share are written once.
 pub(super) async fn run_writer(
-    hub: Weak<Hub>,
-    db: Database,
+    pipeline: Weak<Pipeline>,
+    fanout: Weak<dyn FanOut>,
     mut requests: mpsc::Receiver<WriteRequest>,
     mut taken: mpsc::UnboundedReceiver<(i64, DateTime<Utc>)>,
     mut flushes: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
@@ -191,7 +152,7 @@ pub(super) async fn run_writer(
             n = flushes.recv_many(&mut flushed, 16) => n > 0,
         };
         if !open {
-            return; // the hub, which holds the senders, is gone
+            return; // the pipeline, which holds the senders, is gone
         }
         // What the other queue holds joins this round without waiting for it.
         while batch.len() < MAX_BATCH {
@@ -219,12 +180,19 @@ pub(super) async fn run_writer(
         let taken_at: HashMap<i64, DateTime<Utc>> = received.drain(..).collect();
         let messages: Vec<&NewMessage> = batch.iter().map(|r| &r.message).collect();
 
-        let (outcomes, delivered) = commit_round(&db, &messages, &seqs).await;
-        let Some(hub) = hub.upgrade() else { return };
+        let Some(pipeline) = pipeline.upgrade() else {
+            return;
+        };
+        let Some(fanout) = fanout.upgrade() else {
+            return;
+        };
+        let (outcomes, delivered) = commit_round(&pipeline.db, &messages, &seqs).await;
         let mut to_erase = Vec::new();
-        hub.ack_round(&mut batch, outcomes, &mut to_erase).await;
-        hub.report_deliveries(&seqs, &taken_at, delivered, &mut to_erase);
-        if let Err(err) = db.erase_messages(&to_erase).await {
+        pipeline
+            .ack_round(&*fanout, &mut batch, outcomes, &mut to_erase)
+            .await;
+        pipeline.report_deliveries(&*fanout, &seqs, &taken_at, delivered, &mut to_erase);
+        if let Err(err) = pipeline.db.erase_messages(&to_erase).await {
             tracing::warn!(error = %err, "could not erase messages past their live delivery");
         }
         // Everything queued before a flush was asked for is in this round or an earlier one.
@@ -300,11 +268,12 @@ async fn commit_parts(db: &Database, parts: &[Part<'_>]) -> Result<Vec<Committed
         .collect())
 }
 
-impl Hub {
+impl Pipeline {
     /// After a round's commit: fans each new message out and acks every one of the batch. Without
     /// history, adds to `to_erase` the new messages no session took.
     async fn ack_round(
         &self,
+        fanout: &dyn FanOut,
         batch: &mut Vec<WriteRequest>,
         outcomes: Vec<Result<(StoredMessage, bool), DbErr>>,
         to_erase: &mut Vec<i64>,
@@ -312,8 +281,8 @@ impl Hub {
         for (request, outcome) in batch.drain(..).zip(outcomes) {
             let result = match outcome {
                 Ok((stored, true)) => {
-                    let taken = self.publish_message(&stored, request.origin);
-                    if taken == 0 && !self.config.keeps_history() {
+                    let taken = fanout.publish_message(&stored, request.origin);
+                    if taken == 0 && !self.keeps_history() {
                         // No history: what no session took now is not kept for later.
                         to_erase.push(stored.seq);
                     }
@@ -323,7 +292,12 @@ impl Hub {
                 Err(err) => Err(Error::Database(err)),
             };
             let received = request.received;
-            self.deliver_ack(request.ack_to, &request.message.client_msg_id, result);
+            Self::deliver_ack(
+                fanout,
+                request.ack_to,
+                &request.message.client_msg_id,
+                result,
+            );
             self.metrics.message_processed(received.elapsed());
         }
     }
@@ -334,6 +308,7 @@ impl Hub {
     /// Without history, adds the delivered messages to `to_erase`.
     fn report_deliveries(
         &self,
+        fanout: &dyn FanOut,
         seqs: &[i64],
         taken_at: &HashMap<i64, DateTime<Utc>>,
         delivered: Result<Vec<StoredMessage>, DbErr>,
@@ -371,29 +346,30 @@ impl Hub {
             }
         }
         for message in newest.into_values() {
-            let update = server_event(Event::Status(StatusUpdate {
-                message_id: message.message_id.to_string(),
-                peer_user_id: message.recipient_id.to_string(),
-                seq: message.seq as u64,
-                status: MessageStatus::Delivered as i32,
-            }));
-            self.publish_to_user(UserId(message.sender_id), update);
+            let update = status_event(
+                message,
+                UserId(message.recipient_id),
+                MessageStatus::Delivered,
+            );
+            fanout.publish_to_user(UserId(message.sender_id), update);
         }
-        if !self.config.keeps_history() {
+        if !self.keeps_history() {
             to_erase.extend(delivered.iter().map(|m| m.seq));
         }
     }
 }
 
 /// Deletes messages older than the retention period, hourly.
-pub(super) async fn run_retention(hub: Weak<Hub>) {
+pub(super) async fn run_retention(pipeline: Weak<Pipeline>) {
     let mut ticker = tokio::time::interval(Duration::from_secs(3600));
     loop {
         ticker.tick().await;
-        let Some(hub) = hub.upgrade() else { return };
-        let days = hub.config.retention_days.max(1);
+        let Some(pipeline) = pipeline.upgrade() else {
+            return;
+        };
+        let days = pipeline.retention_days.max(1);
         let cutoff = Utc::now() - chrono::Duration::days(i64::from(days));
-        match hub.db.delete_messages_before(cutoff).await {
+        match pipeline.db.delete_messages_before(cutoff).await {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "deleted messages past retention"),
             Err(err) => tracing::warn!(error = %err, "retention sweep failed"),

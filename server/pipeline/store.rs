@@ -19,7 +19,7 @@ use crate::{
 
 /// A write for `sessions` or `users_online`.
 #[derive(Debug)]
-pub(super) enum StoreOp {
+pub(crate) enum StoreOp {
     /// A session started: insert its row.
     SessionOpened {
         id: SessionId,
