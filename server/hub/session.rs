@@ -47,7 +47,8 @@ pub enum SessionKind {
 }
 
 impl SessionKind {
-    fn transport(self) -> &'static str {
+    /// How `sessions.kind` stores it.
+    fn as_str(self) -> &'static str {
         match self {
             Self::Chat => "chat",
             Self::Presence | Self::EveryonesPresence => "presence",
@@ -139,7 +140,7 @@ impl Hub {
                 let _ = self.store.send(StoreOp::SessionOpened {
                     id,
                     user: user.id,
-                    transport: kind.transport(),
+                    kind: kind.as_str(),
                     at: chrono::Utc::now(),
                 });
             }
