@@ -13,6 +13,7 @@ mod m20261125_000003_create_sessions;
 mod m20261125_000004_create_chat_messages;
 mod m20261125_000005_create_read_marks;
 mod m20261125_000006_create_stats_buckets;
+mod m20261204_000007_rename_sessions_transport;
 
 /// Applies the fastchat schema migrations in order.
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000004_create_chat_messages::Migration),
             Box::new(m20261125_000005_create_read_marks::Migration),
             Box::new(m20261125_000006_create_stats_buckets::Migration),
+            Box::new(m20261204_000007_rename_sessions_transport::Migration),
         ]
     }
 }

@@ -50,7 +50,8 @@ pub enum SessionKind {
 }
 
 impl SessionKind {
-    pub(super) fn transport(self) -> &'static str {
+    /// How `sessions.kind` stores it.
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Self::Chat => "chat",
             Self::Presence | Self::EveryonesPresence => "presence",

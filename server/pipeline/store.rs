@@ -24,7 +24,7 @@ pub(crate) enum StoreOp {
     SessionOpened {
         id: SessionId,
         user: UserId,
-        transport: &'static str,
+        kind: &'static str,
         at: DateTime<Utc>,
     },
     /// A session said it is away (or back).
@@ -88,12 +88,9 @@ async fn apply_batch(db: &Database, batch: &[StoreOp], node_id: &str) {
 /// Applies one op in `tx`: the batch's transaction, or its own when retrying one by one.
 async fn apply(tx: &DatabaseTransaction, op: &StoreOp, node_id: &str) -> Result<(), DbErr> {
     match op {
-        StoreOp::SessionOpened {
-            id,
-            user,
-            transport,
-            at,
-        } => Database::session_opened(tx, *id, *user, node_id, transport, *at).await,
+        StoreOp::SessionOpened { id, user, kind, at } => {
+            Database::session_opened(tx, *id, *user, node_id, kind, *at).await
+        }
         StoreOp::SessionAway { id, away, at } => Database::session_away(tx, *id, *away, *at).await,
         StoreOp::SessionClosed { id, at } => Database::session_closed(tx, *id, *at).await,
         StoreOp::Presence {
@@ -166,7 +163,7 @@ mod tests {
         StoreOp::SessionOpened {
             id,
             user,
-            transport: "chat",
+            kind: "chat",
             at: at(seconds),
         }
     }

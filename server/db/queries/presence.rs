@@ -67,14 +67,14 @@ impl Database {
         id: SessionId,
         user: UserId,
         node_id: &str,
-        transport: &str,
+        kind: &str,
         at: DateTime<Utc>,
     ) -> Result<(), DbErr> {
         sessions::Entity::insert(sessions::ActiveModel {
             id: Set(id.0),
             user_id: Set(user.0),
             node_id: Set(node_id.to_owned()),
-            transport: Set(transport.to_owned()),
+            kind: Set(kind.to_owned()),
             away: Set(false),
             connected_at: Set(at),
             last_active_at: Set(at),

@@ -13,9 +13,8 @@ pub struct Model {
     pub user_id: Uuid,
     /// Id of the server node holding the connection.
     pub node_id: String,
-    /// Stream kind, despite the column's name: `"chat"` (Chat or Subscribe) or `"presence"`
-    /// (Presence or WatchPresence).
-    pub transport: String,
+    /// Stream kind: `"chat"` (Chat or Subscribe) or `"presence"` (Presence or WatchPresence).
+    pub kind: String,
     /// Whether the client reported itself as away.
     pub away: bool,
     /// When the session was opened.

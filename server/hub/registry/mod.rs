@@ -202,7 +202,7 @@ impl Registry {
             out.store.push(StoreOp::SessionOpened {
                 id,
                 user: user.id,
-                transport: kind.transport(),
+                kind: kind.as_str(),
                 at: chrono::Utc::now(),
             });
         }
