@@ -3,7 +3,10 @@
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 
-use crate::db::{StoredMessage, ids::UserId};
+use crate::db::{
+    StoredMessage,
+    ids::{Seq, UserId},
+};
 use crate::proto::{
     ChatMessage, MessageStatus, SendMessageResponse, ServerEvent, StatusUpdate, server_event::Event,
 };
@@ -22,21 +25,21 @@ pub fn now_timestamp() -> Timestamp {
 }
 
 /// A stored message with the status its sender sees, given the recipient's read mark.
-pub fn chat_message(message: &StoredMessage, recipient_read_up_to: i64) -> ChatMessage {
+pub fn chat_message(message: &StoredMessage, recipient_read_up_to: Seq) -> ChatMessage {
     ChatMessage {
         message_id: message.message_id.to_string(),
         client_msg_id: message.client_msg_id.clone(),
         from_user_id: message.sender_id.to_string(),
         to_user_id: message.recipient_id.to_string(),
         text: message.text.clone(),
-        seq: message.seq as u64,
+        seq: message.seq.to_api(),
         sent_at: Some(timestamp(message.sent_at)),
         status: message_status(message, recipient_read_up_to) as i32,
     }
 }
 
 /// SENT, DELIVERED or READ, from the message's delivery time and the recipient's read mark.
-pub fn message_status(message: &StoredMessage, recipient_read_up_to: i64) -> MessageStatus {
+pub fn message_status(message: &StoredMessage, recipient_read_up_to: Seq) -> MessageStatus {
     if message.seq <= recipient_read_up_to {
         MessageStatus::Read
     } else if message.delivered_at.is_some() {
@@ -51,7 +54,7 @@ pub fn ack(message: &StoredMessage, status: MessageStatus) -> SendMessageRespons
     SendMessageResponse {
         client_msg_id: message.client_msg_id.clone(),
         message_id: message.message_id.to_string(),
-        seq: message.seq as u64,
+        seq: message.seq.to_api(),
         sent_at: Some(timestamp(message.sent_at)),
         status: status as i32,
     }
@@ -63,7 +66,7 @@ pub fn status_event(message: &StoredMessage, peer: UserId, status: MessageStatus
     server_event(Event::Status(StatusUpdate {
         message_id: message.message_id.to_string(),
         peer_user_id: peer.to_string(),
-        seq: message.seq as u64,
+        seq: message.seq.to_api(),
         status: status as i32,
     }))
 }

@@ -284,7 +284,7 @@ impl Identity {
             return Err(Error::Unauthenticated("unknown token".into()));
         };
         let user = AuthUser {
-            id: UserId(row.id),
+            id: row.id,
             display_name: row.display_name,
         };
         self.cache().remember(hash, user.clone());

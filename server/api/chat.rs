@@ -123,11 +123,9 @@ impl ChatApi {
         let (mark, newly_read) = self.app.db.advance_read_mark(me.id, peer, up_to).await?;
         if let Some(message) = newly_read {
             let update = status_event(&message, me.id, MessageStatus::Read);
-            self.app
-                .hub
-                .publish_to_user(UserId(message.sender_id), update);
+            self.app.hub.publish_to_user(message.sender_id, update);
         }
-        Ok(mark as u64)
+        Ok(mark.to_api())
     }
 
     /// Acts on one event of a Chat stream. Errors go back to the client as ErrorEvents.
@@ -437,7 +435,7 @@ impl ChatService for ChatApi {
             .map(|m| {
                 chat_message(
                     m,
-                    if m.sender_id == me.id.0 {
+                    if m.sender_id == me.id {
                         peer_mark
                     } else {
                         my_mark
@@ -448,7 +446,7 @@ impl ChatService for ChatApi {
         Ok(Response::new(GetHistoryResponse {
             messages,
             has_more,
-            peer_read_up_to_seq: peer_mark as u64,
+            peer_read_up_to_seq: peer_mark.to_api(),
         }))
     }
 
@@ -467,7 +465,7 @@ impl ChatService for ChatApi {
             .conversations_of(me.id)
             .await
             .map_err(Error::from)?;
-        let peer_ids: Vec<UserId> = rows.iter().map(|r| UserId(r.peer.id)).collect();
+        let peer_ids: Vec<UserId> = rows.iter().map(|r| r.peer.id).collect();
         let last_seen = self
             .app
             .db
@@ -477,12 +475,12 @@ impl ChatService for ChatApi {
         let conversations = rows
             .into_iter()
             .map(|row| {
-                let peer_id = UserId(row.peer.id);
+                let peer_id = row.peer.id;
                 let peer = User {
                     user_id: peer_id.to_string(),
                     display_name: row.peer.display_name.clone(),
                 };
-                let mark_of_recipient = if row.last_message.sender_id == me.id.0 {
+                let mark_of_recipient = if row.last_message.sender_id == me.id {
                     row.peer_read_up_to_seq
                 } else {
                     row.read_up_to_seq
@@ -494,15 +492,15 @@ impl ChatService for ChatApi {
                     .unwrap_or_else(|| Presence {
                         user: Some(peer.clone()),
                         status: PresenceStatus::Offline as i32,
-                        last_seen: last_seen.get(&peer_id.0).copied().map(timestamp),
+                        last_seen: last_seen.get(&peer_id).copied().map(timestamp),
                         sessions: 0,
                     });
                 Conversation {
                     last_message: Some(chat_message(&row.last_message, mark_of_recipient)),
                     peer: Some(peer),
                     unread_count: row.unread_count.min(u64::from(u32::MAX)) as u32,
-                    read_up_to_seq: row.read_up_to_seq as u64,
-                    peer_read_up_to_seq: row.peer_read_up_to_seq as u64,
+                    read_up_to_seq: row.read_up_to_seq.to_api(),
+                    peer_read_up_to_seq: row.peer_read_up_to_seq.to_api(),
                     peer_presence: Some(peer_presence),
                 }
             })

@@ -3,7 +3,7 @@
 use uuid::Uuid;
 
 use crate::{
-    db::ids::{SessionId, UserId},
+    db::ids::{Seq, SessionId, UserId},
     error::{Error, Result},
     identity::{Claim, MAX_DISPLAY_NAME_CHARS},
     proto::Hello,
@@ -117,8 +117,8 @@ pub fn history_limit(field: &str, value: u32) -> Result<u32> {
 }
 
 /// A seq from a client: the database keeps seqs as signed 64-bit numbers.
-pub fn seq(field: &str, value: u64) -> Result<i64> {
-    i64::try_from(value).map_err(|_| Error::invalid(field, "is out of range"))
+pub fn seq(field: &str, value: u64) -> Result<Seq> {
+    Seq::from_api(value).ok_or_else(|| Error::invalid(field, "is out of range"))
 }
 
 /// How many statistics buckets to return: 1 to `max`.
@@ -222,7 +222,7 @@ mod tests {
             }
             let checked = refused_on("before_seq", seq("before_seq", seq_value))?;
             let fits = seq_value <= i64::MAX as u64;
-            prop_assert_eq!(checked.map(|s| s as u64), fits.then_some(seq_value));
+            prop_assert_eq!(checked.map(Seq::to_api), fits.then_some(seq_value));
         }
 
         #[test]

@@ -11,7 +11,7 @@ use crate::{
     convert::{chat_message, server_event},
     db::{
         StoredMessage,
-        ids::{SessionId, UserId},
+        ids::{Seq, SessionId, UserId},
     },
     proto::{ServerEvent, server_event::Event},
 };
@@ -37,9 +37,9 @@ pub trait FanOut: Send + Sync {
 
 impl FanOut for Hub {
     fn publish_message(&self, message: &StoredMessage, origin: Option<SessionId>) -> usize {
-        let sender = UserId(message.sender_id);
-        let recipient = UserId(message.recipient_id);
-        let event = server_event(Event::Message(chat_message(message, 0)));
+        let sender = message.sender_id;
+        let recipient = message.recipient_id;
+        let event = server_event(Event::Message(chat_message(message, Seq::ZERO)));
         let mut registry = self.lock();
         let mut out = Effects::default();
         let (recipients, senders) = registry.message_stored(sender, recipient, origin, &mut out);

@@ -23,7 +23,7 @@ use crate::{
     convert::{chat_message, now_timestamp, server_event},
     db::{
         StoredMessage,
-        ids::{SessionId, UserId},
+        ids::{Seq, SessionId, UserId},
     },
     error::{Error, Result},
     identity::AuthUser,
@@ -153,10 +153,10 @@ impl Hub {
                 user: user.id,
                 receipts,
                 window: self.config.receive_window,
-                floor: 0,
+                floor: Seq::ZERO,
                 backlog_after: None,
                 missed: BTreeSet::new(),
-                sent_up_to: 0,
+                sent_up_to: Seq::ZERO,
                 page: VecDeque::new(),
                 fetching: None,
             };
@@ -168,7 +168,7 @@ impl Hub {
                 let page = self
                     .pipeline
                     .db()
-                    .undelivered_page(user.id, 0, inbox.floor, inbox.window as u64)
+                    .undelivered_page(user.id, Seq::ZERO, inbox.floor, inbox.window as u64)
                     .await?;
                 inbox.backlog_page_read(self, page);
             }
@@ -179,9 +179,9 @@ impl Hub {
 
     /// A receipt from a session of `user`: its client has every message the session sent to it
     /// up to `up_to`. Those count as delivered now.
-    pub fn acknowledge(&self, user: UserId, session: SessionId, up_to: i64) -> Result<()> {
+    pub fn acknowledge(&self, user: UserId, session: SessionId, up_to: Seq) -> Result<()> {
         let receipts = self.lock().receipts_of(user, session)?;
-        let acknowledged: Vec<i64> = {
+        let acknowledged: Vec<Seq> = {
             let mut unacked = receipts.unacked();
             let covered = unacked.partition_point(|seq| *seq <= up_to);
             unacked.drain(..covered).collect()
@@ -196,13 +196,13 @@ impl Hub {
 #[derive(Debug, Default)]
 pub(super) struct Receipts {
     /// Seqs sent and not acknowledged, in the (increasing) order they were sent.
-    unacked: Mutex<VecDeque<i64>>,
+    unacked: Mutex<VecDeque<Seq>>,
     /// Wakes the session's stream when a receipt makes room in its window.
     room: AtomicWaker,
 }
 
 impl Receipts {
-    fn unacked(&self) -> MutexGuard<'_, VecDeque<i64>> {
+    fn unacked(&self) -> MutexGuard<'_, VecDeque<Seq>> {
         self.unacked.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -220,13 +220,13 @@ struct Inbox {
     window: usize,
     /// The highest seq committed when the session opened: undelivered messages up to it come
     /// from the backlog, later ones live.
-    floor: i64,
+    floor: Seq,
     /// Where the next backlog page starts; None once the backlog is read.
-    backlog_after: Option<i64>,
+    backlog_after: Option<Seq>,
     /// Live messages above the floor that could not be sent when they came, to be read back.
-    missed: BTreeSet<i64>,
+    missed: BTreeSet<Seq>,
     /// The highest seq sent, so nothing goes out twice or out of order.
-    sent_up_to: i64,
+    sent_up_to: Seq,
     /// Stored messages read and not yet sent.
     page: VecDeque<StoredMessage>,
     /// The page being read, and whether it is from the backlog.
@@ -272,7 +272,7 @@ impl Inbox {
     }
 
     /// Sends a message to the user: notes it unacknowledged, or delivered without receipts.
-    fn send(&mut self, hub: &Hub, seq: i64, event: ServerEvent) -> ServerEvent {
+    fn send(&mut self, hub: &Hub, seq: Seq, event: ServerEvent) -> ServerEvent {
         self.sent_up_to = seq;
         match &self.receipts {
             Some(receipts) => receipts.unacked().push_back(seq),
@@ -302,7 +302,7 @@ impl Inbox {
                 if message.seq <= self.sent_up_to {
                     continue;
                 }
-                let event = server_event(Event::Message(chat_message(&message, 0)));
+                let event = server_event(Event::Message(chat_message(&message, Seq::ZERO)));
                 return Poll::Ready(Ok(Some(self.send(hub, message.seq, event))));
             }
             if let Some((backlog, fetch)) = &mut self.fetching {
@@ -331,7 +331,7 @@ impl Inbox {
                 let (user, floor) = (self.user, self.floor);
                 Box::pin(async move { db.undelivered_page(user, after, floor, limit as u64).await })
             } else if !self.missed.is_empty() {
-                let seqs: Vec<i64> = std::iter::from_fn(|| self.missed.pop_first())
+                let seqs: Vec<Seq> = std::iter::from_fn(|| self.missed.pop_first())
                     .take(limit)
                     .collect();
                 Box::pin(async move { db.messages_by_seq(&seqs).await })
@@ -347,7 +347,7 @@ impl Inbox {
     fn live(
         &mut self,
         hub: &Hub,
-        seq: i64,
+        seq: Seq,
         event: ServerEvent,
     ) -> Result<Option<ServerEvent>, Status> {
         if seq <= self.floor || seq <= self.sent_up_to {
@@ -412,7 +412,8 @@ impl SessionStream {
             (Some(Event::Message(message)), Some(user_id), Some(inbox))
                 if &message.to_user_id == user_id =>
             {
-                let seq = message.seq as i64;
+                // The server's own seq, which always converts back.
+                let seq = Seq::from_api(message.seq).unwrap_or_default();
                 inbox.live(&self.hub, seq, event)
             }
             (Some(Event::Error(error)), _, _) => {

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    db::{Database, NewMessage, StoredMessage},
+    db::{Database, NewMessage, StoredMessage, ids::Seq},
     error::{Error, Result},
     hub::{FanOut, HubConfig},
     metrics::Metrics,
@@ -49,10 +49,10 @@ pub struct Pipeline {
     writer: mpsc::Sender<writer::WriteRequest>,
     /// Seqs of messages a recipient's client has (acknowledged, or sent to a session without
     /// receipts), and when, for the writer to record.
-    delivered: mpsc::UnboundedSender<(i64, DateTime<Utc>)>,
+    delivered: mpsc::UnboundedSender<(Seq, DateTime<Utc>)>,
     /// The same seqs until the writer has recorded them, so a session opening meanwhile does not
     /// load them again as undelivered. Its own lock: it is touched for every message taken.
-    in_delivery: Mutex<HashSet<i64>>,
+    in_delivery: Mutex<HashSet<Seq>>,
     /// Asks the writer to say when everything queued so far is committed.
     flushes: mpsc::UnboundedSender<oneshot::Sender<()>>,
     /// Presence writes for `users_online` and `sessions`, applied in order by one task.
@@ -132,7 +132,7 @@ impl Pipeline {
 
     /// Notes that a user's client has the messages with these seqs, as of now, for the writer to
     /// record in its next round.
-    pub(crate) fn note_delivered(&self, seqs: &[i64]) {
+    pub(crate) fn note_delivered(&self, seqs: &[Seq]) {
         if seqs.is_empty() {
             return;
         }
@@ -153,7 +153,7 @@ impl Pipeline {
             .filter(move |message| !taken.contains(&message.seq))
     }
 
-    fn lock_in_delivery(&self) -> MutexGuard<'_, HashSet<i64>> {
+    fn lock_in_delivery(&self) -> MutexGuard<'_, HashSet<Seq>> {
         self.in_delivery
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

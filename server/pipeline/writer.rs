@@ -10,14 +10,13 @@ use std::{
 use chrono::{DateTime, Utc};
 use sea_orm::DbErr;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
-use uuid::Uuid;
 
 use super::{Pipeline, group_commit};
 use crate::{
     convert::{ack, message_status, server_event, status_event},
     db::{
         Database, NewMessage, StoredMessage,
-        ids::{SessionId, UserId},
+        ids::{Seq, SessionId, UserId},
     },
     error::{Error, Result},
     hub::FanOut,
@@ -104,7 +103,7 @@ impl Pipeline {
         stored: &StoredMessage,
     ) -> Result<SendMessageResponse> {
         let erased = stored.text.is_empty(); // retention 0 keeps only the key
-        let same = stored.recipient_id == request.message.recipient.0
+        let same = stored.recipient_id == request.message.recipient
             && (erased || stored.text == request.message.text);
         if !same {
             let field = match request.ack_to {
@@ -123,7 +122,7 @@ impl Pipeline {
     async fn current_status(&self, message: &StoredMessage) -> Result<MessageStatus> {
         let read_mark = self
             .db
-            .read_mark(UserId(message.recipient_id), UserId(message.sender_id))
+            .read_mark(message.recipient_id, message.sender_id)
             .await?;
         Ok(message_status(message, read_mark))
     }
@@ -138,7 +137,7 @@ pub(super) async fn run_writer(
     pipeline: Weak<Pipeline>,
     fanout: Weak<dyn FanOut>,
     mut requests: mpsc::Receiver<WriteRequest>,
-    mut taken: mpsc::UnboundedReceiver<(i64, DateTime<Utc>)>,
+    mut taken: mpsc::UnboundedReceiver<(Seq, DateTime<Utc>)>,
     mut flushes: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -176,8 +175,8 @@ pub(super) async fn run_writer(
         // Sorted by seq, then time, so each seq keeps the moment it was first taken.
         received.sort_unstable();
         received.dedup_by_key(|(seq, _)| *seq);
-        let seqs: Vec<i64> = received.iter().map(|(seq, _)| *seq).collect();
-        let taken_at: HashMap<i64, DateTime<Utc>> = received.drain(..).collect();
+        let seqs: Vec<Seq> = received.iter().map(|(seq, _)| *seq).collect();
+        let taken_at: HashMap<Seq, DateTime<Utc>> = received.drain(..).collect();
         let messages: Vec<&NewMessage> = batch.iter().map(|r| &r.message).collect();
 
         let Some(pipeline) = pipeline.upgrade() else {
@@ -209,7 +208,7 @@ pub(super) async fn run_writer(
 async fn commit_round(
     db: &Database,
     messages: &[&NewMessage],
-    delivered: &[i64],
+    delivered: &[Seq],
 ) -> (
     Vec<Result<(StoredMessage, bool), DbErr>>,
     Result<Vec<StoredMessage>, DbErr>,
@@ -236,7 +235,7 @@ async fn commit_round(
 /// What a round commits: its deliveries, recorded together, and each of its messages.
 enum Part<'a> {
     /// The seqs of the messages to mark delivered.
-    Deliveries(&'a [i64]),
+    Deliveries(&'a [Seq]),
     /// A message to store.
     Message(&'a NewMessage),
 }
@@ -251,12 +250,12 @@ enum Committed {
 
 /// Commits `parts` in one transaction; answers for each part, in order.
 async fn commit_parts(db: &Database, parts: &[Part<'_>]) -> Result<Vec<Committed>, DbErr> {
-    let mut delivered: &[i64] = &[];
+    let mut delivered: &[Seq] = &[];
     let mut messages = Vec::with_capacity(parts.len());
     for part in parts {
         match part {
             Part::Deliveries(seqs) => delivered = seqs,
-            Part::Message(message) => messages.push((*message).clone()),
+            Part::Message(message) => messages.push(*message),
         }
     }
     let round = db.commit_messages(&messages, delivered).await?;
@@ -276,7 +275,7 @@ impl Pipeline {
         fanout: &dyn FanOut,
         batch: &mut Vec<WriteRequest>,
         outcomes: Vec<Result<(StoredMessage, bool), DbErr>>,
-        to_erase: &mut Vec<i64>,
+        to_erase: &mut Vec<Seq>,
     ) {
         for (request, outcome) in batch.drain(..).zip(outcomes) {
             let result = match outcome {
@@ -309,10 +308,10 @@ impl Pipeline {
     fn report_deliveries(
         &self,
         fanout: &dyn FanOut,
-        seqs: &[i64],
-        taken_at: &HashMap<i64, DateTime<Utc>>,
+        seqs: &[Seq],
+        taken_at: &HashMap<Seq, DateTime<Utc>>,
         delivered: Result<Vec<StoredMessage>, DbErr>,
-        to_erase: &mut Vec<i64>,
+        to_erase: &mut Vec<Seq>,
     ) {
         if seqs.is_empty() {
             return;
@@ -336,7 +335,7 @@ impl Pipeline {
         }
         // One update per conversation: DELIVERED covers every earlier message in it, so a burst
         // of deliveries reaches the sender as one event, not one each.
-        let mut newest: HashMap<(Uuid, Uuid), &StoredMessage> = HashMap::new();
+        let mut newest: HashMap<(UserId, UserId), &StoredMessage> = HashMap::new();
         for message in &delivered {
             let entry = newest
                 .entry((message.sender_id, message.recipient_id))
@@ -346,12 +345,8 @@ impl Pipeline {
             }
         }
         for message in newest.into_values() {
-            let update = status_event(
-                message,
-                UserId(message.recipient_id),
-                MessageStatus::Delivered,
-            );
-            fanout.publish_to_user(UserId(message.sender_id), update);
+            let update = status_event(message, message.recipient_id, MessageStatus::Delivered);
+            fanout.publish_to_user(message.sender_id, update);
         }
         if !self.keeps_history() {
             to_erase.extend(delivered.iter().map(|m| m.seq));
@@ -383,19 +378,12 @@ mod tests {
     use crate::testing::{TestDb, on_both_databases};
 
     fn message(sender: UserId, recipient: UserId, key: &str) -> NewMessage {
-        NewMessage {
-            message_id: Uuid::now_v7(),
-            sender,
-            recipient,
-            client_msg_id: key.to_owned(),
-            text: format!("text of {key}"),
-            sent_at: Utc::now(),
-        }
+        NewMessage::new(sender, recipient, key.to_owned(), format!("text of {key}"))
     }
 
     /// Stores one message from alice to bob; returns its seq.
-    async fn stored(t: &TestDb, key: &str) -> i64 {
-        let batch = [message(t.alice, t.bob, key)];
+    async fn stored(t: &TestDb, key: &str) -> Seq {
+        let batch = [&message(t.alice, t.bob, key)];
         let round = t.db.commit_messages(&batch, &[]).await.unwrap();
         round.messages[0].0.seq
     }
@@ -408,10 +396,10 @@ mod tests {
 
         let (reply, inserted) = outcomes[0].as_ref().unwrap();
         assert!(*inserted);
-        let delivered: Vec<i64> = delivered.unwrap().iter().map(|m| m.seq).collect();
+        let delivered: Vec<Seq> = delivered.unwrap().iter().map(|m| m.seq).collect();
         assert_eq!(delivered, [first]);
         assert!(t.db.undelivered_for(t.bob).await.unwrap().is_empty());
-        let waiting: Vec<i64> =
+        let waiting: Vec<Seq> =
             t.db.undelivered_for(t.alice)
                 .await
                 .unwrap()
@@ -435,7 +423,7 @@ mod tests {
                 .as_ref()
                 .is_ok_and(|(m, inserted)| *inserted && m.client_msg_id == "m3")
         );
-        let delivered: Vec<i64> = delivered.unwrap().iter().map(|m| m.seq).collect();
+        let delivered: Vec<Seq> = delivered.unwrap().iter().map(|m| m.seq).collect();
         assert_eq!(delivered, [first]);
         assert!(t.db.undelivered_for(t.bob).await.unwrap().is_empty());
     }

@@ -2,16 +2,14 @@
 
 use std::collections::HashMap;
 
+use crate::db::{
+    Database, StoredMessage,
+    ids::{Seq, UserId},
+    tables::{chat_messages, read_marks, users},
+};
 use sea_orm::{
     ColumnTrait, Condition, DbErr, EntityTrait, FromQueryResult, QueryFilter, QuerySelect,
     sea_query::{Expr, ExprTrait, Func, Query},
-};
-use uuid::Uuid;
-
-use crate::db::{
-    Database, StoredMessage,
-    ids::UserId,
-    tables::{chat_messages, read_marks, users},
 };
 
 /// One conversation of a user.
@@ -24,18 +22,18 @@ pub struct ConversationRow {
     /// Messages from the peer after the user's read mark.
     pub unread_count: u64,
     /// The user's read mark on the peer's messages.
-    pub read_up_to_seq: i64,
+    pub read_up_to_seq: Seq,
     /// The peer's read mark on the user's messages.
-    pub peer_read_up_to_seq: i64,
+    pub peer_read_up_to_seq: Seq,
 }
 
 impl Database {
     /// Every conversation of `me`, newest activity first.
     pub async fn conversations_of(&self, me: UserId) -> Result<Vec<ConversationRow>, DbErr> {
         let involves_me = Condition::any()
-            .add(chat_messages::Column::SenderId.eq(me.0))
-            .add(chat_messages::Column::RecipientId.eq(me.0));
-        let last_seqs: Vec<i64> = chat_messages::Entity::find()
+            .add(chat_messages::Column::SenderId.eq(me))
+            .add(chat_messages::Column::RecipientId.eq(me));
+        let last_seqs: Vec<Seq> = chat_messages::Entity::find()
             .select_only()
             .column_as(chat_messages::Column::Seq.max(), "last_seq")
             .filter(involves_me)
@@ -53,14 +51,14 @@ impl Database {
         last_messages.sort_by_key(|m| std::cmp::Reverse(m.seq));
 
         let peer_of = |m: &StoredMessage| {
-            if m.sender_id == me.0 {
+            if m.sender_id == me {
                 m.recipient_id
             } else {
                 m.sender_id
             }
         };
-        let peer_ids: Vec<Uuid> = last_messages.iter().map(peer_of).collect();
-        let peers: HashMap<Uuid, users::Model> = users::Entity::find()
+        let peer_ids: Vec<UserId> = last_messages.iter().map(peer_of).collect();
+        let peers: HashMap<UserId, users::Model> = users::Entity::find()
             .filter(users::Column::Id.is_in(peer_ids.iter().copied()))
             .all(self.conn())
             .await?
@@ -70,16 +68,17 @@ impl Database {
         let marks = read_marks::Entity::find()
             .filter(
                 Condition::any()
-                    .add(read_marks::Column::ReaderId.eq(me.0))
-                    .add(read_marks::Column::PeerId.eq(me.0)),
+                    .add(read_marks::Column::ReaderId.eq(me))
+                    .add(read_marks::Column::PeerId.eq(me)),
             )
             .all(self.conn())
             .await?;
-        let marks: HashMap<(Uuid, Uuid), i64> = marks
+        let marks: HashMap<(UserId, UserId), Seq> = marks
             .into_iter()
             .map(|m| ((m.reader_id, m.peer_id), m.read_up_to_seq))
             .collect();
-        let mark = |reader: Uuid, peer: Uuid| marks.get(&(reader, peer)).copied().unwrap_or(0);
+        let mark =
+            |reader: UserId, peer: UserId| marks.get(&(reader, peer)).copied().unwrap_or_default();
         let unread = self.unread_counts(me).await?;
 
         let mut rows = Vec::with_capacity(last_messages.len());
@@ -88,13 +87,13 @@ impl Database {
             let Some(peer) = peers.get(&peer_id).cloned() else {
                 continue;
             };
-            let read_up_to_seq = mark(me.0, peer_id);
+            let read_up_to_seq = mark(me, peer_id);
             rows.push(ConversationRow {
                 peer,
                 last_message,
                 unread_count: unread.get(&peer_id).copied().unwrap_or(0),
                 read_up_to_seq,
-                peer_read_up_to_seq: mark(peer_id, me.0),
+                peer_read_up_to_seq: mark(peer_id, me),
             });
         }
         Ok(rows)
@@ -104,13 +103,13 @@ impl Database {
     /// from. Two index lookups (by sender, and by recipient).
     pub async fn conversation_peers(&self, me: UserId) -> Result<Vec<UserId>, DbErr> {
         use chat_messages::Column as M;
-        let mut peers: Vec<Uuid> = Vec::new();
+        let mut peers: Vec<UserId> = Vec::new();
         for (mine, theirs) in [(M::SenderId, M::RecipientId), (M::RecipientId, M::SenderId)] {
-            let found: Vec<Uuid> = chat_messages::Entity::find()
+            let found: Vec<UserId> = chat_messages::Entity::find()
                 .select_only()
                 .column(theirs)
                 .distinct()
-                .filter(mine.eq(me.0))
+                .filter(mine.eq(me))
                 .into_tuple()
                 .all(self.conn())
                 .await?;
@@ -118,18 +117,18 @@ impl Database {
         }
         peers.sort();
         peers.dedup();
-        Ok(peers.into_iter().map(UserId).collect())
+        Ok(peers)
     }
 
     /// For each sender, how many of their messages to `me` lie past `me`'s read mark on them:
     /// one grouped query, whatever the number of conversations.
-    async fn unread_counts(&self, me: UserId) -> Result<HashMap<Uuid, u64>, DbErr> {
+    async fn unread_counts(&self, me: UserId) -> Result<HashMap<UserId, u64>, DbErr> {
         use chat_messages::Column as M;
         use read_marks::Column as R;
 
         #[derive(FromQueryResult)]
         struct Unread {
-            sender_id: Uuid,
+            sender_id: UserId,
             unread: i64,
         }
 
@@ -142,10 +141,10 @@ impl Database {
             .left_join(
                 read_marks::Entity,
                 Condition::all()
-                    .add(mark(R::ReaderId).eq(me.0))
+                    .add(mark(R::ReaderId).eq(me))
                     .add(mark(R::PeerId).equals((chat_messages::Entity, M::SenderId))),
             )
-            .and_where(msg(M::RecipientId).eq(me.0))
+            .and_where(msg(M::RecipientId).eq(me))
             .and_where(msg(M::Seq).gt(Func::coalesce([mark(R::ReadUpToSeq), Expr::val(0)])))
             .group_by_col((chat_messages::Entity, M::SenderId))
             .to_owned();

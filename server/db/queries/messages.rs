@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::db::{
     Database,
-    ids::{UserId, conversation_key},
+    ids::{MessageId, Seq, UserId, conversation_key},
     tables::chat_messages,
 };
 
@@ -24,7 +24,7 @@ pub type StoredMessage = chat_messages::Model;
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     /// Server-assigned UUID.
-    pub message_id: Uuid,
+    pub message_id: MessageId,
     /// The authenticated sender.
     pub sender: UserId,
     /// The recipient, known to exist.
@@ -41,7 +41,7 @@ impl NewMessage {
     /// A message from `sender` to `recipient`, given its id and time now.
     pub fn new(sender: UserId, recipient: UserId, client_msg_id: String, text: String) -> Self {
         Self {
-            message_id: Uuid::now_v7(),
+            message_id: MessageId(Uuid::now_v7()),
             sender,
             recipient,
             client_msg_id,
@@ -67,8 +67,8 @@ impl Database {
     /// touched page) for both.
     pub async fn commit_messages(
         &self,
-        batch: &[NewMessage],
-        delivered: &[i64],
+        batch: &[&NewMessage],
+        delivered: &[Seq],
     ) -> Result<CommittedRound, DbErr> {
         self.transaction(|tx| async move {
             Ok(CommittedRound {
@@ -83,7 +83,7 @@ impl Database {
     #[cfg(test)]
     pub async fn undelivered_for(&self, user: UserId) -> Result<Vec<StoredMessage>, DbErr> {
         chat_messages::Entity::find()
-            .filter(chat_messages::Column::RecipientId.eq(user.0))
+            .filter(chat_messages::Column::RecipientId.eq(user))
             .filter(chat_messages::Column::DeliveredAt.is_null())
             .order_by_asc(chat_messages::Column::Seq)
             .all(self.conn())
@@ -95,12 +95,12 @@ impl Database {
     pub async fn undelivered_page(
         &self,
         user: UserId,
-        after: i64,
-        up_to: i64,
+        after: Seq,
+        up_to: Seq,
         limit: u64,
     ) -> Result<Vec<StoredMessage>, DbErr> {
         chat_messages::Entity::find()
-            .filter(chat_messages::Column::RecipientId.eq(user.0))
+            .filter(chat_messages::Column::RecipientId.eq(user))
             .filter(chat_messages::Column::DeliveredAt.is_null())
             .filter(chat_messages::Column::Seq.gt(after))
             .filter(chat_messages::Column::Seq.lte(up_to))
@@ -111,7 +111,7 @@ impl Database {
     }
 
     /// The messages with these seqs that still exist, oldest first.
-    pub async fn messages_by_seq(&self, seqs: &[i64]) -> Result<Vec<StoredMessage>, DbErr> {
+    pub async fn messages_by_seq(&self, seqs: &[Seq]) -> Result<Vec<StoredMessage>, DbErr> {
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
@@ -123,14 +123,14 @@ impl Database {
     }
 
     /// The highest seq committed so far (0 when there are no messages).
-    pub async fn last_seq(&self) -> Result<i64, DbErr> {
+    pub async fn last_seq(&self) -> Result<Seq, DbErr> {
         let last = chat_messages::Entity::find()
             .select_only()
             .column_as(chat_messages::Column::Seq.max(), "last")
-            .into_tuple::<Option<i64>>()
+            .into_tuple::<Option<Seq>>()
             .one(self.conn())
             .await?;
-        Ok(last.flatten().unwrap_or(0))
+        Ok(last.flatten().unwrap_or(Seq::ZERO))
     }
 
     /// One page of a conversation, before `before_seq` (0: from the newest), in ascending seq,
@@ -139,12 +139,12 @@ impl Database {
         &self,
         me: UserId,
         peer: UserId,
-        before_seq: i64,
+        before_seq: Seq,
         limit: u64,
     ) -> Result<(Vec<StoredMessage>, bool), DbErr> {
         let mut query = chat_messages::Entity::find()
             .filter(chat_messages::Column::ConversationKey.eq(conversation_key(me, peer)));
-        if before_seq > 0 {
+        if before_seq > Seq::ZERO {
             query = query.filter(chat_messages::Column::Seq.lt(before_seq));
         }
         let mut page = query
@@ -169,7 +169,7 @@ impl Database {
 
     /// Erases the text of these messages, keeping their rows so a retried send still finds its
     /// key (retention 0: no content outlives its live delivery).
-    pub async fn erase_messages(&self, seqs: &[i64]) -> Result<(), DbErr> {
+    pub async fn erase_messages(&self, seqs: &[Seq]) -> Result<(), DbErr> {
         if seqs.is_empty() {
             return Ok(());
         }
@@ -186,7 +186,7 @@ impl Database {
 /// message and whether this call inserted it.
 async fn insert_messages(
     tx: &DatabaseTransaction,
-    batch: &[NewMessage],
+    batch: &[&NewMessage],
 ) -> Result<Vec<(StoredMessage, bool)>, DbErr> {
     if batch.is_empty() {
         return Ok(Vec::new());
@@ -195,8 +195,8 @@ async fn insert_messages(
         seq: NotSet,
         message_id: Set(m.message_id),
         conversation_key: Set(conversation_key(m.sender, m.recipient)),
-        sender_id: Set(m.sender.0),
-        recipient_id: Set(m.recipient.0),
+        sender_id: Set(m.sender),
+        recipient_id: Set(m.recipient),
         client_msg_id: Set(m.client_msg_id.clone()),
         text: Set(m.text.clone()),
         sent_at: Set(m.sent_at),
@@ -213,21 +213,22 @@ async fn insert_messages(
         TryInsertResult::Inserted(models) => models,
         TryInsertResult::Empty | TryInsertResult::Conflicted => Vec::new(),
     };
-    let mut by_key: HashMap<(Uuid, String), (StoredMessage, bool)> = inserted
+    let mut by_key: HashMap<(UserId, String), (StoredMessage, bool)> = inserted
         .into_iter()
         .map(|m| ((m.sender_id, m.client_msg_id.clone()), (m, true)))
         .collect();
 
     let retries: Vec<&NewMessage> = batch
         .iter()
-        .filter(|m| !by_key.contains_key(&(m.sender.0, m.client_msg_id.clone())))
+        .copied()
+        .filter(|m| !by_key.contains_key(&(m.sender, m.client_msg_id.clone())))
         .collect();
     if !retries.is_empty() {
         let mut any = Condition::any();
         for m in &retries {
             any = any.add(
                 Condition::all()
-                    .add(chat_messages::Column::SenderId.eq(m.sender.0))
+                    .add(chat_messages::Column::SenderId.eq(m.sender))
                     .add(chat_messages::Column::ClientMsgId.eq(m.client_msg_id.as_str())),
             );
         }
@@ -244,7 +245,7 @@ async fn insert_messages(
     batch
         .iter()
         .map(|m| {
-            let key = (m.sender.0, m.client_msg_id.clone());
+            let key = (m.sender, m.client_msg_id.clone());
             let (stored, inserted) = by_key.get(&key).cloned().ok_or(DbErr::RecordNotInserted)?;
             Ok((stored, inserted && seen.insert(key)))
         })
@@ -256,7 +257,7 @@ async fn insert_messages(
 /// `UPDATE ... RETURNING`, so two writers could never both claim a message.
 async fn mark_delivered(
     tx: &DatabaseTransaction,
-    seqs: &[i64],
+    seqs: &[Seq],
 ) -> Result<Vec<StoredMessage>, DbErr> {
     if seqs.is_empty() {
         return Ok(Vec::new());

@@ -9,7 +9,6 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
     sea_query::{Expr, OnConflict},
 };
-use uuid::Uuid;
 
 use crate::db::{
     Database,
@@ -41,9 +40,9 @@ impl Database {
     pub async fn last_seen_of(
         &self,
         users: &[UserId],
-    ) -> Result<HashMap<Uuid, DateTime<Utc>>, DbErr> {
+    ) -> Result<HashMap<UserId, DateTime<Utc>>, DbErr> {
         Ok(users_online::Entity::find()
-            .filter(users_online::Column::UserId.is_in(users.iter().map(|u| u.0)))
+            .filter(users_online::Column::UserId.is_in(users.iter().copied()))
             .all(self.conn())
             .await?
             .into_iter()
@@ -58,8 +57,8 @@ impl Database {
             .await
     }
 
-    // The write-through queries below take the connection to run on, the pool or a transaction,
-    // so the presence store can apply a whole batch of them in one transaction (one commit).
+    // The write-through queries below take the connection to run on, so the presence store can
+    // apply a whole batch of them in one transaction (one commit).
 
     /// Records a new session of `user` on `node_id`.
     pub async fn session_opened(
@@ -71,8 +70,8 @@ impl Database {
         at: DateTime<Utc>,
     ) -> Result<(), DbErr> {
         sessions::Entity::insert(sessions::ActiveModel {
-            id: Set(id.0),
-            user_id: Set(user.0),
+            id: Set(id),
+            user_id: Set(user),
             node_id: Set(node_id.to_owned()),
             kind: Set(kind.to_owned()),
             away: Set(false),
@@ -95,7 +94,7 @@ impl Database {
         sessions::Entity::update_many()
             .col_expr(sessions::Column::Away, Expr::value(away))
             .col_expr(sessions::Column::LastActiveAt, Expr::value(at))
-            .filter(sessions::Column::Id.eq(id.0))
+            .filter(sessions::Column::Id.eq(id))
             .exec(conn)
             .await
             .map(|_| ())
@@ -110,7 +109,7 @@ impl Database {
         sessions::Entity::update_many()
             .col_expr(sessions::Column::EndedAt, Expr::value(at))
             .col_expr(sessions::Column::LastActiveAt, Expr::value(at))
-            .filter(sessions::Column::Id.eq(id.0))
+            .filter(sessions::Column::Id.eq(id))
             .exec(conn)
             .await
             .map(|_| ())
@@ -125,7 +124,7 @@ impl Database {
         last_seen: DateTime<Utc>,
     ) -> Result<(), DbErr> {
         users_online::Entity::insert(users_online::ActiveModel {
-            user_id: Set(user.0),
+            user_id: Set(user),
             status: Set(status.as_str().to_owned()),
             sessions: Set(session_count as i32),
             last_seen: Set(last_seen),

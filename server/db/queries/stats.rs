@@ -118,11 +118,11 @@ impl Database {
     /// sessions. Messages past retention are deleted, so they no longer count.
     pub async fn message_counts_of(&self, user: UserId) -> Result<(u64, u64), DbErr> {
         let sent = chat_messages::Entity::find()
-            .filter(chat_messages::Column::SenderId.eq(user.0))
+            .filter(chat_messages::Column::SenderId.eq(user))
             .count(self.conn())
             .await?;
         let received = chat_messages::Entity::find()
-            .filter(chat_messages::Column::RecipientId.eq(user.0))
+            .filter(chat_messages::Column::RecipientId.eq(user))
             .filter(chat_messages::Column::DeliveredAt.is_not_null())
             .count(self.conn())
             .await?;

@@ -7,7 +7,6 @@ use sea_orm::{
     TryInsertResult,
     sea_query::{Expr, ExprTrait, IntoCondition, IntoTableRef, Query},
 };
-use uuid::Uuid;
 
 use std::collections::HashSet;
 
@@ -34,7 +33,7 @@ impl Database {
     pub async fn claim_users(&self, new: &[NewUser]) -> Result<HashSet<UserId>, DbErr> {
         let now = Utc::now();
         let rows = new.iter().map(|user| users::ActiveModel {
-            id: Set(user.id.0),
+            id: Set(user.id),
             display_name: Set(user.display_name.clone()),
             token_hash: Set(user.token_hash.clone()),
             created_at: Set(now),
@@ -45,7 +44,7 @@ impl Database {
             .exec_with_returning_keys(self.writer())
             .await?;
         Ok(match inserted {
-            TryInsertResult::Inserted(ids) => ids.into_iter().map(UserId).collect(),
+            TryInsertResult::Inserted(ids) => ids.into_iter().collect(),
             TryInsertResult::Empty | TryInsertResult::Conflicted => HashSet::new(),
         })
     }
@@ -63,7 +62,7 @@ impl Database {
 
     /// One user by id.
     pub async fn find_user(&self, id: UserId) -> Result<Option<users::Model>, DbErr> {
-        users::Entity::find_by_id(id.0).one(self.conn()).await
+        users::Entity::find_by_id(id).one(self.conn()).await
     }
 
     /// Up to `limit` users unused since `cutoff` (see `unused_since`), in id order after
@@ -79,18 +78,14 @@ impl Database {
             .columns([users::Column::Id, users::Column::TokenHash])
             .filter(unused_since(cutoff));
         if let Some(after) = after {
-            query = query.filter(users::Column::Id.gt(after.0));
+            query = query.filter(users::Column::Id.gt(after));
         }
-        let rows: Vec<(Uuid, String)> = query
+        query
             .order_by_asc(users::Column::Id)
             .limit(limit)
             .into_tuple()
             .all(self.conn())
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, hash)| (UserId(id), hash))
-            .collect())
+            .await
     }
 
     /// Deletes those of `ids` that are still unused since `cutoff`, checked again in the same
@@ -115,7 +110,7 @@ impl Database {
     /// Changes a user's display name.
     pub async fn rename_user(&self, id: UserId, display_name: &str) -> Result<(), DbErr> {
         let user = users::ActiveModel {
-            id: Set(id.0),
+            id: Set(id),
             display_name: Set(display_name.to_owned()),
             updated_at: Set(Utc::now()),
             ..Default::default()
@@ -191,14 +186,7 @@ mod tests {
     }
 
     fn message(sender: UserId, recipient: UserId) -> NewMessage {
-        NewMessage {
-            message_id: Uuid::now_v7(),
-            sender,
-            recipient,
-            client_msg_id: "m-1".into(),
-            text: "hello".into(),
-            sent_at: Utc::now(),
-        }
+        NewMessage::new(sender, recipient, "m-1".into(), "hello".into())
     }
 
     /// Only users with no session, no message and no recent presence are unused; and only users
@@ -206,7 +194,7 @@ mod tests {
     async fn unused_users_are_the_claimed_and_never_seen(t: TestDb) {
         let db = &t.db;
         let (sender, recipient) = (t.alice, t.bob);
-        db.commit_messages(&[message(sender, recipient)], &[])
+        db.commit_messages(&[&message(sender, recipient)], &[])
             .await
             .unwrap();
         let with_session = claim(&t, "with-session").await;

@@ -2,22 +2,24 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::db::ids::{MessageId, Seq, UserId};
+
 #[sea_orm::model]
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "chat_messages")]
 pub struct Model {
     /// Auto-assigned, strictly increasing message sequence number.
     #[sea_orm(primary_key)]
-    pub seq: i64,
+    pub seq: Seq,
     /// Server-assigned public message id (unique).
     #[sea_orm(unique)]
-    pub message_id: Uuid,
+    pub message_id: MessageId,
     /// Conversation key: both user ids, lower first, joined by `':'`.
     pub conversation_key: String,
     /// Author of the message (FK to `users.id`).
-    pub sender_id: Uuid,
+    pub sender_id: UserId,
     /// Addressee of the message (FK to `users.id`).
-    pub recipient_id: Uuid,
+    pub recipient_id: UserId,
     /// Client-chosen id used to deduplicate retries; unique per sender.
     pub client_msg_id: String,
     /// Message body.

@@ -2,18 +2,20 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::db::ids::{Seq, UserId};
+
 #[sea_orm::model]
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "read_marks")]
 pub struct Model {
     /// The user who read the messages (FK to `users.id`).
     #[sea_orm(primary_key, auto_increment = false)]
-    pub reader_id: Uuid,
+    pub reader_id: UserId,
     /// The other participant of the conversation (FK to `users.id`).
     #[sea_orm(primary_key, auto_increment = false)]
-    pub peer_id: Uuid,
+    pub peer_id: UserId,
     /// Highest `chat_messages.seq` the reader has read from the peer.
-    pub read_up_to_seq: i64,
+    pub read_up_to_seq: Seq,
     /// When the mark last moved.
     pub updated_at: DateTimeUtc,
     /// The reading user.

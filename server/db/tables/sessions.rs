@@ -2,15 +2,17 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::db::ids::{SessionId, UserId};
+
 #[sea_orm::model]
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "sessions")]
 pub struct Model {
     /// Session id.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
+    pub id: SessionId,
     /// Owner of the session (FK to `users.id`).
-    pub user_id: Uuid,
+    pub user_id: UserId,
     /// Id of the server node holding the connection.
     pub node_id: String,
     /// Stream kind: `"chat"` (Chat or Subscribe) or `"presence"` (Presence or WatchPresence).

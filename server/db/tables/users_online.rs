@@ -2,13 +2,15 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::db::ids::UserId;
+
 #[sea_orm::model]
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "users_online")]
 pub struct Model {
     /// The user this presence row belongs to (also the FK to `users.id`).
     #[sea_orm(primary_key, auto_increment = false)]
-    pub user_id: Uuid,
+    pub user_id: UserId,
     /// Presence status: `"online"`, `"away"` or `"offline"`.
     pub status: String,
     /// Number of currently open sessions of the user.
