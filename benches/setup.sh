@@ -1,7 +1,8 @@
 # Sourced by the benchmark scripts, from the repository's root: builds the release binaries and
 # says where they, PostgreSQL and a scratch directory are.
 cargo build --release --quiet -p fastchat -p fastchat-loadgen
-server_bin=$PWD/target/release/fastchat
+# FASTCHAT_BENCH_SERVER runs another build of the server (an older one, to compare).
+server_bin=${FASTCHAT_BENCH_SERVER:-$PWD/target/release/fastchat}
 loadgen=$PWD/target/release/fastchat-loadgen
 pg_base=${FASTCHAT_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432}
 # The server reaches a local PostgreSQL through its Unix socket: over TCP, sqlx 0.9.0 leaves

@@ -1,11 +1,16 @@
 //! FastChat: a real-time 1:1 chat server over gRPC and grpc-web, on one port.
 //!
 //! - [`config`]: every setting, as flags and environment variables.
-//! - [`api`]: the tonic services (ChatService, PresenceService): validate, call the hub or the
-//!   database, map errors to statuses.
-//! - [`hub`]: in-memory sessions, fan-out, presence, typing, and the message writer.
-//! - [`db`]: SeaORM storage on SQLite or PostgreSQL; the migrations live in the `migration` crate.
-//! - `pipeline`: group commit, shared by the tasks that batch writes (messages, presence, claims).
+//! - [`api`]: the tonic services (ChatService, PresenceService): validate, call the hub, the
+//!   pipeline or the database, map errors to statuses.
+//! - [`hub`]: who is connected: the registry (sessions, presence, typing as plain data, checked
+//!   by `check_invariants` in tests), and the fan-out seam ([`hub::FanOut`]) every event for a
+//!   user's sessions leaves through.
+//! - [`pipeline`]: the durable side: the message writer (group commit, acks after the commit,
+//!   deliveries), the presence write-through, and the group-commit helper they share.
+//! - [`db`]: SeaORM storage on SQLite or PostgreSQL, typed ids, and the transaction helper that
+//!   runs a transaction again when it lost a conflict; the migrations live in the `migration`
+//!   crate.
 //! - [`identity`]: user ids claimed with a token, and checking that token; or JWT sign-in.
 //! - [`limits`]: rate limits per user and kind of action, and per client address.
 //! - [`connections`]: accepting TCP connections, at most a set number at once.

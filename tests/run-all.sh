@@ -80,10 +80,11 @@ step web_client
 step cargo fmt --all --check
 step cargo test --workspace --all-targets --no-fail-fast
 step cargo clippy --workspace --all-targets -- -D warnings
-# The end-to-end test: the server binary (`cargo build` is a no-op after the cargo tests above)
-# serving web-client/dist (built by web_client), driven by headless Chromium.
+# The end-to-end test: the server binary serving web-client/dist (built by web_client), driven by
+# headless Chromium. Built with --workspace, so its dependencies have the features the workspace
+# tests above built them with and only the fastchat crates are compiled again.
 web_client_e2e() {
-    cargo build --bin fastchat &&
+    cargo build --workspace --bin fastchat &&
         (cd web-client && FASTCHAT_BIN="$repo/target/debug/fastchat" npm run e2e)
 }
 step web_client_e2e
