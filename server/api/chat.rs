@@ -54,17 +54,17 @@ impl ChatApi {
     async fn send(
         &self,
         sender: &AuthUser,
-        request: &SendMessageRequest,
+        request: SendMessageRequest,
         prefix: &str,
         ack_to: AckTo,
     ) -> Result<()> {
         let received = Instant::now();
         self.app.limits.check(Action::Message, sender.id)?;
         let client_msg_id =
-            validate::client_msg_id(&format!("{prefix}client_msg_id"), &request.client_msg_id)?;
+            validate::client_msg_id(&format!("{prefix}client_msg_id"), request.client_msg_id)?;
         let text = validate::text(
             &format!("{prefix}text"),
-            &request.text,
+            request.text,
             self.app.config.max_message_chars,
         )?;
         let recipient = self
@@ -158,8 +158,10 @@ impl ChatApi {
                     session,
                     in_flight: permit,
                 };
-                let result = self.send(me, &request, "send_message.", ack_to).await;
-                (request.client_msg_id, result)
+                // Kept for the error event, which names the send it refuses.
+                let client_msg_id = request.client_msg_id.clone();
+                let result = self.send(me, request, "send_message.", ack_to).await;
+                (client_msg_id, result)
             }
             Some(E::Typing(request)) => (
                 String::new(),
@@ -366,7 +368,7 @@ impl ChatService for ChatApi {
         self.app.metrics.message(MessageKind::SendMessage);
         let me = authenticate(&self.app, request.metadata()).await?;
         let (reply, ack) = oneshot::channel();
-        self.send(&me, request.get_ref(), "", AckTo::Caller(reply))
+        self.send(&me, request.into_inner(), "", AckTo::Caller(reply))
             .await?;
         let response = ack
             .await
