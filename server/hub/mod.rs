@@ -199,6 +199,8 @@ impl Hub {
             self.metrics.session_closed(ended.outlet.transport);
             // Dropping the outlet closes the queue: the stream ends with the status set above.
         }
+        // Under the registry's lock, so rows reach the write-through in the order the registry made
+        // them: a session's SessionOpened before its SessionClosed.
         for op in out.store {
             if let StoreOp::Presence { status, .. } = &op {
                 self.metrics.presence_changed(*status);

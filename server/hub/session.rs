@@ -104,9 +104,11 @@ impl Hub {
             if self.is_shutting_down() {
                 return Err(Error::ShuttingDown);
             }
-            registry.open(session, peers, out)
+            let opened = registry.open(session, peers, out)?;
+            // Counted under the lock, so no end of this session can be counted before it.
+            self.metrics.session_opened(transport);
+            Ok(opened)
         })?;
-        self.metrics.session_opened(transport);
         let mut stream = SessionStream {
             id,
             user_id: user.map(|u| u.id.to_string()),
