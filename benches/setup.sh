@@ -5,8 +5,8 @@ cargo build --release --quiet -p fastchat -p fastchat-loadgen
 server_bin=${FASTCHAT_BENCH_SERVER:-$PWD/target/release/fastchat}
 loadgen=$PWD/target/release/fastchat-loadgen
 pg_base=${FASTCHAT_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432}
-# The server reaches a local PostgreSQL through its Unix socket: over TCP, sqlx 0.9.0 leaves
-# Nagle's algorithm on (sqlx issue #4335), which costs chat three quarters of its throughput.
+# The server reaches a local PostgreSQL through its Unix socket, as the earlier reports did; since
+# sqlx 0.9.1 sets TCP_NODELAY, TCP gives the same figures (BENCHMARKS.md, "PostgreSQL over TCP").
 pg_socket=${FASTCHAT_BENCH_PG_SOCKET:-/var/run/postgresql}
 work=$(mktemp -d)
 # Thousands of sessions, each a socket.
