@@ -627,22 +627,7 @@ async fn send_that_timed_out_is_not_stored_behind_its_back(backend: Backend) {
         drop(lock);
         tokio::time::sleep(Duration::from_secs(2)).await; // the writer catches up
 
-        let stored = |key: &'static str| {
-            let url = server.database_url.clone();
-            async move {
-                use sea_orm::{ConnectionTrait, Statement};
-                let db = sea_orm::Database::connect(&url).await.unwrap();
-                let sql = format!(
-                    "SELECT COUNT(*) AS n FROM chat_messages WHERE client_msg_id = '{key}'"
-                );
-                let row = db
-                    .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
-                    .await
-                    .unwrap()
-                    .unwrap();
-                row.try_get::<i64>("", "n").unwrap()
-            }
-        };
+        let stored = |key| stored_count(&server.database_url, key);
         assert_eq!(
             stored("k2").await,
             0,
@@ -662,7 +647,63 @@ async fn send_that_timed_out_is_not_stored_behind_its_back(backend: Backend) {
     .await;
 }
 
-on_both_databases!(send_that_timed_out_is_not_stored_behind_its_back);
+/// How many messages with this `client_msg_id` the database holds.
+async fn stored_count(database_url: &str, key: &str) -> i64 {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = sea_orm::Database::connect(database_url).await.unwrap();
+    let sql = format!("SELECT COUNT(*) AS n FROM chat_messages WHERE client_msg_id = '{key}'");
+    let row = db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get::<i64>("", "n").unwrap()
+}
+
+/// An ack means the message is committed: while another connection holds the database's write
+/// lock, a message sent on a Chat stream is neither acknowledged nor delivered; once the lock is
+/// gone, the ack comes, the row is there, and the recipient gets the message.
+async fn ack_waits_for_the_commit(backend: Backend) {
+    within(Duration::from_secs(60), async {
+        let server = TestServer::start(backend).await;
+        let mut alice = ChatSession::new_user(&server, "Alice").await;
+        let mut bob = ChatSession::new_user(&server, "Bob").await;
+
+        let lock = hold_write_lock(&server.database_url).await;
+        alice.send_message(&bob.user_id(), "k1", "hello").await;
+        alice
+            .assert_none_where(Duration::from_secs(1), |event| {
+                matches!(event, Event::Ack(_) | Event::Error(_))
+            })
+            .await;
+        bob.assert_none_where(Duration::from_millis(200), |event| {
+            matches!(event, Event::Message(_))
+        })
+        .await;
+        drop(lock);
+
+        let ack = alice
+            .next_where(|event| match event {
+                Event::Ack(ack) => Some(ack),
+                _ => None,
+            })
+            .await;
+        assert_eq!(stored_count(&server.database_url, "k1").await, 1);
+        let delivered = bob
+            .next_where(|event| match event {
+                Event::Message(message) => Some(message),
+                _ => None,
+            })
+            .await;
+        assert_eq!(delivered.seq, ack.seq);
+    })
+    .await;
+}
+
+on_both_databases!(
+    send_that_timed_out_is_not_stored_behind_its_back,
+    ack_waits_for_the_commit,
+);
 
 /// The server's resident memory, from /proc.
 fn rss_bytes(pid: u32) -> u64 {
