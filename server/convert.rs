@@ -3,10 +3,7 @@
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 
-use crate::db::{
-    StoredMessage,
-    ids::{Seq, UserId},
-};
+use crate::db::{Marks, StoredMessage, ids::UserId};
 use crate::proto::{
     ChatMessage, MessageStatus, SendMessageResponse, ServerEvent, StatusUpdate, server_event::Event,
 };
@@ -24,8 +21,8 @@ pub fn now_timestamp() -> Timestamp {
     timestamp(Utc::now())
 }
 
-/// A stored message with the status its sender sees, given the recipient's read mark.
-pub fn chat_message(message: &StoredMessage, recipient_read_up_to: Seq) -> ChatMessage {
+/// A stored message with the status its sender sees, given the recipient's marks on the sender.
+pub fn chat_message(message: &StoredMessage, recipient_marks: Marks) -> ChatMessage {
     ChatMessage {
         message_id: message.message_id.to_string(),
         client_msg_id: message.client_msg_id.clone(),
@@ -34,15 +31,15 @@ pub fn chat_message(message: &StoredMessage, recipient_read_up_to: Seq) -> ChatM
         text: message.text.clone(),
         seq: message.seq.to_api(),
         sent_at: Some(timestamp(message.sent_at)),
-        status: message_status(message, recipient_read_up_to) as i32,
+        status: message_status(message, recipient_marks) as i32,
     }
 }
 
-/// SENT, DELIVERED or READ, from the message's delivery time and the recipient's read mark.
-pub fn message_status(message: &StoredMessage, recipient_read_up_to: Seq) -> MessageStatus {
-    if message.seq <= recipient_read_up_to {
+/// SENT, DELIVERED or READ, from the recipient's marks on the sender.
+pub fn message_status(message: &StoredMessage, recipient_marks: Marks) -> MessageStatus {
+    if message.seq <= recipient_marks.read {
         MessageStatus::Read
-    } else if message.delivered_at.is_some() {
+    } else if message.seq <= recipient_marks.delivered {
         MessageStatus::Delivered
     } else {
         MessageStatus::Sent

@@ -372,7 +372,8 @@ async fn retention_zero_keeps_no_history(backend: Backend) {
 /// Nothing acknowledged is lost: every message is stored, exactly those it did not get stay
 /// undelivered, and they come on its next session, each once.
 async fn slow_consumer_is_dropped_without_losing_messages(backend: Backend) {
-    use fastchat::db::tables::chat_messages;
+    use fastchat::db::ids::{Seq, UserId};
+    use fastchat::db::tables::{chat_messages, conversation_members};
     use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
     const COUNT: usize = 3000;
     const QUEUE: usize = 256;
@@ -432,18 +433,22 @@ async fn slow_consumer_is_dropped_without_losing_messages(backend: Backend) {
     );
 
     let db = server.db().await;
-    let to_bob = || {
-        chat_messages::Entity::find().filter(
-            chat_messages::Column::RecipientId.eq(uuid::Uuid::parse_str(&bob.user_id()).unwrap()),
-        )
-    };
+    let id = |user: String| UserId(uuid::Uuid::parse_str(&user).unwrap());
+    let (alice_id, bob_id) = (id(alice.user_id()), id(bob.user_id()));
+    let to_bob =
+        || chat_messages::Entity::find().filter(chat_messages::Column::RecipientId.eq(bob_id));
     assert_eq!(to_bob().count(&db).await.unwrap(), COUNT as u64);
     let missed = (COUNT - received.len()) as u64;
     // Deliveries are recorded in batches, shortly after the session took them.
     let deadline = tokio::time::Instant::now() + common::WAIT;
     loop {
+        let delivered_mark = conversation_members::Entity::find_by_id((bob_id, alice_id))
+            .one(&db)
+            .await
+            .unwrap()
+            .map_or(Seq::ZERO, |bob| bob.delivered_up_to_seq);
         let undelivered = to_bob()
-            .filter(chat_messages::Column::DeliveredAt.is_null())
+            .filter(chat_messages::Column::Seq.gt(delivered_mark))
             .count(&db)
             .await
             .unwrap();

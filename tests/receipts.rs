@@ -456,6 +456,46 @@ async fn window_bounds_unacknowledged_messages(backend: Backend) {
     .await;
 }
 
+/// A receipt beyond what the session sent covers only what it sent: the delivered mark never
+/// reaches a message committed later, which comes on the next session and is not reported
+/// DELIVERED before it does.
+async fn a_receipt_past_what_was_sent_covers_only_that(backend: Backend) {
+    within(Duration::from_secs(60), async {
+        let server = TestServer::start(backend).await;
+        let mut alice = ChatSession::new_user(&server, "Alice").await;
+        let bob = ChatSession::new_user(&server, "Bob").await;
+        let bob_hello = with_receipts(&bob);
+        drop(bob);
+        let mut bob = Reader::open(&server, bob_hello.clone()).await;
+        let bob_id = bob.session().user_id();
+
+        let sent = send_many(&mut alice, &bob_id, 2, "before").await;
+        bob.read(2, usize::MAX).await;
+        bob.ack(sent[1] + 1_000).await;
+        let updates = delivered_updates(&mut alice, Duration::from_millis(500)).await;
+        assert_eq!(updates.last().map(|u| u.seq), Some(sent[1]));
+        bob.close();
+
+        let later = send_many(&mut alice, &bob_id, 1, "after").await;
+        assert!(
+            later[0] < sent[1] + 1_000,
+            "the receipt reached past the new message"
+        );
+        let updates = delivered_updates(&mut alice, Duration::from_millis(500)).await;
+        assert!(
+            updates.is_empty(),
+            "DELIVERED before Bob had it: {updates:?}"
+        );
+
+        let mut bob = Reader::open(&server, bob_hello).await;
+        bob.read(1, 1).await;
+        assert_eq!(bob.received, later);
+        let updates = delivered_updates(&mut alice, Duration::from_millis(500)).await;
+        assert_eq!(updates.last().map(|u| u.seq), Some(later[0]));
+    })
+    .await;
+}
+
 /// Browsers: a Subscribe session with receipts acknowledges with the Acknowledge call. Only the
 /// session's own user may acknowledge, and only on a session that asked for receipts.
 async fn subscribe_acknowledges_with_a_call(backend: Backend) {
@@ -578,6 +618,7 @@ on_both_databases!(
     window_bounds_unacknowledged_messages,
     subscribe_acknowledges_with_a_call,
     graceful_restart_keeps_the_last_deliveries,
+    a_receipt_past_what_was_sent_covers_only_that,
 );
 
 /// Holds the database's write lock from another connection until dropped: on PostgreSQL a lock on

@@ -14,6 +14,7 @@ mod m20261125_000004_create_chat_messages;
 mod m20261125_000005_create_read_marks;
 mod m20261125_000006_create_stats_buckets;
 mod m20261204_000007_rename_sessions_transport;
+mod m20261205_000008_create_conversations;
 
 /// Applies the fastchat schema migrations in order.
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000005_create_read_marks::Migration),
             Box::new(m20261125_000006_create_stats_buckets::Migration),
             Box::new(m20261204_000007_rename_sessions_transport::Migration),
+            Box::new(m20261205_000008_create_conversations::Migration),
         ]
     }
 }

@@ -430,17 +430,17 @@ impl ChatService for ChatApi {
             .history(me.id, peer, before_seq, u64::from(limit))
             .await
             .map_err(Error::from)?;
-        let my_mark = db.read_mark(me.id, peer).await.map_err(Error::from)?;
-        let peer_mark = db.read_mark(peer, me.id).await.map_err(Error::from)?;
+        let my_marks = db.marks(me.id, peer).await.map_err(Error::from)?;
+        let peer_marks = db.marks(peer, me.id).await.map_err(Error::from)?;
         let messages = page
             .iter()
             .map(|m| {
                 chat_message(
                     m,
                     if m.sender_id == me.id {
-                        peer_mark
+                        peer_marks
                     } else {
-                        my_mark
+                        my_marks
                     },
                 )
             })
@@ -448,7 +448,7 @@ impl ChatService for ChatApi {
         Ok(Response::new(GetHistoryResponse {
             messages,
             has_more,
-            peer_read_up_to_seq: peer_mark.to_api(),
+            peer_read_up_to_seq: peer_marks.read.to_api(),
         }))
     }
 
@@ -482,10 +482,10 @@ impl ChatService for ChatApi {
                     user_id: peer_id.to_string(),
                     display_name: row.peer.display_name.clone(),
                 };
-                let mark_of_recipient = if row.last_message.sender_id == me.id {
-                    row.peer_read_up_to_seq
+                let marks_of_recipient = if row.last_message.sender_id == me.id {
+                    row.peer_marks
                 } else {
-                    row.read_up_to_seq
+                    row.marks
                 };
                 let peer_presence = self
                     .app
@@ -498,11 +498,11 @@ impl ChatService for ChatApi {
                         sessions: 0,
                     });
                 Conversation {
-                    last_message: Some(chat_message(&row.last_message, mark_of_recipient)),
+                    last_message: Some(chat_message(&row.last_message, marks_of_recipient)),
                     peer: Some(peer),
                     unread_count: row.unread_count.min(u64::from(u32::MAX)) as u32,
-                    read_up_to_seq: row.read_up_to_seq.to_api(),
-                    peer_read_up_to_seq: row.peer_read_up_to_seq.to_api(),
+                    read_up_to_seq: row.marks.read.to_api(),
+                    peer_read_up_to_seq: row.peer_marks.read.to_api(),
                     peer_presence: Some(peer_presence),
                 }
             })

@@ -79,8 +79,11 @@ impl fmt::Display for Seq {
     }
 }
 
-/// The key of a 1:1 conversation: both user ids, lower first, so either side finds the same rows.
-pub fn conversation_key(a: UserId, b: UserId) -> String {
-    let (low, high) = if a <= b { (a, b) } else { (b, a) };
-    format!("{low}:{high}")
+/// A conversation between two users: a compact key their messages carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, DeriveValueType)]
+pub struct ConversationId(pub i64);
+
+/// Both users of a conversation, lower first, so either side finds the same row.
+pub fn conversation_pair(a: UserId, b: UserId) -> (UserId, UserId) {
+    if a <= b { (a, b) } else { (b, a) }
 }

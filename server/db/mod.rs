@@ -15,7 +15,8 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, DbErr};
 
 pub use queries::conversations::ConversationRow;
-pub use queries::messages::{CommittedRound, NewMessage, StoredMessage};
+pub use queries::marks::Marks;
+pub use queries::messages::{CommittedRound, Delivery, NewMessage, StoredMessage};
 pub use queries::presence::StoredStatus;
 pub use queries::stats::{BucketCounts, BucketKind};
 pub use queries::users::NewUser;

@@ -10,8 +10,8 @@ use super::{Effects, Hub};
 use crate::{
     convert::{chat_message, server_event},
     db::{
-        StoredMessage,
-        ids::{Seq, SessionId, UserId},
+        Marks, StoredMessage,
+        ids::{SessionId, UserId},
     },
     proto::{ServerEvent, server_event::Event},
 };
@@ -39,7 +39,7 @@ impl FanOut for Hub {
     fn publish_message(&self, message: &StoredMessage, origin: Option<SessionId>) -> usize {
         let sender = message.sender_id;
         let recipient = message.recipient_id;
-        let event = server_event(Event::Message(chat_message(message, Seq::ZERO)));
+        let event = server_event(Event::Message(chat_message(message, Marks::default())));
         let mut registry = self.lock();
         let mut out = Effects::default();
         let (recipients, senders) = registry.message_stored(sender, recipient, origin, &mut out);

@@ -22,7 +22,7 @@ use super::{
 use crate::{
     convert::{chat_message, now_timestamp, server_event},
     db::{
-        StoredMessage,
+        Marks, StoredMessage,
         ids::{Seq, SessionId, UserId},
     },
     error::{Error, Result},
@@ -183,12 +183,12 @@ impl Hub {
     /// up to `up_to`. Those count as delivered now.
     pub fn acknowledge(&self, user: UserId, session: SessionId, up_to: Seq) -> Result<()> {
         let receipts = self.lock().receipts_of(user, session)?;
-        let acknowledged: Vec<Seq> = {
+        let acknowledged: Vec<(Seq, UserId)> = {
             let mut unacked = receipts.unacked();
-            let covered = unacked.partition_point(|seq| *seq <= up_to);
+            let covered = unacked.partition_point(|(seq, _)| *seq <= up_to);
             unacked.drain(..covered).collect()
         };
-        self.pipeline.note_delivered(&acknowledged);
+        self.pipeline.note_delivered(user, &acknowledged);
         receipts.room.wake();
         Ok(())
     }
@@ -197,14 +197,15 @@ impl Hub {
 /// What a session with receipts has sent and its client has not acknowledged yet.
 #[derive(Debug, Default)]
 pub(super) struct Receipts {
-    /// Seqs sent and not acknowledged, in the (increasing) order they were sent.
-    unacked: Mutex<VecDeque<Seq>>,
+    /// Seqs sent and not acknowledged, with their senders, in the (increasing) order they were
+    /// sent.
+    unacked: Mutex<VecDeque<(Seq, UserId)>>,
     /// Wakes the session's stream when a receipt makes room in its window.
     room: AtomicWaker,
 }
 
 impl Receipts {
-    fn unacked(&self) -> MutexGuard<'_, VecDeque<Seq>> {
+    fn unacked(&self) -> MutexGuard<'_, VecDeque<(Seq, UserId)>> {
         self.unacked.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -274,11 +275,11 @@ impl Inbox {
     }
 
     /// Sends a message to the user: notes it unacknowledged, or delivered without receipts.
-    fn send(&mut self, hub: &Hub, seq: Seq, event: ServerEvent) -> ServerEvent {
+    fn send(&mut self, hub: &Hub, seq: Seq, sender: UserId, event: ServerEvent) -> ServerEvent {
         self.sent_up_to = seq;
         match &self.receipts {
-            Some(receipts) => receipts.unacked().push_back(seq),
-            None => hub.pipeline.note_delivered(&[seq]),
+            Some(receipts) => receipts.unacked().push_back((seq, sender)),
+            None => hub.pipeline.note_delivered(self.user, &[(seq, sender)]),
         }
         event
     }
@@ -304,8 +305,13 @@ impl Inbox {
                 if message.seq <= self.sent_up_to {
                     continue;
                 }
-                let event = server_event(Event::Message(chat_message(&message, Seq::ZERO)));
-                return Poll::Ready(Ok(Some(self.send(hub, message.seq, event))));
+                let event = server_event(Event::Message(chat_message(&message, Marks::default())));
+                return Poll::Ready(Ok(Some(self.send(
+                    hub,
+                    message.seq,
+                    message.sender_id,
+                    event,
+                ))));
             }
             if let Some((backlog, fetch)) = &mut self.fetching {
                 let backlog = *backlog;
@@ -350,6 +356,7 @@ impl Inbox {
         &mut self,
         hub: &Hub,
         seq: Seq,
+        sender: UserId,
         event: ServerEvent,
     ) -> Result<Option<ServerEvent>, Status> {
         if seq <= self.floor || seq <= self.sent_up_to {
@@ -364,7 +371,7 @@ impl Inbox {
             self.missed.insert(seq);
             return Ok(None);
         }
-        Ok(Some(self.send(hub, seq, event)))
+        Ok(Some(self.send(hub, seq, sender, event)))
     }
 }
 
@@ -414,9 +421,14 @@ impl SessionStream {
             (Some(Event::Message(message)), Some(user_id), Some(inbox))
                 if &message.to_user_id == user_id =>
             {
-                // The server's own seq, which always converts back.
+                // The server's own seq and sender id, which always convert back.
                 let seq = Seq::from_api(message.seq).unwrap_or_default();
-                inbox.live(&self.hub, seq, event)
+                let sender = message
+                    .from_user_id
+                    .parse()
+                    .map(UserId)
+                    .unwrap_or(inbox.user);
+                inbox.live(&self.hub, seq, sender, event)
             }
             (Some(Event::Error(error)), _, _) => {
                 self.hub.metrics.error(&error.code);

@@ -23,7 +23,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    db::{Database, NewMessage, StoredMessage, ids::Seq},
+    db::{
+        Database, Delivery, NewMessage, StoredMessage,
+        ids::{Seq, UserId},
+    },
     error::{Error, Result},
     hub::{FanOut, HubConfig},
     metrics::Metrics,
@@ -47,9 +50,9 @@ pub struct Pipeline {
     retention_days: u32,
     /// Messages waiting for the writer's next transaction.
     writer: mpsc::Sender<writer::WriteRequest>,
-    /// Seqs of messages a recipient's client has (acknowledged, or sent to a session without
-    /// receipts), and when, for the writer to record.
-    delivered: mpsc::UnboundedSender<(Seq, DateTime<Utc>)>,
+    /// Messages a recipient's client has (acknowledged, or sent to a session without receipts),
+    /// and when, for the writer to record as delivered marks.
+    delivered: mpsc::UnboundedSender<(Delivery, DateTime<Utc>)>,
     /// The same seqs until the writer has recorded them, so a session opening meanwhile does not
     /// load them again as undelivered. Its own lock: it is touched for every message taken.
     in_delivery: Mutex<HashSet<Seq>>,
@@ -130,16 +133,22 @@ impl Pipeline {
         }
     }
 
-    /// Notes that a user's client has the messages with these seqs, as of now, for the writer to
-    /// record in its next round.
-    pub(crate) fn note_delivered(&self, seqs: &[Seq]) {
-        if seqs.is_empty() {
+    /// Notes that a client of `recipient` has the messages with these seqs (each with its
+    /// sender), as of now, for the writer to record in its next round.
+    pub(crate) fn note_delivered(&self, recipient: UserId, taken: &[(Seq, UserId)]) {
+        if taken.is_empty() {
             return;
         }
         let now = Utc::now();
-        self.lock_in_delivery().extend(seqs);
-        for seq in seqs {
-            let _ = self.delivered.send((*seq, now));
+        self.lock_in_delivery()
+            .extend(taken.iter().map(|(seq, _)| *seq));
+        for &(seq, sender) in taken {
+            let delivery = Delivery {
+                recipient,
+                sender,
+                seq,
+            };
+            let _ = self.delivered.send((delivery, now));
         }
     }
 

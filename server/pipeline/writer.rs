@@ -15,8 +15,8 @@ use super::{Pipeline, group_commit};
 use crate::{
     convert::{ack, message_status, server_event, status_event},
     db::{
-        Database, NewMessage, StoredMessage,
-        ids::{Seq, SessionId, UserId},
+        Database, Delivery, NewMessage, StoredMessage,
+        ids::{Seq, SessionId},
     },
     error::{Error, Result},
     hub::FanOut,
@@ -120,11 +120,11 @@ impl Pipeline {
 
     /// The status a retried message has now.
     async fn current_status(&self, message: &StoredMessage) -> Result<MessageStatus> {
-        let read_mark = self
+        let marks = self
             .db
-            .read_mark(message.recipient_id, message.sender_id)
+            .marks(message.recipient_id, message.sender_id)
             .await?;
-        Ok(message_status(message, read_mark))
+        Ok(message_status(message, marks))
     }
 }
 
@@ -137,7 +137,7 @@ pub(super) async fn run_writer(
     pipeline: Weak<Pipeline>,
     fanout: Weak<dyn FanOut>,
     mut requests: mpsc::Receiver<WriteRequest>,
-    mut taken: mpsc::UnboundedReceiver<(Seq, DateTime<Utc>)>,
+    mut taken: mpsc::UnboundedReceiver<(Delivery, DateTime<Utc>)>,
     mut flushes: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -173,10 +173,12 @@ pub(super) async fn run_writer(
             AckTo::Session { .. } => true,
         });
         // Sorted by seq, then time, so each seq keeps the moment it was first taken.
-        received.sort_unstable();
-        received.dedup_by_key(|(seq, _)| *seq);
-        let seqs: Vec<Seq> = received.iter().map(|(seq, _)| *seq).collect();
-        let taken_at: HashMap<Seq, DateTime<Utc>> = received.drain(..).collect();
+        received.sort_unstable_by_key(|(delivery, at)| (delivery.seq, *at));
+        received.dedup_by_key(|(delivery, _)| delivery.seq);
+        let seqs: Vec<Seq> = received.iter().map(|(d, _)| d.seq).collect();
+        let deliveries: Vec<Delivery> = received.iter().map(|(d, _)| *d).collect();
+        let taken_at: HashMap<Seq, DateTime<Utc>> =
+            received.drain(..).map(|(d, at)| (d.seq, at)).collect();
         let messages: Vec<&NewMessage> = batch.iter().map(|r| &r.message).collect();
 
         let Some(pipeline) = pipeline.upgrade() else {
@@ -185,7 +187,7 @@ pub(super) async fn run_writer(
         let Some(fanout) = fanout.upgrade() else {
             return;
         };
-        let (outcomes, delivered) = commit_round(&pipeline.db, &messages, &seqs).await;
+        let (outcomes, delivered) = commit_round(&pipeline.db, &messages, &deliveries).await;
         let mut to_erase = Vec::new();
         pipeline
             .ack_round(&*fanout, &mut batch, outcomes, &mut to_erase)
@@ -208,7 +210,7 @@ pub(super) async fn run_writer(
 async fn commit_round(
     db: &Database,
     messages: &[&NewMessage],
-    delivered: &[Seq],
+    delivered: &[Delivery],
 ) -> (
     Vec<Result<(StoredMessage, bool), DbErr>>,
     Result<Vec<StoredMessage>, DbErr>,
@@ -234,15 +236,15 @@ async fn commit_round(
 
 /// What a round commits: its deliveries, recorded together, and each of its messages.
 enum Part<'a> {
-    /// The seqs of the messages to mark delivered.
-    Deliveries(&'a [Seq]),
+    /// What recipients' clients have, to record as delivered marks.
+    Deliveries(&'a [Delivery]),
     /// A message to store.
     Message(&'a NewMessage),
 }
 
 /// What committing a part did.
 enum Committed {
-    /// The messages marked delivered (see `CommittedRound::delivered`).
+    /// The newest message of each delivered mark moved (see `CommittedRound::delivered`).
     Deliveries(Vec<StoredMessage>),
     /// The stored message, and whether this round inserted it.
     Message(StoredMessage, bool),
@@ -250,7 +252,7 @@ enum Committed {
 
 /// Commits `parts` in one transaction; answers for each part, in order.
 async fn commit_parts(db: &Database, parts: &[Part<'_>]) -> Result<Vec<Committed>, DbErr> {
-    let mut delivered: &[Seq] = &[];
+    let mut delivered: &[Delivery] = &[];
     let mut messages = Vec::with_capacity(parts.len());
     for part in parts {
         match part {
@@ -301,10 +303,11 @@ impl Pipeline {
         }
     }
 
-    /// After a round's commit: tells the senders of the messages it marked delivered, once per
-    /// message at most, and measures each one's delivery latency, once: from its `sent_at`,
-    /// stamped as it was handed to the group commit, to when the first recipient session took it.
-    /// Without history, adds the delivered messages to `to_erase`.
+    /// After a round's commit: tells the sender of each conversation whose delivered mark moved,
+    /// once per round (DELIVERED covers every earlier message, so a burst reaches the sender as
+    /// one event), and measures that newest message's delivery latency: from its `sent_at`,
+    /// stamped as it was handed to the group commit, to when the first recipient session took
+    /// it. Without history, adds every message the round recorded delivered to `to_erase`.
     fn report_deliveries(
         &self,
         fanout: &dyn FanOut,
@@ -321,7 +324,7 @@ impl Pipeline {
             .retain(|seq| seqs.binary_search(seq).is_err());
         let delivered = match delivered {
             Ok(delivered) => delivered,
-            // The rows stay undelivered, so the messages come again on the next session.
+            // The marks stay where they were, so the messages come again on the next session.
             Err(err) => {
                 tracing::warn!(error = %err, "could not record deliveries");
                 return;
@@ -332,24 +335,11 @@ impl Pipeline {
                 let latency = (*at - message.sent_at).to_std().unwrap_or_default();
                 self.metrics.delivered(latency);
             }
-        }
-        // One update per conversation: DELIVERED covers every earlier message in it, so a burst
-        // of deliveries reaches the sender as one event, not one each.
-        let mut newest: HashMap<(UserId, UserId), &StoredMessage> = HashMap::new();
-        for message in &delivered {
-            let entry = newest
-                .entry((message.sender_id, message.recipient_id))
-                .or_insert(message);
-            if message.seq > entry.seq {
-                *entry = message;
-            }
-        }
-        for message in newest.into_values() {
             let update = status_event(message, message.recipient_id, MessageStatus::Delivered);
             fanout.publish_to_user(message.sender_id, update);
         }
         if !self.keeps_history() {
-            to_erase.extend(delivered.iter().map(|m| m.seq));
+            to_erase.extend_from_slice(seqs);
         }
     }
 }
@@ -375,7 +365,19 @@ pub(super) async fn run_retention(pipeline: Weak<Pipeline>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{TestDb, on_both_databases};
+    use crate::{
+        db::ids::UserId,
+        testing::{TestDb, on_both_databases},
+    };
+
+    /// Bob's client has Alice's messages up to `seq`.
+    fn bob_has(t: &TestDb, seq: Seq) -> Delivery {
+        Delivery {
+            recipient: t.bob,
+            sender: t.alice,
+            seq,
+        }
+    }
 
     fn message(sender: UserId, recipient: UserId, key: &str) -> NewMessage {
         NewMessage::new(sender, recipient, key.to_owned(), format!("text of {key}"))
@@ -391,8 +393,12 @@ mod tests {
     /// One round stores its messages and records its deliveries together.
     async fn round_commits_messages_and_deliveries(t: TestDb) {
         let first = stored(&t, "m1").await;
-        let (outcomes, delivered) =
-            commit_round(&t.db, &[&message(t.bob, t.alice, "m2")], &[first]).await;
+        let (outcomes, delivered) = commit_round(
+            &t.db,
+            &[&message(t.bob, t.alice, "m2")],
+            &[bob_has(&t, first)],
+        )
+        .await;
 
         let (reply, inserted) = outcomes[0].as_ref().unwrap();
         assert!(*inserted);
@@ -415,7 +421,8 @@ mod tests {
         let first = stored(&t, "m1").await;
         let bad = message(t.alice, UserId::new_random(), "m2");
         let good = message(t.bob, t.alice, "m3");
-        let (outcomes, delivered) = commit_round(&t.db, &[&bad, &good], &[first]).await;
+        let (outcomes, delivered) =
+            commit_round(&t.db, &[&bad, &good], &[bob_has(&t, first)]).await;
 
         assert!(outcomes[0].is_err());
         assert!(
@@ -431,8 +438,8 @@ mod tests {
     /// A message recorded delivered once is not reported again by a later round.
     async fn deliveries_are_reported_once(t: TestDb) {
         let first = stored(&t, "m1").await;
-        let (_, once) = commit_round(&t.db, &[], &[first]).await;
-        let (_, again) = commit_round(&t.db, &[], &[first]).await;
+        let (_, once) = commit_round(&t.db, &[], &[bob_has(&t, first)]).await;
+        let (_, again) = commit_round(&t.db, &[], &[bob_has(&t, first)]).await;
         assert_eq!(once.unwrap().len(), 1);
         assert!(again.unwrap().is_empty());
     }

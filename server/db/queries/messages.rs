@@ -1,20 +1,21 @@
 //! Chat messages: the batched insert behind group commit, offline delivery, history, retention.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, Condition, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TryInsertResult,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, TryInsertResult,
     sea_query::Expr,
 };
 use uuid::Uuid;
 
+use super::statement;
 use crate::db::{
     Database,
-    ids::{MessageId, Seq, UserId, conversation_key},
-    tables::chat_messages,
+    ids::{ConversationId, MessageId, Seq, UserId, conversation_pair},
+    tables::{chat_messages, conversation_members, conversations},
 };
 
 /// A message as the database stores it.
@@ -51,29 +52,41 @@ impl NewMessage {
     }
 }
 
+/// A recipient's client has the messages from `sender` up to `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Delivery {
+    /// Who received them.
+    pub recipient: UserId,
+    /// Whose messages.
+    pub sender: UserId,
+    /// The newest of them.
+    pub seq: Seq,
+}
+
 /// What one transaction of the message writer did.
 #[derive(Debug)]
 pub struct CommittedRound {
     /// In the batch's order, each stored message and whether this round inserted it (false: a
     /// retry of a stored one).
     pub messages: Vec<(StoredMessage, bool)>,
-    /// The messages this round marked delivered, leaving out ones delivered before or deleted.
+    /// For each delivered mark this round moved, the newest message it now covers (leaving out
+    /// marks that were already there, and messages deleted since).
     pub delivered: Vec<StoredMessage>,
 }
 
 impl Database {
-    /// Stores a batch of messages (group commit) and marks the messages with the `delivered` seqs
-    /// delivered, in one transaction: one commit (and, on SQLite, one fsync and one write of each
+    /// Stores a batch of messages (group commit) and moves the delivered marks of `deliveries`
+    /// forward, in one transaction: one commit (and, on SQLite, one fsync and one write of each
     /// touched page) for both.
     pub async fn commit_messages(
         &self,
         batch: &[&NewMessage],
-        delivered: &[Seq],
+        deliveries: &[Delivery],
     ) -> Result<CommittedRound, DbErr> {
         self.transaction(|tx| async move {
             Ok(CommittedRound {
                 messages: insert_messages(&tx, batch).await?,
-                delivered: mark_delivered(&tx, delivered).await?,
+                delivered: advance_delivered_marks(&tx, deliveries).await?,
             })
         })
         .await
@@ -82,16 +95,13 @@ impl Database {
     /// Messages to `user` that no session of theirs has received, oldest first.
     #[cfg(test)]
     pub async fn undelivered_for(&self, user: UserId) -> Result<Vec<StoredMessage>, DbErr> {
-        chat_messages::Entity::find()
-            .filter(chat_messages::Column::RecipientId.eq(user))
-            .filter(chat_messages::Column::DeliveredAt.is_null())
-            .order_by_asc(chat_messages::Column::Seq)
-            .all(self.conn())
+        self.undelivered_page(user, Seq::ZERO, Seq(i64::MAX), u64::MAX >> 1)
             .await
     }
 
     /// One page of a session's backlog: up to `limit` messages to `user` that no session of
-    /// theirs has received, with seq in `after + 1 ..= up_to`, oldest first.
+    /// theirs has received (above their delivered mark), with seq in `after + 1 ..= up_to`,
+    /// oldest first. One index range per conversation of the user.
     pub async fn undelivered_page(
         &self,
         user: UserId,
@@ -99,13 +109,15 @@ impl Database {
         up_to: Seq,
         limit: u64,
     ) -> Result<Vec<StoredMessage>, DbErr> {
+        let sql = "SELECT m.* FROM conversation_members k
+            JOIN chat_messages m ON m.conversation_id = k.conversation_id
+            WHERE k.user_id = $1 AND m.sender_id = k.peer_id
+              AND m.seq > k.delivered_up_to_seq AND m.seq > $2 AND m.seq <= $3
+            ORDER BY m.seq LIMIT $4";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let values = [user.into(), after.into(), up_to.into(), limit.into()];
         chat_messages::Entity::find()
-            .filter(chat_messages::Column::RecipientId.eq(user))
-            .filter(chat_messages::Column::DeliveredAt.is_null())
-            .filter(chat_messages::Column::Seq.gt(after))
-            .filter(chat_messages::Column::Seq.lte(up_to))
-            .order_by_asc(chat_messages::Column::Seq)
-            .limit(limit)
+            .from_raw_sql(statement(self.backend(), sql, values))
             .all(self.conn())
             .await
     }
@@ -142,8 +154,11 @@ impl Database {
         before_seq: Seq,
         limit: u64,
     ) -> Result<(Vec<StoredMessage>, bool), DbErr> {
+        let Some(conversation) = self.conversation_id(me, peer).await? else {
+            return Ok((Vec::new(), false));
+        };
         let mut query = chat_messages::Entity::find()
-            .filter(chat_messages::Column::ConversationKey.eq(conversation_key(me, peer)));
+            .filter(chat_messages::Column::ConversationId.eq(conversation));
         if before_seq > Seq::ZERO {
             query = query.filter(chat_messages::Column::Seq.lt(before_seq));
         }
@@ -191,16 +206,20 @@ async fn insert_messages(
     if batch.is_empty() {
         return Ok(Vec::new());
     }
+    let pairs: HashSet<(UserId, UserId)> = batch
+        .iter()
+        .map(|m| conversation_pair(m.sender, m.recipient))
+        .collect();
+    let conversations = conversation_ids(tx, pairs).await?;
     let rows = batch.iter().map(|m| chat_messages::ActiveModel {
         seq: NotSet,
         message_id: Set(m.message_id),
-        conversation_key: Set(conversation_key(m.sender, m.recipient)),
+        conversation_id: Set(conversations[&conversation_pair(m.sender, m.recipient)]),
         sender_id: Set(m.sender),
         recipient_id: Set(m.recipient),
         client_msg_id: Set(m.client_msg_id.clone()),
         text: Set(m.text.clone()),
         sent_at: Set(m.sent_at),
-        delivered_at: Set(None),
     });
     let inserted = match chat_messages::Entity::insert_many(rows)
         .on_conflict_do_nothing_on([
@@ -252,20 +271,109 @@ async fn insert_messages(
         .collect()
 }
 
-/// Marks the messages with these seqs delivered. Returns those this call changed (and so whose
-/// senders are still to be told), leaving out ones delivered before or deleted. One
-/// `UPDATE ... RETURNING`, so two writers could never both claim a message.
-async fn mark_delivered(
+/// The conversation of each pair, made (with both members) for pairs that had none.
+async fn conversation_ids(
     tx: &DatabaseTransaction,
-    seqs: &[Seq],
+    pairs: HashSet<(UserId, UserId)>,
+) -> Result<HashMap<(UserId, UserId), ConversationId>, DbErr> {
+    use conversations::Column as C;
+    let mut ids = HashMap::with_capacity(pairs.len());
+    let mut any = Condition::any();
+    for (low, high) in &pairs {
+        any = any.add(
+            Condition::all()
+                .add(C::UserLow.eq(*low))
+                .add(C::UserHigh.eq(*high)),
+        );
+    }
+    for found in conversations::Entity::find().filter(any).all(tx).await? {
+        ids.insert((found.user_low, found.user_high), found.id);
+    }
+    let new: Vec<(UserId, UserId)> = pairs.into_iter().filter(|p| !ids.contains_key(p)).collect();
+    if new.is_empty() {
+        return Ok(ids);
+    }
+    // Only the writer makes conversations, so none of these can exist by now.
+    let made = conversations::Entity::insert_many(new.iter().map(|(low, high)| {
+        conversations::ActiveModel {
+            id: NotSet,
+            user_low: Set(*low),
+            user_high: Set(*high),
+        }
+    }))
+    .exec_with_returning(tx)
+    .await?;
+    let now = Utc::now();
+    let members = made.iter().flat_map(|c| {
+        [(c.user_low, c.user_high), (c.user_high, c.user_low)].map(|(user, peer)| {
+            conversation_members::ActiveModel {
+                user_id: Set(user),
+                peer_id: Set(peer),
+                conversation_id: Set(c.id),
+                delivered_up_to_seq: Set(Seq::ZERO),
+                read_up_to_seq: Set(Seq::ZERO),
+                updated_at: Set(now),
+            }
+        })
+    });
+    conversation_members::Entity::insert_many(members)
+        .exec_without_returning(tx)
+        .await?;
+    ids.extend(made.into_iter().map(|c| ((c.user_low, c.user_high), c.id)));
+    Ok(ids)
+}
+
+/// Moves each recipient's delivered mark on each sender forward to the newest seq delivered.
+/// Returns, for each mark that moved, the newest message it covers: its sender is still to be
+/// told. A mark only moves forward, so a delivery recorded twice is reported once.
+async fn advance_delivered_marks(
+    tx: &DatabaseTransaction,
+    deliveries: &[Delivery],
 ) -> Result<Vec<StoredMessage>, DbErr> {
-    if seqs.is_empty() {
+    let mut newest: HashMap<(UserId, UserId), Seq> = HashMap::new();
+    for d in deliveries {
+        let seq = newest.entry((d.recipient, d.sender)).or_default();
+        *seq = (*seq).max(d.seq);
+    }
+    let backend = tx.get_database_backend();
+    let moved = if backend == DbBackend::Postgres {
+        // One statement for the round: a round trip each would cost more than the updates.
+        let sql = "UPDATE conversation_members k SET delivered_up_to_seq = d.seq
+            FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[]) AS d(user_id, peer_id, seq)
+            WHERE k.user_id = d.user_id AND k.peer_id = d.peer_id AND k.delivered_up_to_seq < d.seq
+            RETURNING d.seq";
+        let (mut recipients, mut senders, mut seqs) = (Vec::new(), Vec::new(), Vec::new());
+        for ((recipient, sender), seq) in newest {
+            recipients.push(recipient.0);
+            senders.push(sender.0);
+            seqs.push(seq.0);
+        }
+        let values = [recipients.into(), senders.into(), seqs.into()];
+        tx.query_all_raw(statement(backend, sql, values))
+            .await?
+            .iter()
+            .map(|row| row.try_get::<Seq>("", "seq"))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        // SQLite runs in the process: one prepared statement, run per mark, costs less than
+        // building one statement for the round.
+        let sql = "UPDATE conversation_members SET delivered_up_to_seq = $3
+            WHERE user_id = $1 AND peer_id = $2 AND delivered_up_to_seq < $3";
+        let mut moved = Vec::with_capacity(newest.len());
+        for ((recipient, sender), seq) in newest {
+            let values = [recipient.into(), sender.into(), seq.into()];
+            let result = tx.execute_raw(statement(backend, sql, values)).await?;
+            if result.rows_affected() > 0 {
+                moved.push(seq);
+            }
+        }
+        moved
+    };
+    if moved.is_empty() {
         return Ok(Vec::new());
     }
-    chat_messages::Entity::update_many()
-        .col_expr(chat_messages::Column::DeliveredAt, Expr::value(Utc::now()))
-        .filter(chat_messages::Column::Seq.is_in(seqs.iter().copied()))
-        .filter(chat_messages::Column::DeliveredAt.is_null())
-        .exec_with_returning(tx)
+    chat_messages::Entity::find()
+        .filter(chat_messages::Column::Seq.is_in(moved))
+        .all(tx)
         .await
 }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
     sea_query::{Alias, Expr, OnConflict},
 };
 
@@ -121,11 +121,17 @@ impl Database {
             .filter(chat_messages::Column::SenderId.eq(user))
             .count(self.conn())
             .await?;
-        let received = chat_messages::Entity::find()
-            .filter(chat_messages::Column::RecipientId.eq(user))
-            .filter(chat_messages::Column::DeliveredAt.is_not_null())
-            .count(self.conn())
-            .await?;
+        // Delivered: at or below the user's delivered mark on the sender.
+        let sql = "SELECT count(*) AS received FROM conversation_members k
+            JOIN chat_messages m ON m.conversation_id = k.conversation_id
+            WHERE k.user_id = $1 AND m.sender_id = k.peer_id AND m.seq <= k.delivered_up_to_seq";
+        let received = self
+            .conn()
+            .query_one_raw(super::statement(self.backend(), sql, [user.into()]))
+            .await?
+            .map(|row| row.try_get::<i64>("", "received"))
+            .transpose()?
+            .map_or(0, |n| u64::try_from(n).unwrap_or(0));
         Ok((sent, received))
     }
 }

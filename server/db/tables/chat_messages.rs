@@ -2,7 +2,7 @@
 
 use sea_orm::entity::prelude::*;
 
-use crate::db::ids::{MessageId, Seq, UserId};
+use crate::db::ids::{ConversationId, MessageId, Seq, UserId};
 
 #[sea_orm::model]
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -14,11 +14,11 @@ pub struct Model {
     /// Server-assigned public message id (unique).
     #[sea_orm(unique)]
     pub message_id: MessageId,
-    /// Conversation key: both user ids, lower first, joined by `':'`.
-    pub conversation_key: String,
+    /// The conversation (FK to `conversations.id`).
+    pub conversation_id: ConversationId,
     /// Author of the message (FK to `users.id`).
     pub sender_id: UserId,
-    /// Addressee of the message (FK to `users.id`).
+    /// Addressee of the message (deleted with them through the conversation).
     pub recipient_id: UserId,
     /// Client-chosen id used to deduplicate retries; unique per sender.
     pub client_msg_id: String,
@@ -27,8 +27,6 @@ pub struct Model {
     pub text: String,
     /// When the server accepted the message.
     pub sent_at: DateTimeUtc,
-    /// When the message was first delivered to the recipient; `None` until then.
-    pub delivered_at: Option<DateTimeUtc>,
     /// The user who sent the message.
     #[sea_orm(
         belongs_to,
@@ -38,15 +36,9 @@ pub struct Model {
         on_delete = "Cascade"
     )]
     pub sender: BelongsTo<super::users::Entity>,
-    /// The user the message is addressed to.
-    #[sea_orm(
-        belongs_to,
-        relation_enum = "Recipient",
-        from = "recipient_id",
-        to = "id",
-        on_delete = "Cascade"
-    )]
-    pub recipient: BelongsTo<super::users::Entity>,
+    /// The conversation it belongs to.
+    #[sea_orm(belongs_to, from = "conversation_id", to = "id", on_delete = "Cascade")]
+    pub conversation: BelongsTo<super::conversations::Entity>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -1,7 +1,8 @@
 //! SeaORM entities for the tables created by the `migration` crate.
 
 pub mod chat_messages;
-pub mod read_marks;
+pub mod conversation_members;
+pub mod conversations;
 pub mod sessions;
 pub mod stats_buckets;
 pub mod users;
