@@ -5,7 +5,8 @@
 # (default 100 500), then at 2,000 messages/s offered. Prints one line a run: delivered/s, p99,
 # the server's CPU per delivered message (/proc/PID/stat), the bytes the database wrote per
 # delivered message (SQLite: the server's write_bytes in /proc/PID/io; PostgreSQL: WAL bytes,
-# pg_current_wal_lsn() before and after), lost and duplicates.
+# pg_current_wal_lsn() before and after), the load generator's own CPU per message (it shares the
+# two cores), lost and duplicates.
 #
 #     git worktree add /tmp/before a2d2dcd
 #     (cd /tmp/before && CARGO_TARGET_DIR=/tmp/before/target cargo build --release --bin fastchat)
@@ -50,7 +51,8 @@ one() {
     local ticks=$(cpu_ticks "$pid") bytes=$(written "$pid") wal=0
     [[ $backend == postgres ]] && wal=$(wal_lsn)
     local report
-    report=$("$loadgen" --server "http://127.0.0.1:$port" --server-pid "$pid" \
+    report=$(/usr/bin/time -f "%U %S" -o "$work/loadgen-cpu" "$loadgen" \
+        --server "http://127.0.0.1:$port" --server-pid "$pid" \
         --duration-secs 10 chat --baseline-secs 0 "$@" | tail -n 1)
     ticks=$(($(cpu_ticks "$pid") - ticks))
     bytes=$(($(written "$pid") - bytes))
@@ -59,14 +61,16 @@ one() {
     wait "$pid" 2>/dev/null || true
     [[ -n $database ]] && psql -q "$pg_base/postgres" -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" >/dev/null
     echo -n "$label: "
-    REPORT=$report TICKS=$ticks BYTES=$bytes python3 - <<'PY'
+    REPORT=$report TICKS=$ticks BYTES=$bytes LOADGEN_CPU=$(cat "$work/loadgen-cpu") python3 - <<'PY'
 import json, os
 report = json.loads(os.environ["REPORT"])
 delivered = max(report["delivered"], 1)
 cpu_us = int(os.environ["TICKS"]) / os.sysconf("SC_CLK_TCK") * 1e6 / delivered
+loadgen_us = sum(map(float, os.environ["LOADGEN_CPU"].split())) * 1e6 / delivered
 written = int(os.environ["BYTES"]) / delivered
 print(f"{report['delivered_per_sec']:.0f}/s, p99 {report['latency']['p99_ms']} ms, "
-      f"{cpu_us:.0f} us CPU/message, {written / 1024:.1f} KiB written/message, "
+      f"{cpu_us:.0f} us CPU/message (load generator {loadgen_us:.0f}), "
+      f"{written / 1024:.1f} KiB written/message, "
       f"lost {report['lost']}, duplicates {report['duplicates']}")
 PY
 }
