@@ -382,6 +382,17 @@ pub async fn run(common: &Common, args: &ChatArgs) -> anyhow::Result<impl Serial
 }
 
 /// A message text of `bytes` characters starting with the send instant.
+/// The `client_msg_id` of a user's message number `id`: a UUIDv7, time-ordered as FastChat's
+/// clients make keys (so the server's key index appends), then the number.
+fn message_key(id: u64) -> String {
+    format!("{}-{id}", uuid::Uuid::now_v7().simple())
+}
+
+/// The message number a key of [`message_key`] carries.
+fn message_number(key: &str) -> Option<u64> {
+    key.rsplit_once('-')?.1.parse().ok()
+}
+
 fn stamped_text(base: Instant, bytes: usize) -> String {
     let mut text = format!(
         "{:0width$} ",
@@ -459,7 +470,7 @@ async fn read(
                     received.own_copies += 1;
                     continue;
                 }
-                let id = message.client_msg_id.parse::<u64>().ok();
+                let id = message_number(&message.client_msg_id);
                 let Some(id) = id.filter(|_| message.from_user_id == peer) else {
                     received.unexpected += 1;
                     continue;
@@ -475,7 +486,7 @@ async fn read(
                 }
             }
             Event::Ack(ack) => {
-                if let Ok(id) = ack.client_msg_id.parse::<u64>()
+                if let Some(id) = message_number(&ack.client_msg_id)
                     && received.acked.insert(id)
                 {
                     progress.acked.fetch_add(1, Ordering::Relaxed);
@@ -529,7 +540,7 @@ async fn write(
             }
         }
         let message = SendMessageRequest {
-            client_msg_id: id.to_string(),
+            client_msg_id: message_key(id),
             to_user_id: peer.clone(),
             text: stamped_text(plan.base, plan.message_bytes),
         };

@@ -4,9 +4,11 @@
 //! Before, every message carried a 73-character `conversation_key` and a `delivered_at` that each
 //! delivery updated, moving the row's entry in a `recipient_id + delivered_at + seq` index: five
 //! B-trees per insert, four on random keys, and two more page writes per delivery. Now a message
-//! touches its conversation's `(conversation_id, seq)` and the sender's idempotency key, and a
+//! touches one index on a random key, its conversation's `(conversation_id, seq)`, and a
 //! delivery moves one member row of a small, hot table. `read_marks` becomes the members' read
-//! marks.
+//! marks. The idempotency index puts the key before the sender, so time-ordered keys append to it,
+//! and the foreign keys on the sender and the recipient give way to the conversation's (each
+//! needed an index of its own on a user id).
 //!
 //! The conversion keeps history, read marks and idempotency keys. A conversation's delivered
 //! mark is set just below its oldest undelivered message (or at its newest message when all were
@@ -258,13 +260,9 @@ fn messages_table(table: impl IntoIden + Copy) -> TableCreateStatement {
         .col(string(ChatMessages::ClientMsgId))
         .col(text(ChatMessages::Text))
         .col(timestamp_with_time_zone(ChatMessages::SentAt))
-        // The recipient's deletion reaches their messages through the conversation; a foreign key
-        // on `recipient_id` would need an index of its own, written on every insert.
-        .foreign_key(&mut user_foreign_key(
-            "fk_chat_messages_sender_id",
-            table,
-            ChatMessages::SenderId,
-        ))
+        // A user's deletion reaches their messages through the conversation; foreign keys on
+        // `sender_id` and `recipient_id` would each need an index of their own, written on every
+        // insert.
         .foreign_key(&mut conversation_foreign_key(
             "fk_chat_messages_conversation_id",
             table,
@@ -273,9 +271,11 @@ fn messages_table(table: impl IntoIden + Copy) -> TableCreateStatement {
         .to_owned()
 }
 
-/// The indexes of `chat_messages` from this migration on: the message id and the sender's key
+/// The indexes of `chat_messages` from this migration on: the message id, the sender's key
 /// (idempotency), the conversation's messages in order (history, backlog, unread counts), and
-/// `sent_at` (retention).
+/// `sent_at` (retention). The key comes before the sender: keys that grow with time (UUIDv7, as
+/// FastChat's clients make them) then append to the index, where senders first put every
+/// sender's newest key on a page of its own, one page written per sender and commit.
 fn messages_indexes() -> [IndexCreateStatement; 4] {
     [
         Index::create()
@@ -285,10 +285,10 @@ fn messages_indexes() -> [IndexCreateStatement; 4] {
             .unique()
             .to_owned(),
         Index::create()
-            .name("idx_chat_messages_sender_client_msg")
+            .name("idx_chat_messages_client_msg_sender")
             .table(ChatMessages::Table)
-            .col(ChatMessages::SenderId)
             .col(ChatMessages::ClientMsgId)
+            .col(ChatMessages::SenderId)
             .unique()
             .to_owned(),
         Index::create()
@@ -361,11 +361,15 @@ async fn messages_up_postgres(manager: &SchemaManager<'_>) -> Result<(), DbErr> 
              FOREIGN KEY (conversation_id) REFERENCES conversations (id)
              ON DELETE CASCADE ON UPDATE CASCADE;
          ALTER TABLE chat_messages DROP CONSTRAINT fk_chat_messages_recipient_id;
+         ALTER TABLE chat_messages DROP CONSTRAINT fk_chat_messages_sender_id;
          DROP INDEX idx_chat_messages_conversation_key_seq;
          DROP INDEX idx_chat_messages_recipient_id_delivered_at_seq;
+         DROP INDEX idx_chat_messages_sender_client_msg;
          ALTER TABLE chat_messages DROP COLUMN conversation_key, DROP COLUMN delivered_at;
          CREATE INDEX idx_chat_messages_conversation_id_seq
-             ON chat_messages (conversation_id, seq);",
+             ON chat_messages (conversation_id, seq);
+         CREATE UNIQUE INDEX idx_chat_messages_client_msg_sender
+             ON chat_messages (client_msg_id, sender_id);",
     )
     .await?;
     Ok(())
@@ -432,7 +436,11 @@ async fn messages_down_postgres(manager: &SchemaManager<'_>) -> Result<(), DbErr
          ALTER TABLE chat_messages ADD CONSTRAINT fk_chat_messages_recipient_id
              FOREIGN KEY (recipient_id) REFERENCES users (id)
              ON DELETE CASCADE ON UPDATE CASCADE;
+         ALTER TABLE chat_messages ADD CONSTRAINT fk_chat_messages_sender_id
+             FOREIGN KEY (sender_id) REFERENCES users (id)
+             ON DELETE CASCADE ON UPDATE CASCADE;
          DROP INDEX idx_chat_messages_conversation_id_seq;
+         DROP INDEX idx_chat_messages_client_msg_sender;
          ALTER TABLE chat_messages DROP COLUMN conversation_id;"
     ))
     .await?;
@@ -445,14 +453,14 @@ async fn create_old_message_indexes(manager: &SchemaManager<'_>, all: bool) -> R
     if all {
         db.execute_unprepared(
             "CREATE UNIQUE INDEX idx_chat_messages_message_id ON chat_messages (message_id);
-             CREATE UNIQUE INDEX idx_chat_messages_sender_client_msg
-                 ON chat_messages (sender_id, client_msg_id);
              CREATE INDEX idx_chat_messages_sent_at ON chat_messages (sent_at);",
         )
         .await?;
     }
     db.execute_unprepared(
-        "CREATE INDEX idx_chat_messages_conversation_key_seq
+        "CREATE UNIQUE INDEX idx_chat_messages_sender_client_msg
+             ON chat_messages (sender_id, client_msg_id);
+         CREATE INDEX idx_chat_messages_conversation_key_seq
              ON chat_messages (conversation_key, seq);
          CREATE INDEX idx_chat_messages_recipient_id_delivered_at_seq
              ON chat_messages (recipient_id, delivered_at, seq);",

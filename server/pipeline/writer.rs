@@ -159,11 +159,9 @@ pub(super) async fn run_writer(
         }
         if batch.is_empty() && flushed.is_empty() {
             // Cancel safe too: when the time is up, nothing was received.
-            let _ = tokio::time::timeout(
-                DELIVERY_LINGER,
-                requests.recv_many(&mut batch, MAX_BATCH),
-            )
-            .await;
+            let _ =
+                tokio::time::timeout(DELIVERY_LINGER, requests.recv_many(&mut batch, MAX_BATCH))
+                    .await;
         }
         // What the other queue holds joins this round without waiting for it.
         while batch.len() < MAX_BATCH {

@@ -223,8 +223,8 @@ async fn insert_messages(
     });
     let inserted = match chat_messages::Entity::insert_many(rows)
         .on_conflict_do_nothing_on([
-            chat_messages::Column::SenderId,
             chat_messages::Column::ClientMsgId,
+            chat_messages::Column::SenderId,
         ])
         .exec_with_returning_many(tx)
         .await?

@@ -3,15 +3,11 @@
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
     sea_query::{Alias, Expr, OnConflict},
 };
 
-use crate::db::{
-    Database,
-    ids::UserId,
-    tables::{chat_messages, stats_buckets},
-};
+use crate::db::{Database, ids::UserId, tables::stats_buckets};
 
 /// The two sizes of stored buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,21 +113,26 @@ impl Database {
     /// How many stored messages `user` sent, and how many addressed to them reached one of their
     /// sessions. Messages past retention are deleted, so they no longer count.
     pub async fn message_counts_of(&self, user: UserId) -> Result<(u64, u64), DbErr> {
-        let sent = chat_messages::Entity::find()
-            .filter(chat_messages::Column::SenderId.eq(user))
-            .count(self.conn())
-            .await?;
-        // Delivered: at or below the user's delivered mark on the sender.
-        let sql = "SELECT count(*) AS received FROM conversation_members k
+        // Both through the user's conversations, whose messages are indexed in order.
+        let sql = "SELECT
+                count(CASE WHEN m.sender_id = k.user_id THEN 1 END) AS sent,
+                count(CASE WHEN m.sender_id = k.peer_id AND m.seq <= k.delivered_up_to_seq
+                    THEN 1 END) AS received
+            FROM conversation_members k
             JOIN chat_messages m ON m.conversation_id = k.conversation_id
-            WHERE k.user_id = $1 AND m.sender_id = k.peer_id AND m.seq <= k.delivered_up_to_seq";
-        let received = self
+            WHERE k.user_id = $1";
+        let row = self
             .conn()
             .query_one_raw(super::statement(self.backend(), sql, [user.into()]))
-            .await?
-            .map(|row| row.try_get::<i64>("", "received"))
-            .transpose()?
-            .map_or(0, |n| u64::try_from(n).unwrap_or(0));
+            .await?;
+        let count = |column| -> Result<u64, DbErr> {
+            let n = match &row {
+                Some(row) => row.try_get::<Option<i64>>("", column)?.unwrap_or(0),
+                None => 0,
+            };
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        let (sent, received) = (count("sent")?, count("received")?);
         Ok((sent, received))
     }
 }

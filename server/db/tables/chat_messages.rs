@@ -16,26 +16,17 @@ pub struct Model {
     pub message_id: MessageId,
     /// The conversation (FK to `conversations.id`).
     pub conversation_id: ConversationId,
-    /// Author of the message (FK to `users.id`).
+    /// Author of the message (deleted with them through the conversation).
     pub sender_id: UserId,
     /// Addressee of the message (deleted with them through the conversation).
     pub recipient_id: UserId,
-    /// Client-chosen id used to deduplicate retries; unique per sender.
+    /// Client-chosen id used to deduplicate retries; unique per sender (indexed key first).
     pub client_msg_id: String,
     /// Message body.
     #[sea_orm(column_type = "Text")]
     pub text: String,
     /// When the server accepted the message.
     pub sent_at: DateTimeUtc,
-    /// The user who sent the message.
-    #[sea_orm(
-        belongs_to,
-        relation_enum = "Sender",
-        from = "sender_id",
-        to = "id",
-        on_delete = "Cascade"
-    )]
-    pub sender: BelongsTo<super::users::Entity>,
     /// The conversation it belongs to.
     #[sea_orm(belongs_to, from = "conversation_id", to = "id", on_delete = "Cascade")]
     pub conversation: BelongsTo<super::conversations::Entity>,

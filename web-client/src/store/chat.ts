@@ -7,6 +7,7 @@
  */
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { createStore, type StoreApi } from "zustand/vanilla";
+import { v7 as uuidv7 } from "uuid";
 import {
   MessageStatus,
   type ChatMessage,
@@ -175,7 +176,7 @@ export interface ChatStoreOptions {
   storage?: KeyValueStorage;
   /** Name for a brand-new identity. */
   defaultDisplayName?: () => string;
-  /** New client_msg_ids (default crypto.randomUUID). */
+  /** New client_msg_ids (default UUIDv7: time-ordered, so the server's key index appends). */
   newId?: () => string;
   /** Clock in ms (default Date.now). */
   now?: () => number;
@@ -452,7 +453,7 @@ export function selectOutboxMessages(state: ChatState): UiMessage[] {
 export function createChatStore(options: ChatStoreOptions = {}): ChatStore {
   const storage = options.storage;
   const now = options.now ?? Date.now;
-  const newId = options.newId ?? (() => crypto.randomUUID());
+  const newId = options.newId ?? (() => uuidv7());
   const defaultName = options.defaultDisplayName ?? (() => "Guest");
 
   return createStore<ChatState & ChatActions>()((set, get) => {
