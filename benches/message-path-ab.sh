@@ -20,11 +20,6 @@ sizes=("$@")
 
 source benches/setup.sh
 trap 'rm -rf "$work"' EXIT
-lift=(--rate-messages-per-minute 1000000 --rate-messages-burst 1000000
-    --rate-sessions-per-minute 1000000 --rate-sessions-per-minute-per-ip 1000000
-    --rate-claims-per-minute-per-ip 1000000 --rate-claims-burst-per-ip 1000000
-    --rate-requests-per-minute 1000000 --rate-requests-burst 1000000
-    --max-concurrent-requests 20000 --max-calls-per-ip 20000)
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 written() { awk '/^write_bytes/ { print $2 }' "/proc/$1/io"; }
