@@ -85,7 +85,7 @@ step cargo clippy --workspace --all-targets -- -D warnings
 # tests above built them with and only the fastchat crates are compiled again.
 web_client_e2e() {
     cargo build --workspace --bin fastchat &&
-        (cd web-client && FASTCHAT_BIN="$repo/target/debug/fastchat" npm run e2e)
+        (cd web-client && FASTCHAT_BIN="${CARGO_TARGET_DIR:-$repo/target}/debug/fastchat" npm run e2e)
 }
 step web_client_e2e
 
