@@ -284,7 +284,13 @@ pub async fn run(common: &Common, args: &ChatArgs) -> anyhow::Result<impl Serial
                 stop.clone(),
             );
             readers.spawn(async move { (user, reading.await) });
-            let writing = write(outbox, peer, plan, noted, progress.clone());
+            // Senders at a fixed rate start spread over one interval: started together, they would
+            // all send in the same instant, a burst of every user's message each interval.
+            let phase = plan
+                .interval
+                .unwrap_or_default()
+                .mul_f64(user as f64 / senders as f64);
+            let writing = write(outbox, peer, plan, phase, noted, progress.clone());
             writers.spawn(async move { (user, writing.await) });
         }
     }
@@ -511,11 +517,13 @@ async fn read(
     received
 }
 
-/// Sends one user's messages to `peer` as `plan` says.
+/// Sends one user's messages to `peer` as `plan` says; at a fixed rate, the first `phase` after
+/// the start.
 async fn write(
     mut outbox: Outbox,
     peer: String,
     plan: Plan,
+    phase: Duration,
     mut noted: Option<mpsc::UnboundedReceiver<AckNote>>,
     progress: Arc<Progress>,
 ) -> SendTally {
@@ -524,7 +532,8 @@ async fn write(
         errors: Errors::default(),
     };
     let mut ticker = plan.interval.map(|interval| {
-        let mut ticker = tokio::time::interval(interval);
+        let first = tokio::time::Instant::from_std(plan.base) + phase;
+        let mut ticker = tokio::time::interval_at(first, interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         ticker
     });
