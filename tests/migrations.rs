@@ -80,15 +80,9 @@ async fn sessions_transport_is_renamed_kind(backend: Backend) {
     db.close().await.unwrap();
 }
 
-/// Runs `sql`, written with `$n` placeholders (SQLite reads them as `?n`), with `values` bound
-/// the way the server binds them.
+/// Runs `sql`, written with `$n` placeholders, with `values` bound the way the server binds them.
 async fn exec(db: &sea_orm::DatabaseConnection, sql: &str, values: Vec<sea_orm::Value>) {
-    let backend = db.get_database_backend();
-    let sql = match backend {
-        sea_orm::DbBackend::Sqlite => sql.replace('$', "?"),
-        _ => sql.to_owned(),
-    };
-    let statement = Statement::from_sql_and_values(backend, sql, values);
+    let statement = fastchat::db::statement(db.get_database_backend(), sql, values);
     db.execute_raw(statement).await.unwrap();
 }
 

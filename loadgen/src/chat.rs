@@ -387,7 +387,6 @@ pub async fn run(common: &Common, args: &ChatArgs) -> anyhow::Result<impl Serial
     })
 }
 
-/// A message text of `bytes` characters starting with the send instant.
 /// The `client_msg_id` of a user's message number `id`: a UUIDv7, time-ordered as FastChat's
 /// clients make keys (so the server's key index appends), then the number.
 fn message_key(id: u64) -> String {
@@ -399,6 +398,7 @@ fn message_number(key: &str) -> Option<u64> {
     key.rsplit_once('-')?.1.parse().ok()
 }
 
+/// A message text of `bytes` characters starting with the send instant.
 fn stamped_text(base: Instant, bytes: usize) -> String {
     let mut text = format!(
         "{:0width$} ",

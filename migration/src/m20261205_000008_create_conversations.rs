@@ -18,7 +18,7 @@
 use sea_orm::DbBackend;
 use sea_orm_migration::{prelude::*, schema::*};
 
-use crate::m20261125_000001_create_users::user_foreign_key;
+use crate::{m20261125_000001_create_users::user_foreign_key, m20261125_000005_create_read_marks};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -156,22 +156,10 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
         let sqlite = manager.get_database_backend() == DbBackend::Sqlite;
-        db.execute_unprepared(
-            "CREATE TABLE read_marks (
-                 reader_id uuid_text NOT NULL,
-                 peer_id uuid_text NOT NULL,
-                 read_up_to_seq bigint NOT NULL DEFAULT 0,
-                 updated_at timestamp with time zone NOT NULL,
-                 CONSTRAINT pk_read_marks PRIMARY KEY (reader_id, peer_id),
-                 CONSTRAINT fk_read_marks_reader_id FOREIGN KEY (reader_id)
-                     REFERENCES users (id) ON DELETE CASCADE ON UPDATE CASCADE,
-                 CONSTRAINT fk_read_marks_peer_id FOREIGN KEY (peer_id)
-                     REFERENCES users (id) ON DELETE CASCADE ON UPDATE CASCADE
-             )"
-            .replace("uuid_text", if sqlite { "uuid_text" } else { "uuid" })
-            .as_str(),
-        )
-        .await?;
+        // The table as migration 5 made it.
+        m20261125_000005_create_read_marks::Migration
+            .up(manager)
+            .await?;
         db.execute_unprepared(
             "INSERT INTO read_marks (reader_id, peer_id, read_up_to_seq, updated_at)
              SELECT user_id, peer_id, read_up_to_seq, updated_at FROM conversation_members

@@ -18,6 +18,7 @@ pub use queries::conversations::ConversationRow;
 pub use queries::marks::Marks;
 pub use queries::messages::{CommittedRound, Delivery, NewMessage, StoredMessage};
 pub use queries::presence::StoredStatus;
+pub use queries::statement;
 pub use queries::stats::{BucketCounts, BucketKind};
 pub use queries::users::NewUser;
 

@@ -71,12 +71,12 @@ impl Database {
                 JOIN chat_messages m ON m.conversation_id = k.conversation_id
                 WHERE k.user_id = $1 AND k.peer_id = $2 AND m.sender_id = $2 AND m.seq <= $3)
             UPDATE conversation_members SET
-                read_up_to_seq = (SELECT seq FROM newest),
-                delivered_up_to_seq = CASE
-                    WHEN delivered_up_to_seq >= (SELECT seq FROM newest) THEN delivered_up_to_seq
-                    ELSE (SELECT seq FROM newest) END,
+                read_up_to_seq = newest.seq,
+                delivered_up_to_seq = CASE WHEN delivered_up_to_seq >= newest.seq
+                    THEN delivered_up_to_seq ELSE newest.seq END,
                 updated_at = $4
-            WHERE user_id = $1 AND peer_id = $2 AND read_up_to_seq < (SELECT seq FROM newest)
+            FROM newest
+            WHERE user_id = $1 AND peer_id = $2 AND read_up_to_seq < newest.seq
             RETURNING read_up_to_seq";
         let values = [
             reader.into(),

@@ -11,7 +11,11 @@ use sea_orm::{DbBackend, Statement, Value};
 
 /// A statement written once, with PostgreSQL's `$n` placeholders, which SQLite reads as `?n`:
 /// for queries SeaORM's builder cannot say, or says with more CPU than a fixed text costs.
-fn statement(backend: DbBackend, sql: &str, values: impl IntoIterator<Item = Value>) -> Statement {
+pub fn statement(
+    backend: DbBackend,
+    sql: &str,
+    values: impl IntoIterator<Item = Value>,
+) -> Statement {
     let sql = match backend {
         DbBackend::Sqlite => sql.replace('$', "?"),
         _ => sql.to_owned(),

@@ -3,10 +3,11 @@
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    ColumnTrait, DbErr, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
     sea_query::{Alias, Expr, OnConflict},
 };
 
+use super::statement;
 use crate::db::{Database, ids::UserId, tables::stats_buckets};
 
 /// The two sizes of stored buckets.
@@ -113,6 +114,11 @@ impl Database {
     /// How many stored messages `user` sent, and how many addressed to them reached one of their
     /// sessions. Messages past retention are deleted, so they no longer count.
     pub async fn message_counts_of(&self, user: UserId) -> Result<(u64, u64), DbErr> {
+        #[derive(FromQueryResult)]
+        struct Counts {
+            sent: i64,
+            received: i64,
+        }
         // Both through the user's conversations, whose messages are indexed in order.
         let sql = "SELECT
                 count(CASE WHEN m.sender_id = k.user_id THEN 1 END) AS sent,
@@ -121,18 +127,15 @@ impl Database {
             FROM conversation_members k
             JOIN chat_messages m ON m.conversation_id = k.conversation_id
             WHERE k.user_id = $1";
-        let row = self
-            .conn()
-            .query_one_raw(super::statement(self.backend(), sql, [user.into()]))
-            .await?;
-        let count = |column| -> Result<u64, DbErr> {
-            let n = match &row {
-                Some(row) => row.try_get::<Option<i64>>("", column)?.unwrap_or(0),
-                None => 0,
-            };
-            Ok(u64::try_from(n).unwrap_or(0))
-        };
-        let (sent, received) = (count("sent")?, count("received")?);
+        // An aggregate without GROUP BY always gives one row.
+        let counts = Counts::find_by_statement(statement(self.backend(), sql, [user.into()]))
+            .one(self.conn())
+            .await?
+            .ok_or(DbErr::RecordNotFound("message counts".into()))?;
+        let (sent, received) = (
+            u64::try_from(counts.sent).unwrap_or(0),
+            u64::try_from(counts.received).unwrap_or(0),
+        );
         Ok((sent, received))
     }
 }
