@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The message path, old build beside new: OTHER_BIN (an earlier build of the server) and this
-# tree's, one after the other for ROUNDS rounds, on SQLite and PostgreSQL, each run against a new
-# database. Each run is `chat` closed loop (one message in flight per user) at each of PAIRS
-# (default 100 500), then at 2,000 messages/s offered. Prints one line a run: delivered/s, p99,
-# the server's CPU per delivered message (/proc/PID/stat), the bytes the database wrote per
-# delivered message (SQLite: the server's write_bytes in /proc/PID/io; PostgreSQL: WAL bytes,
-# pg_current_wal_lsn() before and after), the load generator's own CPU per message (it shares the
-# two cores), lost and duplicates.
+# tree's, one after the other for ROUNDS rounds, each run against a new database. Each run is
+# `chat` closed loop (one message in flight per user) at each of PAIRS (default 100 500), then
+# 500 pairs at each rate of RATES (messages/s offered, default 2000; empty: none). Environment:
+# BACKENDS (default "sqlite postgres") the databases; STREAMS (default 1) sessions sharing one
+# connection as HTTP/2 streams (5 puts 5,000 pairs on 2,000 connections). Prints one line a run:
+# delivered/s, p99, the server's CPU per delivered message (/proc/PID/stat), the bytes the
+# database wrote per delivered message (SQLite: the server's write_bytes in /proc/PID/io;
+# PostgreSQL: WAL bytes, pg_current_wal_lsn() before and after), the load generator's own CPU per
+# message (it shares the two cores), lost and duplicates.
 #
 #     git worktree add /tmp/before a2d2dcd
 #     (cd /tmp/before && CARGO_TARGET_DIR=/tmp/before/target cargo build --release --bin fastchat)
@@ -17,6 +19,9 @@ other=$1 rounds=$2
 shift 2
 sizes=("$@")
 [[ ${#sizes[@]} -gt 0 ]] || sizes=(100 500)
+read -ra rates <<<"${RATES-2000}"
+read -ra backends <<<"${BACKENDS:-sqlite postgres}"
+streams=${STREAMS:-1}
 
 source benches/setup.sh
 trap 'rm -rf "$work"' EXIT
@@ -48,7 +53,8 @@ one() {
     local report
     report=$(/usr/bin/time -f "%U %S" -o "$work/loadgen-cpu" "$loadgen" \
         --server "http://127.0.0.1:$port" --server-pid "$pid" \
-        --duration-secs 10 chat --baseline-secs 0 "$@" | tail -n 1)
+        --duration-secs 10 --streams-per-connection "$streams" chat --baseline-secs 0 "$@" |
+        tail -n 1)
     ticks=$(($(cpu_ticks "$pid") - ticks))
     bytes=$(($(written "$pid") - bytes))
     [[ $backend == postgres ]] && bytes=$(($(wal_lsn) - wal))
@@ -74,12 +80,14 @@ for round in $(seq 1 "$rounds"); do
     for build in other this; do
         bin=$server_bin
         [[ $build == other ]] && bin=$other
-        for backend in sqlite postgres; do
+        for backend in "${backends[@]}"; do
             for pairs in "${sizes[@]}"; do
                 one "$bin" "$backend" "round $round $build $backend $pairs pairs" --pairs "$pairs"
             done
-            one "$bin" "$backend" "round $round $build $backend 500 pairs at 2000/s" \
-                --pairs 500 --rate 2000
+            for rate in "${rates[@]}"; do
+                one "$bin" "$backend" "round $round $build $backend 500 pairs at $rate/s" \
+                    --pairs 500 --rate "$rate"
+            done
         done
     done
 done
