@@ -12,7 +12,9 @@ mod transaction;
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, DbErr};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, TransactionTrait,
+};
 
 pub use queries::conversations::ConversationRow;
 pub use queries::marks::Marks;
@@ -21,6 +23,10 @@ pub use queries::presence::StoredStatus;
 pub use queries::statement;
 pub use queries::stats::{BucketCounts, BucketKind};
 pub use queries::users::NewUser;
+
+/// The PostgreSQL advisory lock that migrations run under (any fixed number no other lock of
+/// FastChat's uses; this one spells "fchat-mg" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6663_6861_742d_6d67;
 
 /// The database handle; cheap to clone (connection pools inside).
 #[derive(Debug, Clone)]
@@ -80,9 +86,18 @@ impl Database {
         options
     }
 
-    /// Applies every pending migration.
+    /// Applies every pending migration. On PostgreSQL, in one transaction under an advisory lock:
+    /// nodes that boot together on one database take turns, and the later ones find nothing left
+    /// to do, where without it they raced to create the same tables and the losers failed.
     pub async fn migrate(&self) -> Result<(), DbErr> {
-        Migrator::up(&self.writer, None).await
+        if self.backend() != DbBackend::Postgres {
+            return Migrator::up(&self.writer, None).await;
+        }
+        let tx = self.writer.begin().await?;
+        tx.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+            .await?;
+        Migrator::up(&tx, None).await?;
+        tx.commit().await
     }
 
     /// A real round trip to the database, for health checks.

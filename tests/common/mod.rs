@@ -58,7 +58,7 @@ pub async fn start_binary_on(
     stdout: Stdio,
 ) -> (Child, u16) {
     let port = free_port();
-    let child = Command::new(BINARY)
+    let mut child = Command::new(BINARY)
         .args(extra)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
@@ -70,6 +70,9 @@ pub async fn start_binary_on(
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !health_ok(port).await {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("fastchat exited before it served: {status}");
+        }
         assert!(Instant::now() < deadline, "fastchat did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
