@@ -34,8 +34,11 @@ pub struct Config {
     #[arg(long, env = "FASTCHAT_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
 
-    /// Name of this server in the `sessions` table; start-up and shutdown end its sessions there.
-    #[arg(long, env = "FASTCHAT_NODE_ID", default_value = "node-1")]
+    /// This node's id among the nodes sharing the database (default: the host name and a random
+    /// suffix). A live node's id is refused to a second one; a restart under the same id takes
+    /// over and ends the sessions its earlier run left open.
+    #[arg(long, env = "FASTCHAT_NODE_ID", default_value_t = crate::node::default_id(),
+          hide_default_value = true)]
     pub node_id: String,
 
     /// Longest message text, in characters.

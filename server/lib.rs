@@ -21,6 +21,8 @@
 //! - [`codec`]: the protobuf codec, lenient with undecodable client events.
 //! - [`metrics`]: what the server counts, for Prometheus and MetricsService (the service lives in
 //!   [`api`]), with the hourly and daily buckets it stores.
+//! - [`node`]: this node among those sharing the database: its registration, heartbeats, and
+//!   cleaning up after nodes that died.
 //! - [`handshake`]: a deadline for connections that never show their protocol.
 //! - [`tls`]: optional TLS (rustls), offering HTTP/2 and HTTP/1.1.
 //! - `testing` (tests only, or the `test-support` feature): fresh test databases on SQLite and
@@ -44,6 +46,7 @@ pub mod hub;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
+pub mod node;
 pub mod pipeline;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
@@ -197,16 +200,16 @@ struct Started {
 }
 
 /// Everything before the first connection: the JWT keys (read first, like the TLS files, so a bad
-/// one stops the start at once), the database (migrated, this node's old presence rows reset), the hub, and the
-/// background tasks.
+/// one stops the start at once), the database (migrated, this node registered and what its
+/// earlier run left cleaned up), the hub, and the background tasks.
 async fn start(config: Config) -> anyhow::Result<Started> {
     let jwt = JwtVerifier::from_config(&config)?;
     let metrics = Arc::new(Metrics::new());
     let mut db = open_database(&config).await?;
     db.observe_queries(metrics.query_observer());
-    db.reset_node_presence(&config.node_id, chrono::Utc::now())
-        .await?;
-    let hub = Hub::start(db.clone(), HubConfig::from(&config), metrics.clone());
+    let hub_config = HubConfig::from(&config);
+    node::join(&db, &hub_config.node_id, hub_config.boot_id).await?;
+    let hub = Hub::start(db.clone(), hub_config, metrics.clone());
     let app = Arc::new(App {
         identity: Identity::new(db.clone(), jwt),
         limits: RateLimits::new(&config, metrics.clone()),
@@ -233,6 +236,9 @@ async fn start(config: Config) -> anyhow::Result<Started> {
     tokio::spawn(watch_database(app.clone(), health.clone()));
     tokio::spawn(forget_idle_limits(Arc::downgrade(&app)));
     tokio::spawn(identity::prune_unused_users(Arc::downgrade(&app)));
+    if app.db.backend() == sea_orm::DbBackend::Postgres {
+        tokio::spawn(node::keep_alive(Arc::downgrade(&app)));
+    }
     Ok(Started {
         app,
         health,

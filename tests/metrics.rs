@@ -717,6 +717,7 @@ async fn metrics_endpoint_describes_every_series() {
         ("fastchat_delivery_latency_seconds", "histogram"),
         ("fastchat_db_query_seconds", "histogram"),
         ("fastchat_presence_changes_total", "counter"),
+        ("fastchat_dead_nodes_cleaned_total", "counter"),
     ] {
         assert_eq!(kinds.get(name), Some(&kind), "{name} in:\n{text}");
         assert!(

@@ -5,6 +5,7 @@ mod common;
 use fastchat::testing::{Backend, FreshDatabase, on_both_databases};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, Statement};
+use uuid::Uuid;
 
 async fn table_exists(db: &sea_orm::DatabaseConnection, table: &str) -> bool {
     let sql = match db.get_database_backend() {
@@ -40,6 +41,7 @@ async fn migrations_go_up_down_and_up_again(backend: Backend) {
         "conversations",
         "conversation_members",
         "stats_buckets",
+        "nodes",
     ];
 
     Migrator::up(&db, None).await.unwrap();
@@ -96,7 +98,6 @@ async fn conversations_are_made_from_existing_messages(backend: Backend) {
         Database, NewMessage,
         ids::{Seq, UserId},
     };
-    use uuid::Uuid;
 
     let database = FreshDatabase::create(backend).await;
     let db = sea_orm::Database::connect(&database.url).await.unwrap();
@@ -223,7 +224,7 @@ async fn conversations_are_made_from_existing_messages(backend: Backend) {
 
     // Down: the old columns, with delivered_at set on what the delivered marks cover.
     let db = sea_orm::Database::connect(&database.url).await.unwrap();
-    Migrator::down(&db, Some(1)).await.unwrap();
+    Migrator::down(&db, Some(2)).await.unwrap();
     assert!(column_exists(&db, "chat_messages", "conversation_key").await);
     assert!(!column_exists(&db, "chat_messages", "conversation_id").await);
     assert!(table_exists(&db, "read_marks").await);
@@ -255,8 +256,100 @@ async fn conversations_are_made_from_existing_messages(backend: Backend) {
     db.close().await.unwrap();
 }
 
+/// `(user_id, node_id, status, last_seen)` of every `users_online` row, in that order.
+async fn presence_rows(db: &sea_orm::DatabaseConnection) -> Vec<(Uuid, String, String, String)> {
+    let has_node = column_exists(db, "users_online", "node_id").await;
+    let node = if has_node {
+        "node_id"
+    } else {
+        "'-' AS node_id"
+    };
+    let sql = format!(
+        "SELECT user_id, {node}, status, last_seen FROM users_online ORDER BY user_id, node_id"
+    );
+    db.query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let at: chrono::DateTime<chrono::Utc> = row.try_get("", "last_seen").unwrap();
+            (
+                row.try_get("", "user_id").unwrap(),
+                row.try_get("", "node_id").unwrap(),
+                row.try_get("", "status").unwrap(),
+                at.to_rfc3339(),
+            )
+        })
+        .collect()
+}
+
+/// Migration 9 gives every presence row a node: the rows from before keep their user's presence
+/// under node `''`, a user can then have a row per node, and `down` keeps each user's latest row,
+/// offline.
+async fn presence_rows_get_a_node(backend: Backend) {
+    let database = FreshDatabase::create(backend).await;
+    let db = sea_orm::Database::connect(&database.url).await.unwrap();
+    Migrator::up(&db, Some(8)).await.unwrap();
+    let user = Uuid::new_v4();
+    let (earlier, later) = (
+        chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+        chrono::DateTime::from_timestamp(1_700_000_100, 0).unwrap(),
+    );
+    exec(
+        &db,
+        "INSERT INTO users (id, display_name, token_hash, created_at, updated_at)
+         VALUES ($1, 'Alice', 'hash', $2, $2)",
+        vec![user.into(), earlier.into()],
+    )
+    .await;
+    exec(
+        &db,
+        "INSERT INTO users_online (user_id, status, sessions, last_seen, updated_at)
+         VALUES ($1, 'offline', 0, $2, $2)",
+        vec![user.into(), earlier.into()],
+    )
+    .await;
+
+    Migrator::up(&db, Some(1)).await.unwrap();
+    assert!(table_exists(&db, "nodes").await);
+    let moved = (
+        user,
+        String::new(),
+        "offline".to_owned(),
+        earlier.to_rfc3339(),
+    );
+    assert_eq!(presence_rows(&db).await, std::slice::from_ref(&moved));
+    exec(
+        &db,
+        "INSERT INTO users_online (user_id, node_id, status, sessions, last_seen, updated_at)
+         VALUES ($1, 'node-a', 'online', 1, $2, $2)",
+        vec![user.into(), later.into()],
+    )
+    .await;
+    let on_a = (
+        user,
+        "node-a".to_owned(),
+        "online".to_owned(),
+        later.to_rfc3339(),
+    );
+    assert_eq!(presence_rows(&db).await, [moved, on_a]);
+
+    Migrator::down(&db, Some(1)).await.unwrap();
+    assert!(!table_exists(&db, "nodes").await);
+    let latest = (
+        user,
+        "-".to_owned(),
+        "offline".to_owned(),
+        later.to_rfc3339(),
+    );
+    assert_eq!(presence_rows(&db).await, [latest]);
+    Migrator::up(&db, None).await.unwrap();
+    db.close().await.unwrap();
+}
+
 on_both_databases!(
     migrations_go_up_down_and_up_again,
     sessions_transport_is_renamed_kind,
     conversations_are_made_from_existing_messages,
+    presence_rows_get_a_node,
 );

@@ -215,8 +215,11 @@ where
     }
 }
 
+/// The user's row of the (one) node serving the test, not the row of nodes gone.
 async fn users_online_row(db: &DatabaseConnection, user: &str) -> Option<users_online::Model> {
-    users_online::Entity::find_by_id(uuid::Uuid::parse_str(user).unwrap())
+    users_online::Entity::find()
+        .filter(users_online::Column::UserId.eq(uuid::Uuid::parse_str(user).unwrap()))
+        .filter(users_online::Column::NodeId.ne(""))
         .one(db)
         .await
         .unwrap()

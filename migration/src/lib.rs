@@ -15,6 +15,7 @@ mod m20261125_000005_create_read_marks;
 mod m20261125_000006_create_stats_buckets;
 mod m20261204_000007_rename_sessions_transport;
 mod m20261205_000008_create_conversations;
+mod m20261205_000009_create_nodes;
 
 /// Applies the fastchat schema migrations in order.
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000006_create_stats_buckets::Migration),
             Box::new(m20261204_000007_rename_sessions_transport::Migration),
             Box::new(m20261205_000008_create_conversations::Migration),
+            Box::new(m20261205_000009_create_nodes::Migration),
         ]
     }
 }

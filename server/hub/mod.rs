@@ -28,6 +28,7 @@ use tokio::{
     time::{Instant, MissedTickBehavior},
 };
 use tonic::Status;
+use uuid::Uuid;
 
 use crate::{
     config::Config,
@@ -52,8 +53,10 @@ const TICK: Duration = Duration::from_millis(200);
 /// The hub's settings, taken from the server's config.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
-    /// Name of this node in the `sessions` table.
+    /// Name of this node in the `nodes`, `sessions` and `users_online` tables.
     pub node_id: String,
+    /// This run of the node, chosen at start: tells its registration from a later run's.
+    pub boot_id: Uuid,
     /// Events a session may have queued before it is ended as too slow.
     pub session_queue: usize,
     /// Messages a session with receipts may have unacknowledged; also the backlog's page size.
@@ -90,6 +93,7 @@ impl From<&Config> for HubConfig {
     fn from(config: &Config) -> Self {
         Self {
             node_id: config.node_id.clone(),
+            boot_id: Uuid::new_v4(),
             session_queue: config.session_queue as usize,
             receive_window: config.receive_window as usize,
             heartbeat_interval: config.heartbeat_interval(),
@@ -167,7 +171,8 @@ impl Hub {
     }
 
     /// Ends every session with UNAVAILABLE (so clients reconnect elsewhere or later), refuses new
-    /// ones and marks this node's sessions and users offline in the database.
+    /// ones, and unregisters this node, ending its sessions and its users' presence rows in the
+    /// database.
     pub async fn shutdown(&self) {
         {
             let mut registry = self.lock();
@@ -177,7 +182,7 @@ impl Hub {
             registry.detach_all(&status, &mut out);
             self.carry_out(&mut registry, out);
         }
-        self.pipeline.reset_node().await;
+        self.pipeline.remove_node().await;
     }
 
     /// Carries out what a change of the registry asks for, in order: queues its events, ends the

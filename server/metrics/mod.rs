@@ -162,6 +162,8 @@ pub struct Metrics {
     db_queries: HistogramVec,
     /// `fastchat_presence_changes_total{status}`: presence changes published.
     presence_changes: IntCounterVec,
+    /// `fastchat_dead_nodes_cleaned_total`: nodes this one found silent and cleaned up after.
+    dead_nodes_cleaned: IntCounter,
     /// What changes together. A std mutex: held for a few map and counter updates, never across
     /// an `.await`.
     live: Mutex<Live>,
@@ -307,6 +309,10 @@ impl Metrics {
                 "Presence changes published, by the new status.",
                 "status",
             ),
+            dead_nodes_cleaned: counter(
+                "fastchat_dead_nodes_cleaned_total",
+                "Nodes sharing the database that this node found silent past the dead-node timeout and cleaned up after (their sessions ended, their users' presence rows removed).",
+            ),
             live: Mutex::new(Live {
                 connections: Peaked::default(),
                 sessions: Peaked::default(),
@@ -410,6 +416,11 @@ impl Metrics {
     pub fn error(&self, code: &str) {
         self.errors.with_label_values(&[code]).inc();
         self.live().pending_at(Utc::now()).errors += 1;
+    }
+
+    /// This node cleaned up after a dead one.
+    pub fn dead_node_cleaned(&self) {
+        self.dead_nodes_cleaned.inc();
     }
 
     /// The rate limiter refused a request of `kind` from `user` (None: an anonymous watcher).

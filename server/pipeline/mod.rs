@@ -21,6 +21,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
 use crate::{
     db::{
@@ -44,8 +45,8 @@ const STORE_FLUSH_LIMIT: Duration = Duration::from_secs(3);
 pub struct Pipeline {
     /// Durable storage; sessions read their backlog through it.
     db: Database,
-    /// This node's name in the `sessions` table.
-    node_id: String,
+    /// This run of the node, as registered in `nodes`.
+    boot_id: Uuid,
     /// Days messages are kept; 0 keeps none beyond their live delivery.
     retention_days: u32,
     /// Messages waiting for the writer's next transaction.
@@ -79,7 +80,7 @@ impl Pipeline {
         let (store_tx, store_rx) = mpsc::unbounded_channel();
         let pipeline = Arc::new(Self {
             db: db.clone(),
-            node_id: config.node_id.clone(),
+            boot_id: config.boot_id,
             retention_days: config.retention_days,
             writer: writer_tx,
             delivered: delivered_tx,
@@ -173,12 +174,12 @@ impl Pipeline {
         let _ = self.store.send(op);
     }
 
-    /// At shutdown, after the rows queued before: ends this node's sessions and marks its users
-    /// offline, waiting at most [`STORE_FLUSH_LIMIT`].
-    pub(crate) async fn reset_node(&self) {
+    /// At shutdown, after the rows queued before: unregisters this node, ends its sessions and
+    /// marks its users offline, waiting at most [`STORE_FLUSH_LIMIT`].
+    pub(crate) async fn remove_node(&self) {
         let (done_tx, done_rx) = oneshot::channel();
-        let _ = self.store.send(StoreOp::ResetNode {
-            node_id: self.node_id.clone(),
+        let _ = self.store.send(StoreOp::RemoveNode {
+            boot: self.boot_id,
             done: done_tx,
         });
         // Bounded, so a database that hangs cannot stretch the shutdown past its limit.
@@ -186,7 +187,7 @@ impl Pipeline {
             .await
             .is_err()
         {
-            tracing::warn!("presence rows not reset within the shutdown limit");
+            tracing::warn!("this node's rows not cleaned up within the shutdown limit");
         }
     }
 }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseTransaction, DbErr};
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
 use crate::{
     db::{
@@ -42,10 +43,10 @@ pub(crate) enum StoreOp {
         sessions: u32,
         last_seen: DateTime<Utc>,
     },
-    /// At shutdown, after everything queued before it: end this node's sessions, users offline.
-    /// `done` is answered once that is committed.
-    ResetNode {
-        node_id: String,
+    /// At shutdown, after everything queued before it: unregister this node, end its sessions
+    /// and fold its users' rows away. `done` is answered once that is committed.
+    RemoveNode {
+        boot: Uuid,
         done: oneshot::Sender<()>,
     },
 }
@@ -60,7 +61,7 @@ pub(super) async fn run(db: Database, mut ops: mpsc::UnboundedReceiver<StoreOp>,
         apply_batch(&db, &batch, &node_id).await;
         // Answered only now: everything queued before a reset is committed (or failed) with it.
         for op in batch.drain(..) {
-            if let StoreOp::ResetNode { done, .. } = op {
+            if let StoreOp::RemoveNode { done, .. } = op {
                 let _ = done.send(());
             }
         }
@@ -98,16 +99,16 @@ async fn apply(tx: &DatabaseTransaction, op: &StoreOp, node_id: &str) -> Result<
             status,
             sessions,
             last_seen,
-        } => Database::upsert_presence(tx, *user, *status, *sessions, *last_seen).await,
-        StoreOp::ResetNode { node_id, .. } => {
-            Database::reset_node_presence_on(tx, node_id, Utc::now()).await
+        } => Database::upsert_presence(tx, *user, node_id, *status, *sessions, *last_seen).await,
+        StoreOp::RemoveNode { boot, .. } => {
+            Database::remove_node_on(tx, node_id, *boot, Utc::now()).await
         }
     }
 }
 
 /// Drops each Presence upsert that a later one for the same user in the batch overwrites. An
 /// upsert sets every column of the row, so only the last one's values would survive anyway (a
-/// ResetNode between them changes only columns the later upsert sets again). It matters when the
+/// RemoveNode comes last, at shutdown). It matters when the
 /// store falls behind: then a batch holds several publishing rounds, each with an upsert per
 /// changed user.
 fn drop_overwritten_presence(batch: &mut Vec<StoreOp>) {
@@ -146,12 +147,15 @@ mod tests {
                 .unwrap()
         }
 
-        async fn presence(&self, user: UserId) -> users_online::Model {
-            users_online::Entity::find_by_id(user.0)
+        async fn presence_on(&self, user: UserId, node: &str) -> Option<users_online::Model> {
+            users_online::Entity::find_by_id((user, node.to_owned()))
                 .one(self.db.conn())
                 .await
                 .unwrap()
-                .unwrap()
+        }
+
+        async fn presence(&self, user: UserId) -> users_online::Model {
+            self.presence_on(user, "node-a").await.unwrap()
         }
     }
 
@@ -246,25 +250,40 @@ mod tests {
         assert_eq!(t.presence(t.bob).await.status, "online");
     }
 
-    /// ResetNode is answered only once what was queued before it is committed.
-    async fn reset_answers_after_commit(t: TestDb) {
-        let s1 = SessionId::new_random();
+    /// RemoveNode is answered only once what was queued before it is committed, and cleans only
+    /// this node's rows: its sessions ended, its users' rows folded into node `''` (offline), while
+    /// another node's session and presence stay as they were.
+    async fn remove_node_cleans_only_its_own_rows(t: TestDb) {
+        let (mine, theirs) = (SessionId::new_random(), SessionId::new_random());
+        let writer = t.db.writer();
+        Database::session_opened(writer, theirs, t.bob, "node-b", "chat", at(0))
+            .await
+            .unwrap();
+        Database::upsert_presence(writer, t.bob, "node-b", StoredStatus::Online, 1, at(0))
+            .await
+            .unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let (done, answered) = oneshot::channel();
-        tx.send(opened(s1, t.alice, 0)).unwrap();
+        tx.send(opened(mine, t.alice, 0)).unwrap();
         tx.send(presence(t.alice, StoredStatus::Online, 1, 0))
             .unwrap();
-        tx.send(StoreOp::ResetNode {
-            node_id: "node-a".into(),
+        tx.send(StoreOp::RemoveNode {
+            boot: Uuid::new_v4(),
             done,
         })
         .unwrap();
+        let before = Utc::now();
         let task = tokio::spawn(run(t.db.clone(), rx, "node-a".into()));
 
         answered.await.unwrap();
-        assert!(t.session(s1).await.unwrap().ended_at.is_some());
-        let alice = t.presence(t.alice).await;
-        assert_eq!((alice.status.as_str(), alice.sessions), ("offline", 0));
+        assert!(t.session(mine).await.unwrap().ended_at.is_some());
+        assert!(t.presence_on(t.alice, "node-a").await.is_none());
+        let gone = t.presence_on(t.alice, "").await.unwrap();
+        assert_eq!((gone.status.as_str(), gone.sessions), ("offline", 0));
+        assert!(gone.last_seen >= before, "online until the stop");
+        assert_eq!(t.session(theirs).await.unwrap().ended_at, None);
+        let bob = t.presence_on(t.bob, "node-b").await.unwrap();
+        assert_eq!((bob.status.as_str(), bob.sessions), ("online", 1));
         drop(tx);
         task.await.unwrap();
     }
@@ -272,7 +291,7 @@ mod tests {
     on_both_databases!(
         batch_applies_in_order,
         failed_batch_falls_back_to_one_by_one,
-        reset_answers_after_commit,
+        remove_node_cleans_only_its_own_rows,
     );
 
     #[test]
@@ -284,8 +303,8 @@ mod tests {
             opened(s1, alice, 0),
             presence(bob, StoredStatus::Online, 1, 1),
             presence(alice, StoredStatus::Away, 1, 2),
-            StoreOp::ResetNode {
-                node_id: "node-a".into(),
+            StoreOp::RemoveNode {
+                boot: Uuid::new_v4(),
                 done: oneshot::channel().0,
             },
         ];
@@ -298,10 +317,10 @@ mod tests {
                     let who = if *user == alice { "alice" } else { "bob" };
                     format!("{who} {}", status.as_str())
                 }
-                StoreOp::ResetNode { .. } => "reset".into(),
+                StoreOp::RemoveNode { .. } => "remove".into(),
                 other => panic!("unexpected {other:?}"),
             })
             .collect();
-        assert_eq!(kept, ["opened", "bob online", "alice away", "reset"]);
+        assert_eq!(kept, ["opened", "bob online", "alice away", "remove"]);
     }
 }

@@ -3,6 +3,7 @@
 pub mod conversations;
 pub mod marks;
 pub mod messages;
+pub mod nodes;
 pub mod presence;
 pub mod stats;
 pub mod users;

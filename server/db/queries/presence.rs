@@ -1,5 +1,6 @@
-//! Presence written through to `users_online` and `sessions`, so other readers (and, later, other
-//! nodes) see who is connected.
+//! Presence written through to `users_online` and `sessions`, so other readers and other nodes see
+//! who is connected. Each node writes its own users' rows; `nodes` cleans up after those that
+//! stop.
 
 use std::collections::HashMap;
 
@@ -36,25 +37,23 @@ impl StoredStatus {
 }
 
 impl Database {
-    /// When each of these users was last seen, for those `users_online` knows.
+    /// When each of these users was last seen (on any node), for those `users_online` knows.
     pub async fn last_seen_of(
         &self,
         users: &[UserId],
     ) -> Result<HashMap<UserId, DateTime<Utc>>, DbErr> {
-        Ok(users_online::Entity::find()
+        let mut last_seen = HashMap::new();
+        let rows = users_online::Entity::find()
             .filter(users_online::Column::UserId.is_in(users.iter().copied()))
             .all(self.conn())
-            .await?
-            .into_iter()
-            .map(|row| (row.user_id, row.last_seen))
-            .collect())
-    }
-
-    /// Ends this node's open sessions and marks every user offline, in one transaction: at
-    /// start-up, for what a previous run left behind (the store does it again at shutdown).
-    pub async fn reset_node_presence(&self, node_id: &str, at: DateTime<Utc>) -> Result<(), DbErr> {
-        self.transaction(|tx| async move { Self::reset_node_presence_on(&*tx, node_id, at).await })
-            .await
+            .await?;
+        for row in rows {
+            last_seen
+                .entry(row.user_id)
+                .and_modify(|seen: &mut DateTime<Utc>| *seen = (*seen).max(row.last_seen))
+                .or_insert(row.last_seen);
+        }
+        Ok(last_seen)
     }
 
     // The write-through queries below take the connection to run on, so the presence store can
@@ -115,23 +114,25 @@ impl Database {
             .map(|_| ())
     }
 
-    /// Writes a user's presence to `users_online`.
+    /// Writes a user's presence on `node_id` to `users_online`.
     pub async fn upsert_presence(
         conn: &impl ConnectionTrait,
         user: UserId,
+        node_id: &str,
         status: StoredStatus,
         session_count: u32,
         last_seen: DateTime<Utc>,
     ) -> Result<(), DbErr> {
         users_online::Entity::insert(users_online::ActiveModel {
             user_id: Set(user),
+            node_id: Set(node_id.to_owned()),
             status: Set(status.as_str().to_owned()),
             sessions: Set(session_count as i32),
             last_seen: Set(last_seen),
             updated_at: Set(Utc::now()),
         })
         .on_conflict(
-            OnConflict::column(users_online::Column::UserId)
+            OnConflict::columns([users_online::Column::UserId, users_online::Column::NodeId])
                 .update_columns([
                     users_online::Column::Status,
                     users_online::Column::Sessions,
@@ -143,31 +144,5 @@ impl Database {
         .exec_without_returning(conn)
         .await
         .map(|_| ())
-    }
-
-    /// `reset_node_presence` on `conn`. Every user, because there is one node for now; with
-    /// several, `users_online` will need the node too.
-    pub async fn reset_node_presence_on(
-        conn: &impl ConnectionTrait,
-        node_id: &str,
-        at: DateTime<Utc>,
-    ) -> Result<(), DbErr> {
-        sessions::Entity::update_many()
-            .col_expr(sessions::Column::EndedAt, Expr::value(at))
-            .filter(sessions::Column::NodeId.eq(node_id))
-            .filter(sessions::Column::EndedAt.is_null())
-            .exec(conn)
-            .await?;
-        users_online::Entity::update_many()
-            .col_expr(
-                users_online::Column::Status,
-                Expr::value(StoredStatus::Offline.as_str()),
-            )
-            .col_expr(users_online::Column::Sessions, Expr::value(0))
-            .col_expr(users_online::Column::UpdatedAt, Expr::value(at))
-            .filter(users_online::Column::Status.ne(StoredStatus::Offline.as_str()))
-            .exec(conn)
-            .await
-            .map(|_| ())
     }
 }

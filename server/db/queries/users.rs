@@ -210,18 +210,32 @@ mod tests {
         .await
         .unwrap();
         let online = claim(&t, "online").await;
-        Database::upsert_presence(db.writer(), online, StoredStatus::Online, 0, at)
+        Database::upsert_presence(db.writer(), online, "n", StoredStatus::Online, 0, at)
             .await
             .unwrap();
         let seen_lately = claim(&t, "seen-lately").await;
         let later = Utc::now() + Duration::minutes(1);
-        Database::upsert_presence(db.writer(), seen_lately, StoredStatus::Offline, 0, later)
-            .await
-            .unwrap();
+        Database::upsert_presence(
+            db.writer(),
+            seen_lately,
+            "n",
+            StoredStatus::Offline,
+            0,
+            later,
+        )
+        .await
+        .unwrap();
         let seen_long_ago = claim(&t, "seen-long-ago").await;
-        Database::upsert_presence(db.writer(), seen_long_ago, StoredStatus::Offline, 0, at)
-            .await
-            .unwrap();
+        Database::upsert_presence(
+            db.writer(),
+            seen_long_ago,
+            "n",
+            StoredStatus::Offline,
+            0,
+            at,
+        )
+        .await
+        .unwrap();
         let never_seen = claim(&t, "never-seen").await;
 
         assert!(

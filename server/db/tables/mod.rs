@@ -3,6 +3,7 @@
 pub mod chat_messages;
 pub mod conversation_members;
 pub mod conversations;
+pub mod nodes;
 pub mod sessions;
 pub mod stats_buckets;
 pub mod users;

@@ -1,4 +1,4 @@
-//! `users_online`: aggregated presence of a user across all nodes.
+//! `users_online`: each node's view of a user's presence (one row per user and node).
 
 use sea_orm::entity::prelude::*;
 
@@ -11,9 +11,13 @@ pub struct Model {
     /// The user this presence row belongs to (also the FK to `users.id`).
     #[sea_orm(primary_key, auto_increment = false)]
     pub user_id: UserId,
+    /// The node whose sessions this row sums up; `''` keeps the latest `last_seen` of nodes that
+    /// are gone.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub node_id: String,
     /// Presence status: `"online"`, `"away"` or `"offline"`.
     pub status: String,
-    /// Number of currently open sessions of the user.
+    /// Number of the user's sessions open on this node.
     pub sessions: i32,
     /// Last time the user was seen active.
     pub last_seen: DateTimeUtc,

@@ -15,6 +15,7 @@ use crate::db::StoredStatus;
 fn config(directory_size: usize) -> HubConfig {
     HubConfig {
         node_id: "test".into(),
+        boot_id: uuid::Uuid::new_v4(),
         session_queue: 16,
         receive_window: 16,
         heartbeat_interval: Duration::from_secs(20),
