@@ -27,6 +27,10 @@ pub use queries::users::NewUser;
 /// The PostgreSQL advisory lock that migrations run under (any fixed number no other lock of
 /// FastChat's uses; this one spells "fchat-mg" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6663_6861_742d_6d67;
+/// The PostgreSQL advisory lock a transaction inserting messages holds until it commits
+/// ("fchat-sq"), so that seqs become visible in the order they were given (see
+/// `Database::commit_messages`).
+pub(crate) const MESSAGE_SEQ_LOCK: i64 = 0x6663_6861_742d_7371;
 
 /// The database handle; cheap to clone (connection pools inside).
 #[derive(Debug, Clone)]

@@ -480,4 +480,34 @@ mod tests {
         failed_round_falls_back_to_one_by_one,
         deliveries_are_reported_once,
     );
+
+    /// On PostgreSQL a round that inserts messages waits while another writer (another node's,
+    /// here a transaction holding the seq lock as one does between its insert and its commit)
+    /// has not committed, so its higher seq never becomes visible before the lower one.
+    async fn a_round_waits_for_an_open_lower_seq(t: TestDb) {
+        use sea_orm::{ConnectionTrait, TransactionTrait};
+        let other_writer = t.db.writer().begin().await.unwrap();
+        let lock = format!(
+            "SELECT pg_advisory_xact_lock({})",
+            crate::db::MESSAGE_SEQ_LOCK
+        );
+        other_writer.execute_unprepared(&lock).await.unwrap();
+        let round = tokio::spawn({
+            let (db, alice, bob) = (t.db.clone(), t.alice, t.bob);
+            async move { db.commit_messages(&[&message(alice, bob, "m1")], &[]).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!round.is_finished(), "committed while a lower seq was open");
+        assert_eq!(t.db.last_seq().await.unwrap(), Seq::ZERO);
+
+        other_writer.commit().await.unwrap();
+        round.await.unwrap().unwrap();
+        assert!(t.db.last_seq().await.unwrap() > Seq::ZERO);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_round_waits_for_an_open_lower_seq_on_postgres() {
+        let postgres = crate::testing::Backend::Postgres;
+        crate::testing::run_on(postgres, a_round_waits_for_an_open_lower_seq).await;
+    }
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::statement;
 use crate::db::{
-    Database,
+    Database, MESSAGE_SEQ_LOCK,
     ids::{ConversationId, MessageId, Seq, UserId, conversation_pair},
     tables::{chat_messages, conversation_members, conversations},
 };
@@ -78,12 +78,22 @@ impl Database {
     /// Stores a batch of messages (group commit) and moves the delivered marks of `deliveries`
     /// forward, in one transaction: one commit (and, on SQLite, one fsync and one write of each
     /// touched page) for both.
+    ///
+    /// PostgreSQL gives a seq at insert, not at commit, so two nodes' writers could commit seq 11
+    /// before seq 10; a reader in between would see 11 but not 10, and a read or delivered mark
+    /// at 11 would cover 10 before anyone saw it. Inserting under [`MESSAGE_SEQ_LOCK`], held to
+    /// the commit, makes what is visible always every seq up to the highest visible one. (SQLite
+    /// has one writer, and a node one message writer, so there it always was.)
     pub async fn commit_messages(
         &self,
         batch: &[&NewMessage],
         deliveries: &[Delivery],
     ) -> Result<CommittedRound, DbErr> {
         self.transaction(|tx| async move {
+            if !batch.is_empty() && tx.get_database_backend() == DbBackend::Postgres {
+                tx.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MESSAGE_SEQ_LOCK})"))
+                    .await?;
+            }
             Ok(CommittedRound {
                 messages: insert_messages(&tx, batch).await?,
                 delivered: advance_delivered_marks(&tx, deliveries).await?,
