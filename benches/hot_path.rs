@@ -85,7 +85,7 @@ async fn fixture() -> Fixture {
     let alice = new_user("Alice").await;
     let bob = new_user("Bob").await;
     let config = HubConfig::from(&Config::from_env());
-    let hub = Hub::start(db, config, Arc::new(Metrics::new()));
+    let hub = Hub::start(db, config, Arc::new(Metrics::new()), None);
     let mut bob_session = hub
         .open_session(
             Some(&bob),

@@ -41,6 +41,17 @@ pub struct Config {
           hide_default_value = true)]
     pub node_id: String,
 
+    /// NATS server(s) to exchange events with the other nodes through (`nats://host:4222`, several
+    /// separated by commas); set, it turns cluster mode on, which needs PostgreSQL.
+    #[arg(long, env = "FASTCHAT_NATS_URL")]
+    pub nats_url: Option<String>,
+
+    /// Prefix of every NATS subject this cluster uses, so several clusters (or test runs) can
+    /// share one NATS server.
+    #[arg(long, env = "FASTCHAT_CLUSTER_NAME", default_value = "fastchat",
+          value_parser = cluster_name)]
+    pub cluster_name: String,
+
     /// Longest message text, in characters.
     #[arg(long, env = "FASTCHAT_MAX_MESSAGE_CHARS", default_value_t = 4000,
           value_parser = clap::value_parser!(u32).range(1..=16_000))]
@@ -301,6 +312,20 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+}
+
+/// A cluster name is one NATS subject token: letters, digits, `-` and `_`.
+fn cluster_name(name: &str) -> Result<String, String> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err("use 1 to 64 letters, digits, '-' or '_'".into())
+    }
 }
 
 impl Config {

@@ -6,6 +6,7 @@
 //! - [`hub`]: who is connected: the registry (sessions, presence, typing as plain data, checked
 //!   by `check_invariants` in tests), and the fan-out seam ([`hub::FanOut`]) every event for a
 //!   user's sessions leaves through.
+//! - [`cluster`]: cluster mode: events for users on other nodes, over NATS.
 //! - [`pipeline`]: the durable side: the message writer (group commit, acks after the commit,
 //!   deliveries), the presence write-through, and the group-commit helper they share.
 //! - [`db`]: SeaORM storage on SQLite or PostgreSQL, typed ids, and the transaction helper that
@@ -32,6 +33,7 @@
 //! bind `127.0.0.1:0` and stop the server when they like.
 
 pub mod api;
+pub mod cluster;
 pub mod codec;
 pub mod concurrency;
 pub mod config;
@@ -75,6 +77,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::{
     api::{ChatApi, MetricsApi, PresenceApi},
+    cluster::Cluster,
     config::Config,
     db::Database,
     hub::{Hub, HubConfig},
@@ -165,7 +168,13 @@ pub async fn run(
     } else {
         "claim"
     };
-    tracing::info!(%local_addr, scheme, sign_in, database = app.db_kind(), "FastChat listening (gRPC, grpc-web, HTTP)");
+    let node = app.config.node_id.as_str();
+    let cluster = app
+        .config
+        .nats_url
+        .as_ref()
+        .map(|_| app.config.cluster_name.as_str());
+    tracing::info!(%local_addr, scheme, sign_in, database = app.db_kind(), node, cluster, "FastChat listening (gRPC, grpc-web, HTTP)");
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let end_streams = {
@@ -204,12 +213,17 @@ struct Started {
 /// earlier run left cleaned up), the hub, and the background tasks.
 async fn start(config: Config) -> anyhow::Result<Started> {
     let jwt = JwtVerifier::from_config(&config)?;
+    check_cluster_mode(&config)?;
     let metrics = Arc::new(Metrics::new());
     let mut db = open_database(&config).await?;
     db.observe_queries(metrics.query_observer());
     let hub_config = HubConfig::from(&config);
     node::join(&db, &hub_config.node_id, hub_config.boot_id).await?;
-    let hub = Hub::start(db.clone(), hub_config, metrics.clone());
+    let cluster = match &config.nats_url {
+        Some(url) => Some(Cluster::connect(url, &config.cluster_name, &config.node_id).await?),
+        None => None,
+    };
+    let hub = Hub::start(db.clone(), hub_config, metrics.clone(), cluster);
     let app = Arc::new(App {
         identity: Identity::new(db.clone(), jwt),
         limits: RateLimits::new(&config, metrics.clone()),
@@ -245,6 +259,26 @@ async fn start(config: Config) -> anyhow::Result<Started> {
         health_route: Routes::new(health_service),
         stats_flusher: (stop_flusher, flusher),
     })
+}
+
+/// Cluster mode's needs: a database the nodes share, and stored messages (a node cannot know
+/// whether another node's session took a message, so what it did not deliver must wait in the
+/// database).
+fn check_cluster_mode(config: &Config) -> anyhow::Result<()> {
+    if config.nats_url.is_none() {
+        return Ok(());
+    }
+    if !config.database_url().starts_with("postgres") {
+        anyhow::bail!(
+            "cluster mode (--nats-url) needs PostgreSQL, which the nodes share: set DATABASE_URL to a postgres:// URL"
+        );
+    }
+    if config.retention_days == 0 {
+        anyhow::bail!(
+            "cluster mode (--nats-url) needs stored messages: set --retention-days above 0"
+        );
+    }
+    Ok(())
 }
 
 /// Serves `routes` on `listener` (through TLS when given) behind the server-wide limits, until

