@@ -220,10 +220,16 @@ async fn start(config: Config) -> anyhow::Result<Started> {
     let hub_config = HubConfig::from(&config);
     node::join(&db, &hub_config.node_id, hub_config.boot_id).await?;
     let cluster = match &config.nats_url {
-        Some(url) => Some(Cluster::connect(url, &config.cluster_name, &config.node_id).await?),
+        Some(url) => {
+            let (name, node) = (&config.cluster_name, &config.node_id);
+            Some(Cluster::connect(url, name, node, hub_config.boot_id).await?)
+        }
         None => None,
     };
-    let hub = Hub::start(db.clone(), hub_config, metrics.clone(), cluster);
+    let hub = Hub::start(db.clone(), hub_config, metrics.clone(), cluster.clone());
+    if let Some(cluster) = &cluster {
+        cluster.start_presence(&hub).await?;
+    }
     let app = Arc::new(App {
         identity: Identity::new(db.clone(), jwt),
         limits: RateLimits::new(&config, metrics.clone()),
@@ -359,6 +365,9 @@ async fn finish(
         .is_err()
     {
         tracing::warn!("the message writer did not finish within the shutdown limit");
+    }
+    if let Some(cluster) = app.hub.cluster() {
+        cluster.leave().await;
     }
     stop_flusher.cancel();
     let _ = flusher.await;

@@ -1,5 +1,6 @@
-//! Several FastChat nodes on one PostgreSQL database: what they need from the database to share
-//! it without breaking each other.
+//! Several FastChat nodes on one PostgreSQL database, and in cluster mode on NATS: what they
+//! need from the database to share it without breaking each other, and users on different nodes
+//! chatting and seeing each other as if on one.
 
 mod common;
 
@@ -12,8 +13,10 @@ use common::{ChatSession, start_binary_on};
 use fastchat::{
     node::DEAD_AFTER,
     proto::{
-        ChatMessage, Hello, MarkReadRequest, MessageStatus, SendMessageResponse, SetTypingRequest,
-        StatusUpdate, TypingEvent, client_event, server_event::Event,
+        ChatMessage, Hello, ListOnlineRequest, MarkReadRequest, MessageStatus, Presence,
+        PresenceChange, PresenceEvent, PresenceStatus, PresenceUpdate, SendMessageResponse,
+        SetTypingRequest, StatusUpdate, TypingEvent, client_event, presence_event,
+        presence_service_client::PresenceServiceClient, server_event::Event,
     },
     testing::{Backend, FreshDatabase, postgres_base_url},
 };
@@ -343,17 +346,166 @@ async fn wait_for_rows(db: &DatabaseConnection, node: &str, expected: [i64; 4], 
     }
 }
 
-/// `fastchat_dead_nodes_cleaned_total` of the node at `port`.
-async fn dead_nodes_cleaned(port: u16) -> f64 {
+/// The body of `GET path` on the node at `port`.
+async fn http_get(port: u16, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
-    let request = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    stream.write_all(request).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
-    common::series(&response, "fastchat_dead_nodes_cleaned_total").unwrap()
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+    body.to_owned()
+}
+
+/// `fastchat_dead_nodes_cleaned_total` of the node at `port`.
+async fn dead_nodes_cleaned(port: u16) -> f64 {
+    let metrics = http_get(port, "/metrics").await;
+    common::series(&metrics, "fastchat_dead_nodes_cleaned_total").unwrap()
+}
+
+/// Who the node at `port` says is online, as (id, status, sessions) in id order: by ListOnline,
+/// and by `/presence/online`.
+async fn online_on(port: u16) -> [Vec<(String, PresenceStatus, u32)>; 2] {
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = PresenceServiceClient::new(channel);
+    let listed = client
+        .list_online(ListOnlineRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut online: Vec<(String, PresenceStatus, u32)> = listed
+        .users
+        .iter()
+        .map(|p| {
+            let id = p.user.as_ref().unwrap().user_id.clone();
+            (id, p.status(), p.sessions)
+        })
+        .collect();
+    online.sort();
+    let body: serde_json::Value =
+        serde_json::from_str(&http_get(port, "/presence/online").await).unwrap();
+    let mut over_http: Vec<(String, PresenceStatus, u32)> = body["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            let status = match u["status"].as_str().unwrap() {
+                "away" => PresenceStatus::Away,
+                _ => PresenceStatus::Online,
+            };
+            let sessions = u["sessions"].as_u64().unwrap() as u32;
+            (u["user_id"].as_str().unwrap().to_owned(), status, sessions)
+        })
+        .collect();
+    over_http.sort();
+    [online, over_http]
+}
+
+/// Waits until every node of `ports` says `expected` is online (in any order), by ListOnline and
+/// by `/presence/online`, at most `limit`.
+async fn wait_for_online(ports: &[u16], expected: &[(&str, PresenceStatus, u32)], limit: Duration) {
+    let mut expected: Vec<(String, PresenceStatus, u32)> = expected
+        .iter()
+        .map(|(id, status, sessions)| ((*id).to_owned(), *status, *sessions))
+        .collect();
+    expected.sort();
+    let deadline = Instant::now() + limit;
+    for port in ports {
+        loop {
+            let online = online_on(*port).await;
+            if online.iter().all(|answer| *answer == expected) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node on {port} says {online:?}, expected {expected:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A chat event's presence change for `user`, if it is one.
+fn change_of(user: &str) -> impl FnMut(Event) -> Option<Presence> + '_ {
+    move |event| match event {
+        Event::Presence(PresenceEvent {
+            event: Some(presence_event::Event::Change(PresenceChange { presence: Some(p) })),
+        }) if p.user.as_ref().is_some_and(|u| u.user_id == user) => Some(p),
+        _ => None,
+    }
+}
+
+/// Every node sees every user, merged: ONLINE if any node has them ONLINE, AWAY if all their
+/// sessions said away, sessions added up; ListOnline and `/presence/online` agree on every node,
+/// and a chat session gets the changes of users on other nodes. A graceful stop of a node does
+/// not touch users with sessions elsewhere; a SIGKILLed node's users go OFFLINE everywhere once
+/// it is noticed and the grace period has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_the_same_on_every_node() {
+    let Some(mut cluster) = Cluster::create().await else {
+        return;
+    };
+    let grace = ["--offline-grace-ms", "1000"];
+    let (_a, port_a) = cluster.start("node-a", &grace).await;
+    let (mut b, port_b) = cluster.start("node-b", &grace).await;
+    let (c, port_c) = cluster.start("node-c", &grace).await;
+    let mut alice = user_on(port_a, "Alice").await;
+    let bob = user_on(port_b, "Bob").await;
+    let carol = user_on(port_c, "Carol").await;
+    let (a_id, b_id, c_id) = (alice.user_id(), bob.user_id(), carol.user_id());
+    let (online, away) = (PresenceStatus::Online, PresenceStatus::Away);
+    let limit = common::WAIT;
+
+    let all = [port_a, port_b, port_c];
+    wait_for_online(
+        &all,
+        &[(&a_id, online, 1), (&b_id, online, 1), (&c_id, online, 1)],
+        limit,
+    )
+    .await;
+    let seen = alice.next_where(change_of(&c_id)).await;
+    assert_eq!(seen.status(), online);
+
+    bob.send(client_event::Event::Presence(PresenceUpdate {
+        status: away as i32,
+    }))
+    .await;
+    wait_for_online(
+        &all,
+        &[(&a_id, online, 1), (&b_id, away, 1), (&c_id, online, 1)],
+        limit,
+    )
+    .await;
+    let _bob_on_c = session_on(port_c, bob.hello_again()).await;
+    wait_for_online(
+        &all,
+        &[(&a_id, online, 1), (&b_id, online, 2), (&c_id, online, 1)],
+        limit,
+    )
+    .await;
+
+    drop(bob);
+    b.stop().await;
+    let left = [port_a, port_c];
+    wait_for_online(
+        &left,
+        &[(&a_id, online, 1), (&b_id, online, 1), (&c_id, online, 1)],
+        limit,
+    )
+    .await;
+
+    c.signal("KILL");
+    wait_for_online(&[port_a], &[(&a_id, online, 1)], DEAD_AFTER + limit).await;
+    let gone = alice.next_where(change_of(&c_id)).await;
+    assert_eq!(gone.status(), PresenceStatus::Offline);
 }
 
 /// A second process given the id of a live node exits at start with an error that says so; once

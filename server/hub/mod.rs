@@ -45,6 +45,7 @@ use crate::{
 };
 
 pub use fanout::FanOut;
+pub(crate) use registry::{Activity, NodeUser};
 use registry::{Effects, PRESENCE_COALESCE, Registry};
 pub use session::{SessionKind, SessionStream};
 
@@ -80,6 +81,8 @@ pub struct HubConfig {
     pub directory_size: usize,
     /// Streams watching every user's presence at once.
     pub watch_all_limit: usize,
+    /// Whether this node shares its users' presence with other nodes (cluster mode).
+    pub shares_presence: bool,
 }
 
 impl HubConfig {
@@ -106,6 +109,7 @@ impl From<&Config> for HubConfig {
             max_sessions: config.max_sessions as usize,
             directory_size: config.presence_directory_size as usize,
             watch_all_limit: config.presence_watch_all_limit as usize,
+            shares_presence: config.nats_url.is_some(),
         }
     }
 }
@@ -163,6 +167,11 @@ impl Hub {
         &self.pipeline
     }
 
+    /// The link to the other nodes, in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Registry> {
         // A panic while holding the lock leaves maps that are still consistent enough to serve.
         self.registry
@@ -201,6 +210,12 @@ impl Hub {
     fn carry_out(&self, registry: &mut Registry, mut out: Effects) {
         while let Some((id, event)) = out.sends.pop_front() {
             self.queue(registry, id, event, &mut out);
+        }
+        // Under the lock too, so the other nodes get this node's changes in the order made.
+        if !out.shared.is_empty()
+            && let Some(cluster) = &self.cluster
+        {
+            cluster.share_presence(std::mem::take(&mut out.shared));
         }
         for ended in out.ended {
             if let Some(status) = ended.status {
@@ -270,6 +285,24 @@ impl Hub {
             .count();
         self.carry_out(registry, out);
         taken
+    }
+
+    /// In cluster mode: what node `node` says of its users' activity.
+    pub(crate) fn apply_remote_presence(&self, node: &Arc<str>, users: Vec<NodeUser>) {
+        self.change(|registry, out| registry.apply_remote(node, users, out));
+    }
+
+    /// In cluster mode: everything node `node` has now (empty: it stopped); what it said before
+    /// of other users no longer holds.
+    pub(crate) fn replace_remote_presence(&self, node: &Arc<str>, users: Vec<NodeUser>) {
+        self.change(|registry, out| registry.replace_node(node, users, out));
+    }
+
+    /// In cluster mode: everything this node has told the others, with the number of its latest
+    /// batch of changes (read together, under the lock the batches are made under).
+    pub(crate) fn shared_presence(&self, cluster: &Cluster) -> (Vec<NodeUser>, u64) {
+        let registry = self.lock();
+        (registry.shared_state(), cluster.presence_seq())
     }
 
     /// Users ONLINE or AWAY, without `exclude`.

@@ -28,6 +28,7 @@ use crate::{
 };
 
 pub(super) use presence::PRESENCE_COALESCE;
+pub(crate) use presence::{Activity, NodeUser};
 use presence::{Scope, UserEntry};
 use typing::TypingEntry;
 
@@ -101,6 +102,8 @@ pub(super) struct Effects {
     pub(super) store: Vec<StoreOp>,
     /// Whether a user's presence may have changed, so the publisher should run soon.
     pub(super) presence_dirty: bool,
+    /// In cluster mode: changes of this node's activity of users, for the other nodes.
+    pub(super) shared: Vec<NodeUser>,
 }
 
 impl Effects {

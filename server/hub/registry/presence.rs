@@ -12,6 +12,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    sync::Arc,
     time::Duration,
 };
 
@@ -57,6 +58,41 @@ pub(super) struct UserEntry {
     pub(super) last_seen: DateTime<Utc>,
     /// What watchers were last told: status and display name.
     pub(super) published: Option<(PresenceStatus, String)>,
+    /// Whether the user has had a session or made a Heartbeat call on this node (so this node
+    /// keeps a `users_online` row of them), rather than being known only from other nodes.
+    pub(super) here: bool,
+    /// In cluster mode, the user's activity on each other node that has some.
+    pub(super) remote: HashMap<Arc<str>, RemoteActivity>,
+    /// In cluster mode, what the other nodes were last told of the user's activity here, with
+    /// their name.
+    pub(super) shared: Option<(Activity, String)>,
+}
+
+/// A user's activity on one node, as nodes tell each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Activity {
+    /// Whether every session there said it is away.
+    pub(crate) away: bool,
+    /// The user's sessions there (0: kept ONLINE by Heartbeat calls alone).
+    pub(crate) sessions: u32,
+}
+
+/// What another node said of a user it has activity of.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RemoteActivity {
+    /// The activity.
+    pub(super) activity: Activity,
+    /// When that node last saw the user.
+    pub(super) last_seen: DateTime<Utc>,
+}
+
+/// One user's entry as a node tells the others: its activity there, or None once it has none.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeUser {
+    pub(crate) user: UserId,
+    pub(crate) display_name: String,
+    pub(crate) activity: Option<Activity>,
+    pub(crate) last_seen: DateTime<Utc>,
 }
 
 impl UserEntry {
@@ -69,11 +105,15 @@ impl UserEntry {
             left_at: None,
             last_seen: Utc::now(),
             published: None,
+            here: false,
+            remote: HashMap::new(),
+            shared: None,
         }
     }
 
     /// A session of the user opened.
     pub(super) fn joined(&mut self, session: SessionId, display_name: &str) {
+        self.here = true;
         self.sessions.push(session);
         self.left_at = None;
         self.last_seen = Utc::now();
@@ -89,6 +129,12 @@ impl UserEntry {
     /// Whether the user's conversation peers still have to be loaded.
     pub(super) fn needs_peers(&self) -> bool {
         self.peers.is_none()
+    }
+
+    /// When the user was last seen, on any node.
+    fn last_seen(&self) -> DateTime<Utc> {
+        let remote = self.remote.values().map(|r| r.last_seen);
+        remote.fold(self.last_seen, DateTime::max)
     }
 }
 
@@ -114,21 +160,40 @@ impl Registry {
         out.presence_dirty = true;
     }
 
-    /// A user's status now, from their sessions and timers.
-    fn derive_status(&self, user: &UserEntry, now: Instant) -> PresenceStatus {
+    /// The user's activity on this node: their sessions here, or a fresh Heartbeat call.
+    fn local_activity(&self, user: &UserEntry, now: Instant) -> Option<Activity> {
         if !user.sessions.is_empty() {
-            let all_away = user
+            let away = user
                 .sessions
                 .iter()
                 .all(|id| self.sessions.get(id).is_some_and(|s| s.away));
-            return if all_away {
-                PresenceStatus::Away
-            } else {
-                PresenceStatus::Online
-            };
+            return Some(Activity {
+                away,
+                sessions: user.sessions.len() as u32,
+            });
         }
-        if user.heartbeat_until.is_some_and(|until| until > now) {
-            return PresenceStatus::Online;
+        user.heartbeat_until
+            .is_some_and(|until| until > now)
+            .then_some(Activity {
+                away: false,
+                sessions: 0,
+            })
+    }
+
+    /// A user's status now, from their activity on every node and the timers: ONLINE if any
+    /// node has them ONLINE, AWAY if all that have them say away.
+    fn derive_status(&self, user: &UserEntry, now: Instant) -> PresenceStatus {
+        let local = self.local_activity(user, now);
+        let mut active = local
+            .into_iter()
+            .chain(user.remote.values().map(|r| r.activity));
+        if let Some(first) = active.next() {
+            let online = !first.away || active.any(|a| !a.away);
+            return if online {
+                PresenceStatus::Online
+            } else {
+                PresenceStatus::Away
+            };
         }
         if let Some(left_at) = user.left_at
             && now < left_at + self.config.offline_grace
@@ -149,8 +214,13 @@ impl Registry {
                 display_name: user.display_name.clone(),
             }),
             status: self.derive_status(user, now) as i32,
-            last_seen: Some(timestamp(user.last_seen)),
-            sessions: user.sessions.len() as u32,
+            last_seen: Some(timestamp(user.last_seen())),
+            sessions: user.sessions.len() as u32
+                + user
+                    .remote
+                    .values()
+                    .map(|r| r.activity.sessions)
+                    .sum::<u32>(),
         }
     }
 
@@ -216,6 +286,7 @@ impl Registry {
             .users
             .entry(user.id)
             .or_insert_with(|| UserEntry::new(user.display_name.clone()));
+        entry.here = true;
         entry.heartbeat_until = Some(now + self.config.presence_ttl);
         entry.last_seen = Utc::now();
         user.display_name.clone_into(&mut entry.display_name);
@@ -330,10 +401,11 @@ impl Registry {
     /// On the ticker: publishes what the grace period and heartbeat TTLs changed, and the total.
     pub(super) fn publish_presence_timers(&mut self, now: Instant, out: &mut Effects) {
         let mut candidates: Vec<UserId> = self.dirty.drain().collect();
+        // Users active on other nodes change only when those nodes say so.
         candidates.extend(
             self.users
                 .iter()
-                .filter(|(_, u)| u.sessions.is_empty())
+                .filter(|(_, u)| u.sessions.is_empty() && u.remote.is_empty())
                 .map(|(id, _)| *id),
         );
         self.publish_presence_changes(candidates, now, out);
@@ -350,6 +422,9 @@ impl Registry {
     ) {
         candidates.sort();
         candidates.dedup();
+        if self.config.shares_presence {
+            self.share_changes(&candidates, now, out);
+        }
 
         let mut changes = Vec::new();
         let mut vacancies = false;
@@ -369,17 +444,20 @@ impl Registry {
                 self.forget(id);
                 continue;
             }
-            let stored = match status {
-                PresenceStatus::Away => StoredStatus::Away,
-                PresenceStatus::Offline => StoredStatus::Offline,
-                _ => StoredStatus::Online,
-            };
-            out.store.push(StoreOp::Presence {
-                user: id,
-                status: stored,
-                sessions: presence.sessions,
-                last_seen: entry.last_seen,
-            });
+            // This node's row holds the user's activity here, for users it has had any of.
+            if entry.here {
+                let stored = match self.local_activity(entry, now) {
+                    Some(Activity { away: true, .. }) => StoredStatus::Away,
+                    Some(_) => StoredStatus::Online,
+                    None => StoredStatus::Offline,
+                };
+                out.store.push(StoreOp::Presence {
+                    user: id,
+                    status: stored,
+                    sessions: entry.sessions.len() as u32,
+                    last_seen: entry.last_seen,
+                });
+            }
             let scope = &mut self.scope;
             let in_page = if status == PresenceStatus::Offline {
                 scope.online -= 1;
@@ -411,6 +489,119 @@ impl Registry {
                 Audience::Everyone => out.send_all(self.sessions.keys().copied(), &event),
                 Audience::Only(targets) => out.send_all(targets, &event),
             }
+        }
+    }
+
+    /// In cluster mode: the changes of this node's activity of `candidates`, for the other nodes.
+    fn share_changes(&mut self, candidates: &[UserId], now: Instant, out: &mut Effects) {
+        for id in candidates {
+            let Some(entry) = self.users.get(id) else {
+                continue;
+            };
+            let activity = self.local_activity(entry, now);
+            let shared = activity.map(|a| (a, entry.display_name.clone()));
+            if entry.shared == shared {
+                continue;
+            }
+            out.shared.push(NodeUser {
+                user: *id,
+                display_name: entry.display_name.clone(),
+                activity,
+                last_seen: entry.last_seen,
+            });
+            if let Some(entry) = self.users.get_mut(id) {
+                entry.shared = shared;
+            }
+        }
+    }
+
+    /// In cluster mode: everything this node has told the others, for a node that asks for it.
+    pub(in crate::hub) fn shared_state(&self) -> Vec<NodeUser> {
+        let users = self.users.iter();
+        users
+            .filter_map(|(id, entry)| {
+                let (activity, display_name) = entry.shared.clone()?;
+                Some(NodeUser {
+                    user: *id,
+                    display_name,
+                    activity: Some(activity),
+                    last_seen: entry.last_seen,
+                })
+            })
+            .collect()
+    }
+
+    /// In cluster mode: what `node` says of its users. A user with activity nowhere any more
+    /// goes through the offline grace here too, so one who reconnects elsewhere never flaps.
+    pub(in crate::hub) fn apply_remote(
+        &mut self,
+        node: &Arc<str>,
+        users: Vec<NodeUser>,
+        out: &mut Effects,
+    ) {
+        let now = Instant::now();
+        for NodeUser {
+            user,
+            display_name,
+            activity,
+            last_seen,
+        } in users
+        {
+            match activity {
+                Some(activity) => {
+                    let entry = self
+                        .users
+                        .entry(user)
+                        .or_insert_with(|| UserEntry::new(display_name.clone()));
+                    // The name the user has now, whichever node renamed them.
+                    entry.display_name = display_name;
+                    let remote = RemoteActivity {
+                        activity,
+                        last_seen,
+                    };
+                    entry.remote.insert(node.clone(), remote);
+                }
+                None => self.remote_gone(user, node, last_seen, now),
+            }
+            self.mark_dirty(user, out);
+        }
+    }
+
+    /// In cluster mode: `node` has stopped (or said everything anew in `users`); what it said
+    /// before of users not in `users` no longer holds.
+    pub(in crate::hub) fn replace_node(
+        &mut self,
+        node: &Arc<str>,
+        users: Vec<NodeUser>,
+        out: &mut Effects,
+    ) {
+        let listed: HashSet<UserId> = users.iter().map(|u| u.user).collect();
+        let gone: Vec<UserId> = self
+            .users
+            .iter()
+            .filter(|(id, entry)| entry.remote.contains_key(node) && !listed.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        let now = Instant::now();
+        for user in gone {
+            let last_seen = self.users[&user].remote[node].last_seen;
+            self.remote_gone(user, node, last_seen, now);
+            self.mark_dirty(user, out);
+        }
+        self.apply_remote(node, users, out);
+    }
+
+    /// `user` has no activity on `node` any more.
+    fn remote_gone(&mut self, user: UserId, node: &str, last_seen: DateTime<Utc>, now: Instant) {
+        let Some(entry) = self.users.get_mut(&user) else {
+            return;
+        };
+        if entry.remote.remove(node).is_none() {
+            return;
+        }
+        entry.last_seen = entry.last_seen.max(last_seen);
+        if entry.sessions.is_empty() && entry.remote.is_empty() {
+            entry.left_at = Some(now);
         }
     }
 

@@ -10,7 +10,7 @@ use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::db::StoredStatus;
+use crate::{db::StoredStatus, proto::PresenceStatus};
 
 fn config(directory_size: usize) -> HubConfig {
     HubConfig {
@@ -27,6 +27,7 @@ fn config(directory_size: usize) -> HubConfig {
         max_sessions: 100,
         directory_size,
         watch_all_limit: 2,
+        shares_presence: false,
     }
 }
 
@@ -234,4 +235,54 @@ fn check_invariants_catches_a_wrong_online_count() {
     h.registry.corrupt_for_test(|r| r.scope.online -= 1);
     let caught = catch_unwind(AssertUnwindSafe(|| h.registry.check_invariants()));
     assert!(caught.is_err());
+}
+
+/// In cluster mode, what other nodes say merges with this node's sessions: ONLINE if any node
+/// has the user ONLINE, AWAY if all say away, sessions added; a user gone from every node goes
+/// OFFLINE (after the grace period, here none). Users known only from other nodes get no
+/// presence row of this node; changes of this node's own activity are shared.
+#[test]
+fn other_nodes_presence_merges_with_this_nodes() {
+    let mut h = Harness::new(10);
+    h.registry.config.shares_presence = true;
+    let alice = user("alice");
+    let (n1, n2): (Arc<str>, Arc<str>) = ("n1".into(), "n2".into());
+    let on = |away, sessions| NodeUser {
+        user: alice.id,
+        display_name: "alice".into(),
+        activity: Some(Activity { away, sessions }),
+        last_seen: chrono::Utc::now(),
+    };
+    let status = |h: &Harness| {
+        let p = h.registry.presence_of(alice.id, Instant::now()).unwrap();
+        (p.status(), p.sessions)
+    };
+
+    h.step(|r, out| r.apply_remote(&n1, vec![on(true, 2)], out));
+    let out = h.publish();
+    assert!(out.store.is_empty(), "no row for a user with nothing here");
+    assert!(out.shared.is_empty(), "nothing of this node's own to share");
+    assert_eq!(status(&h), (PresenceStatus::Away, 2));
+    h.step(|r, out| r.apply_remote(&n2, vec![on(false, 1)], out));
+    assert_eq!(status(&h), (PresenceStatus::Online, 3));
+
+    let here = h.open(Some(&alice), SessionKind::Chat).unwrap();
+    let out = h.publish();
+    let shared: Vec<_> = out.shared.iter().map(|u| u.activity).collect();
+    assert_eq!(
+        shared,
+        [Some(Activity {
+            away: false,
+            sessions: 1
+        })]
+    );
+    assert_eq!(status(&h), (PresenceStatus::Online, 4));
+
+    h.step(|r, out| r.replace_node(&n2, Vec::new(), out));
+    h.step(|r, out| r.detach(here, None, out));
+    h.publish();
+    assert_eq!(status(&h), (PresenceStatus::Away, 2));
+    h.step(|r, out| r.replace_node(&n1, Vec::new(), out));
+    assert_eq!(changes(&h.publish()), [(alice.id, StoredStatus::Offline)]);
+    assert!(h.registry.presence_of(alice.id, Instant::now()).is_none());
 }

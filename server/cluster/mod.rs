@@ -10,10 +10,14 @@
 //!
 //! A publication NATS loses is not lost: the message stays undelivered in PostgreSQL and the
 //! recipient's next session reads it from its backlog.
+//!
+//! Presence goes between nodes too: see [`presence`].
+
+mod presence;
 
 use std::{
     collections::{HashMap, hash_map::Entry},
-    sync::{Arc, Weak},
+    sync::{Arc, Weak, atomic::AtomicU64},
     time::Duration,
 };
 
@@ -61,14 +65,29 @@ pub enum Body {
 /// This node's link to the others.
 #[derive(Debug)]
 pub struct Cluster {
-    /// The connection, for its state.
+    /// The connection.
     client: async_nats::Client,
     /// The subject prefix: `--cluster-name`.
     name: String,
+    /// This node's id.
+    node: Arc<str>,
+    /// This run of the node.
+    boot: String,
+    /// The number of this node's latest batch of presence changes.
+    presence_seq: AtomicU64,
     /// Publications, in order, for the publisher task.
-    outbound: mpsc::UnboundedSender<(String, Bytes)>,
+    outbound: mpsc::UnboundedSender<Outbound>,
     /// Follow and unfollow requests, for the task that holds the subscriptions.
     follows: mpsc::UnboundedSender<FollowOp>,
+}
+
+/// What the publisher task is asked to do.
+#[derive(Debug)]
+enum Outbound {
+    /// Publish a payload on a subject.
+    Publish(String, Bytes),
+    /// Say when everything queued before is with the NATS server.
+    Drained(oneshot::Sender<()>),
 }
 
 /// A request to the task holding the subscriptions.
@@ -100,9 +119,15 @@ impl Drop for Following {
 }
 
 impl Cluster {
-    /// Connects to NATS at `url` as `node_id` and starts the publisher and the subscription
-    /// tasks. NATS must answer now; later outages are ridden out by reconnecting.
-    pub async fn connect(url: &str, name: &str, node_id: &str) -> anyhow::Result<Arc<Self>> {
+    /// Connects to NATS at `url` as this run (`boot`) of `node_id` and starts the publisher and
+    /// the subscription tasks. NATS must answer now; later outages are ridden out by
+    /// reconnecting.
+    pub async fn connect(
+        url: &str,
+        name: &str,
+        node_id: &str,
+        boot: uuid::Uuid,
+    ) -> anyhow::Result<Arc<Self>> {
         let client = async_nats::ConnectOptions::new()
             .name(format!("fastchat {node_id}"))
             .no_echo()
@@ -119,6 +144,9 @@ impl Cluster {
         Ok(Arc::new(Self {
             client,
             name: name.to_owned(),
+            node: node_id.into(),
+            boot: boot.to_string(),
+            presence_seq: AtomicU64::new(0),
             outbound,
             follows,
         }))
@@ -145,9 +173,22 @@ impl Cluster {
     /// Publishes `body` on `user`'s subject, for the other nodes' sessions of that user.
     pub fn publish(&self, user: UserId, body: Body) {
         let payload = Envelope { body: Some(body) }.encode_to_vec();
+        self.send(subject(&self.name, user), payload);
+    }
+
+    /// Queues a publication for the publisher task, which keeps the order.
+    fn send(&self, subject: String, payload: Vec<u8>) {
         let _ = self
             .outbound
-            .send((subject(&self.name, user), Bytes::from(payload)));
+            .send(Outbound::Publish(subject, Bytes::from(payload)));
+    }
+
+    /// Returns once everything queued so far is with the NATS server.
+    async fn drained(&self) {
+        let (done, answer) = oneshot::channel();
+        if self.outbound.send(Outbound::Drained(done)).is_ok() {
+            let _ = answer.await;
+        }
     }
 
     /// Whether the link to NATS is up.
@@ -164,13 +205,23 @@ fn subject(cluster: &str, user: UserId) -> String {
 /// Publishes what is queued, in order, until the cluster is gone.
 async fn run_publisher(
     client: async_nats::Client,
-    mut outbound: mpsc::UnboundedReceiver<(String, Bytes)>,
+    mut outbound: mpsc::UnboundedReceiver<Outbound>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while outbound.recv_many(&mut batch, BATCH).await > 0 {
-        for (subject, payload) in batch.drain(..) {
-            if let Err(err) = client.publish(subject, payload).await {
-                tracing::warn!(error = %err, "could not publish to NATS");
+        for op in batch.drain(..) {
+            match op {
+                Outbound::Publish(subject, payload) => {
+                    if let Err(err) = client.publish(subject, payload).await {
+                        tracing::warn!(error = %err, "could not publish to NATS");
+                    }
+                }
+                Outbound::Drained(done) => {
+                    if let Err(err) = client.flush().await {
+                        tracing::warn!(error = %err, "could not flush to NATS");
+                    }
+                    let _ = done.send(());
+                }
             }
         }
     }
