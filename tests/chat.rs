@@ -2,32 +2,9 @@
 
 mod common;
 
-use common::{ChatSession, TestServer, authed};
-use fastchat::proto::{
-    ChatMessage, MessageStatus, SendMessageResponse, StatusUpdate, server_event::Event,
-};
+use common::{ChatSession, TestServer, ack, authed, message, status};
+use fastchat::proto::{MessageStatus, server_event::Event};
 use fastchat::testing::{Backend, on_both_databases};
-
-fn message(event: Event) -> Option<ChatMessage> {
-    match event {
-        Event::Message(m) => Some(m),
-        _ => None,
-    }
-}
-
-fn ack(event: Event) -> Option<SendMessageResponse> {
-    match event {
-        Event::Ack(a) => Some(a),
-        _ => None,
-    }
-}
-
-fn status(event: Event) -> Option<StatusUpdate> {
-    match event {
-        Event::Status(s) => Some(s),
-        _ => None,
-    }
-}
 
 /// A sends, B receives; A sees SENT (ack), then DELIVERED, then READ once B marks it read.
 async fn message_goes_sent_delivered_read(backend: Backend) {

@@ -9,14 +9,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{ChatSession, start_binary_on};
+use common::{ChatSession, ack, message, start_binary_on, status};
 use fastchat::{
     node::DEAD_AFTER,
     proto::{
-        ChatMessage, Hello, ListOnlineRequest, MarkReadRequest, MessageStatus, Presence,
-        PresenceChange, PresenceEvent, PresenceStatus, PresenceUpdate, SendMessageResponse,
-        SetTypingRequest, StatusUpdate, TypingEvent, client_event, presence_event,
-        presence_service_client::PresenceServiceClient, server_event::Event,
+        Hello, ListOnlineRequest, MarkReadRequest, MessageStatus, Presence, PresenceChange,
+        PresenceEvent, PresenceStatus, PresenceUpdate, SetTypingRequest, TypingEvent, client_event,
+        presence_event, presence_service_client::PresenceServiceClient, server_event::Event,
     },
     testing::{Backend, FreshDatabase, postgres_base_url},
 };
@@ -145,27 +144,6 @@ async fn session_on(port: u16, hello: Hello) -> ChatSession {
         .await
         .unwrap();
     ChatSession::open_on(channel, hello).await.unwrap()
-}
-
-fn message(event: Event) -> Option<ChatMessage> {
-    match event {
-        Event::Message(m) => Some(m),
-        _ => None,
-    }
-}
-
-fn ack(event: Event) -> Option<SendMessageResponse> {
-    match event {
-        Event::Ack(a) => Some(a),
-        _ => None,
-    }
-}
-
-fn status(event: Event) -> Option<StatusUpdate> {
-    match event {
-        Event::Status(s) => Some(s),
-        _ => None,
-    }
 }
 
 fn typing(event: Event) -> Option<TypingEvent> {

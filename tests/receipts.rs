@@ -13,21 +13,14 @@ use std::{
     time::Duration,
 };
 
-use common::{ChatSession, TestServer, WAIT, authed, start_binary_on, within};
+use common::{ChatSession, TestServer, WAIT, authed, message, start_binary_on, within};
 use fastchat::proto::{
-    AcknowledgeRequest, ChatMessage, Hello, MessageStatus, Ping, Received, SendMessageRequest,
-    StatusUpdate, SubscribeRequest, client_event, server_event::Event,
+    AcknowledgeRequest, Hello, MessageStatus, Ping, Received, SendMessageRequest, StatusUpdate,
+    SubscribeRequest, client_event, server_event::Event,
 };
 use fastchat::testing::{Backend, FreshDatabase, on_both_databases};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::{Code, transport::Channel};
-
-fn message(event: Event) -> Option<ChatMessage> {
-    match event {
-        Event::Message(message) => Some(message),
-        _ => None,
-    }
-}
 
 /// The Hello of another session of `session`'s user, asking for receipts.
 fn with_receipts(session: &ChatSession) -> Hello {

@@ -193,8 +193,12 @@ impl Cluster {
 
     /// Whether the link to NATS is up.
     pub fn connected(&self) -> bool {
-        self.client.connection_state() == async_nats::connection::State::Connected
+        is_connected(&self.client)
     }
+}
+
+fn is_connected(client: &async_nats::Client) -> bool {
+    client.connection_state() == async_nats::connection::State::Connected
 }
 
 /// The subject of `user`'s events.
@@ -284,7 +288,7 @@ async fn run_follows(
         if !confirmations.is_empty() {
             // Without a link there is nothing to confirm; what is missed meanwhile waits in
             // the database.
-            if client.connection_state() == async_nats::connection::State::Connected {
+            if is_connected(&client) {
                 match tokio::time::timeout(CONFIRM_LIMIT, client.flush()).await {
                     Ok(Ok(())) => {}
                     Ok(Err(err)) => tracing::warn!(error = %err, "NATS did not confirm"),

@@ -171,8 +171,7 @@ impl Cluster {
     /// merges the news into `hub` and heartbeats for this node.
     pub async fn start_presence(self: &Arc<Self>, hub: &Arc<Hub>) -> anyhow::Result<()> {
         let news = self.client.subscribe(self.presence_subject()).await?;
-        let sync_subject = format!("{}.presence.sync.{}", self.name, self.node);
-        let sync_requests = self.client.subscribe(sync_subject).await?;
+        let sync_requests = self.client.subscribe(self.sync_subject(&self.node)).await?;
         tokio::spawn(run_presence(
             Arc::downgrade(self),
             Arc::downgrade(hub),
@@ -184,6 +183,11 @@ impl Cluster {
 
     fn presence_subject(&self) -> String {
         format!("{}.presence", self.name)
+    }
+
+    /// Where `node` answers requests for its whole state.
+    fn sync_subject(&self, node: &str) -> String {
+        format!("{}.presence.sync.{node}", self.name)
     }
 }
 
@@ -392,7 +396,7 @@ fn synced_state(
 /// Asks `node` for its whole state; the answer comes back on `synced_tx`.
 fn request_sync(cluster: &Cluster, node: Arc<str>, synced_tx: mpsc::UnboundedSender<Synced>) {
     let client = cluster.client.clone();
-    let subject = format!("{}.presence.sync.{}", cluster.name, node);
+    let subject = cluster.sync_subject(&node);
     tokio::spawn(async move {
         let state = tokio::time::timeout(SYNC_LIMIT, fetch_state(client, subject)).await;
         let state = state.unwrap_or_else(|_| Err(anyhow::anyhow!("no full answer in time")));

@@ -14,8 +14,8 @@ use std::{
 use fastchat::{
     config::Config,
     proto::{
-        ClientEvent, Hello, SendMessageRequest, ServerEvent, Welcome,
-        chat_service_client::ChatServiceClient, client_event,
+        ChatMessage, ClientEvent, Hello, SendMessageRequest, SendMessageResponse, ServerEvent,
+        StatusUpdate, Welcome, chat_service_client::ChatServiceClient, client_event,
         presence_service_client::PresenceServiceClient, server_event::Event,
     },
     testing::{Backend, FreshDatabase},
@@ -93,6 +93,30 @@ pub async fn health_ok(port: u16) -> bool {
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response).await;
     response.starts_with("HTTP/1.1 200")
+}
+
+/// A chat event's message, if it is one (for [`ChatSession::next_where`]).
+pub fn message(event: Event) -> Option<ChatMessage> {
+    match event {
+        Event::Message(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// A chat event's ack, if it is one.
+pub fn ack(event: Event) -> Option<SendMessageResponse> {
+    match event {
+        Event::Ack(a) => Some(a),
+        _ => None,
+    }
+}
+
+/// A chat event's status update (DELIVERED, READ), if it is one.
+pub fn status(event: Event) -> Option<StatusUpdate> {
+    match event {
+        Event::Status(s) => Some(s),
+        _ => None,
+    }
 }
 
 /// How long a test waits for an event it expects.
