@@ -229,6 +229,7 @@ async fn start(config: Config) -> anyhow::Result<Started> {
     let hub = Hub::start(db.clone(), hub_config, metrics.clone(), cluster.clone());
     if let Some(cluster) = &cluster {
         cluster.start_presence(&hub).await?;
+        cluster.start_status(&hub).await?;
     }
     let app = Arc::new(App {
         identity: Identity::new(db.clone(), jwt),

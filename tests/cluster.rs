@@ -9,13 +9,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{ChatSession, ack, message, start_binary_on, status};
+use common::{ChatSession, ack, authed, message, start_binary_on, status};
 use fastchat::{
     node::DEAD_AFTER,
     proto::{
         Hello, ListOnlineRequest, MarkReadRequest, MessageStatus, Presence, PresenceChange,
-        PresenceEvent, PresenceStatus, PresenceUpdate, SetTypingRequest, TypingEvent, client_event,
-        presence_event, presence_service_client::PresenceServiceClient, server_event::Event,
+        PresenceEvent, PresenceStatus, PresenceUpdate, SetStatusRequest, SetTypingRequest,
+        TypingEvent, client_event, presence_event, presence_service_client::PresenceServiceClient,
+        server_event::Event,
     },
     testing::{Backend, FreshDatabase, postgres_base_url},
 };
@@ -484,6 +485,68 @@ async fn presence_is_the_same_on_every_node() {
     wait_for_online(&[port_a], &[(&a_id, online, 1)], DEAD_AFTER + limit).await;
     let gone = alice.next_where(change_of(&c_id)).await;
     assert_eq!(gone.status(), PresenceStatus::Offline);
+}
+
+/// SetStatus on {port}: `session_id` (empty: all of them) of the user with `token` to `status`.
+async fn set_status_on(
+    port: u16,
+    token: &str,
+    status: PresenceStatus,
+    session_id: &str,
+) -> Result<Presence, tonic::Status> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let request = SetStatusRequest {
+        status: status as i32,
+        session_id: session_id.to_owned(),
+    };
+    let answer = PresenceServiceClient::new(channel)
+        .set_status(authed(token, request))
+        .await?;
+    Ok(answer.into_inner().presence.unwrap())
+}
+
+/// SetStatus reaches the sessions wherever they are: a session held by another node is set
+/// through that node, and "all my sessions" sets those of every node; NOT_FOUND only when no
+/// node holds the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_status_reaches_sessions_on_other_nodes() {
+    let Some(mut cluster) = Cluster::create().await else {
+        return;
+    };
+    let (_a, port_a) = cluster.start("node-a", &[]).await;
+    let (_b, port_b) = cluster.start("node-b", &[]).await;
+    let bob_on_a = user_on(port_a, "Bob").await;
+    let bob_on_b = session_on(port_b, bob_on_a.hello_again()).await;
+    let (id, token) = (bob_on_a.user_id(), bob_on_a.token());
+    let (online, away) = (PresenceStatus::Online, PresenceStatus::Away);
+    let both = [port_a, port_b];
+    wait_for_online(&both, &[(&id, online, 2)], common::WAIT).await;
+
+    // The session on B, set through A; then the one on A: AWAY everywhere.
+    let on_b = &bob_on_b.welcome.session_id;
+    let set = set_status_on(port_a, &token, away, on_b).await.unwrap();
+    assert_eq!(set.status(), online, "one of two sessions is away");
+    let set = set_status_on(port_a, &token, away, &bob_on_a.welcome.session_id).await;
+    assert_eq!(set.unwrap().status(), away);
+    wait_for_online(&both, &[(&id, away, 2)], common::WAIT).await;
+
+    // All of them, from either node.
+    let set = set_status_on(port_b, &token, online, "").await.unwrap();
+    assert_eq!(set.status(), online);
+    wait_for_online(&both, &[(&id, online, 2)], common::WAIT).await;
+    let set = set_status_on(port_a, &token, away, "").await.unwrap();
+    assert_eq!(set.status(), away);
+    wait_for_online(&both, &[(&id, away, 2)], common::WAIT).await;
+
+    let nowhere = uuid::Uuid::new_v4().to_string();
+    let refused = set_status_on(port_a, &token, online, &nowhere)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
 }
 
 /// A second process given the id of a live node exits at start with an error that says so; once

@@ -148,7 +148,7 @@ impl PresenceService for PresenceApi {
         if let Some(session) = session {
             record_session(session);
         }
-        let presence = self.app.hub.set_away(me.id, session, away)?;
+        let presence = self.app.hub.set_status(me.id, session, away).await?;
         Ok(Response::new(SetStatusResponse {
             presence: Some(presence),
         }))

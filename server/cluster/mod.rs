@@ -14,10 +14,13 @@
 //! Presence goes between nodes too: see [`presence`].
 
 mod presence;
+mod status;
+
+pub use status::combine as combine_status;
 
 use std::{
     collections::{HashMap, hash_map::Entry},
-    sync::{Arc, Weak, atomic::AtomicU64},
+    sync::{Arc, Mutex, Weak, atomic::AtomicU64},
     time::Duration,
 };
 
@@ -79,6 +82,9 @@ pub struct Cluster {
     outbound: mpsc::UnboundedSender<Outbound>,
     /// Follow and unfollow requests, for the task that holds the subscriptions.
     follows: mpsc::UnboundedSender<FollowOp>,
+    /// The other nodes heard from lately, kept by the presence task, for requests to them all.
+    /// A std mutex: held only to copy or replace the list.
+    live_peers: Mutex<Vec<Arc<str>>>,
 }
 
 /// What the publisher task is asked to do.
@@ -149,6 +155,7 @@ impl Cluster {
             presence_seq: AtomicU64::new(0),
             outbound,
             follows,
+            live_peers: Mutex::default(),
         }))
     }
 
@@ -189,6 +196,14 @@ impl Cluster {
         if self.outbound.send(Outbound::Drained(done)).is_ok() {
             let _ = answer.await;
         }
+    }
+
+    /// The other nodes heard from lately.
+    fn live_peers(&self) -> Vec<Arc<str>> {
+        self.live_peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Whether the link to NATS is up.

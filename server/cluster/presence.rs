@@ -181,6 +181,14 @@ impl Cluster {
         Ok(())
     }
 
+    /// Keeps the list of live peers that requests to every node use.
+    fn note_peers(&self, peers: &HashMap<Arc<str>, Peer>) {
+        *self
+            .live_peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = peers.keys().cloned().collect();
+    }
+
     fn presence_subject(&self) -> String {
         format!("{}.presence", self.name)
     }
@@ -286,6 +294,7 @@ async fn run_presence(
                     hub.replace_remote_presence(node, Vec::new());
                     false
                 });
+                cluster.note_peers(&peers);
                 for (node, peer) in &mut peers {
                     if matches!(peer.sync, Sync::Failed) {
                         peer.sync = Sync::Pending(Vec::new());
@@ -309,6 +318,7 @@ fn heard(
     let node: Arc<str> = news.node.as_str().into();
     if news.leaving {
         peers.remove(&node);
+        cluster.note_peers(peers);
         hub.replace_remote_presence(&node, Vec::new());
         return;
     }
@@ -327,6 +337,7 @@ fn heard(
                 sync: Sync::Pending(vec![news]),
             };
             peers.insert(node.clone(), peer);
+            cluster.note_peers(peers);
             request_sync(cluster, node, synced_tx.clone());
             return;
         }

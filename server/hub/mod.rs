@@ -330,6 +330,25 @@ impl Hub {
         self.change(|registry, out| registry.set_away(user, session, away, Instant::now(), out))
     }
 
+    /// SetStatus: sets one session (or, with None, every session of the user) ONLINE or AWAY,
+    /// on whichever nodes hold them.
+    pub async fn set_status(
+        &self,
+        user: UserId,
+        session: Option<SessionId>,
+        away: bool,
+    ) -> Result<Presence> {
+        let here = self.set_away(user, session, away);
+        let Some(cluster) = &self.cluster else {
+            return here;
+        };
+        if session.is_some() && here.is_ok() {
+            return here;
+        }
+        let elsewhere = cluster.set_away_elsewhere(user, session, away).await;
+        crate::cluster::combine_status(here, elsewhere, session, away)
+    }
+
     /// Renames a connected user, so watchers see the new name.
     pub fn rename(&self, user: UserId, display_name: &str) {
         self.change(|registry, out| registry.rename(user, display_name, out));
