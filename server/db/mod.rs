@@ -31,6 +31,9 @@ const MIGRATION_LOCK: i64 = 0x6663_6861_742d_6d67;
 /// ("fchat-sq"), so that seqs become visible in the order they were given (see
 /// `Database::commit_messages`).
 pub(crate) const MESSAGE_SEQ_LOCK: i64 = 0x6663_6861_742d_7371;
+/// The PostgreSQL advisory lock the retention sweep runs under ("fchat-rt"): with several
+/// nodes, one sweeps and the others skip that round.
+pub(crate) const RETENTION_LOCK: i64 = 0x6663_6861_742d_7274;
 
 /// The database handle; cheap to clone (connection pools inside).
 #[derive(Debug, Clone)]

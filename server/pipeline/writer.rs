@@ -386,8 +386,9 @@ pub(super) async fn run_retention(pipeline: Weak<Pipeline>) {
         let days = pipeline.retention_days.max(1);
         let cutoff = Utc::now() - chrono::Duration::days(i64::from(days));
         match pipeline.db.delete_messages_before(cutoff).await {
-            Ok(0) => {}
-            Ok(deleted) => tracing::info!(deleted, "deleted messages past retention"),
+            Ok(None) => tracing::debug!("another node is sweeping past retention"),
+            Ok(Some(0)) => {}
+            Ok(Some(deleted)) => tracing::info!(deleted, "deleted messages past retention"),
             Err(err) => tracing::warn!(error = %err, "retention sweep failed"),
         }
     }
@@ -509,5 +510,30 @@ mod tests {
     async fn a_round_waits_for_an_open_lower_seq_on_postgres() {
         let postgres = crate::testing::Backend::Postgres;
         crate::testing::run_on(postgres, a_round_waits_for_an_open_lower_seq).await;
+    }
+
+    /// On PostgreSQL one node sweeps past retention at a time: while another holds the
+    /// retention lock, a sweep skips (and deletes nothing); once it is free, the sweep runs.
+    async fn a_sweep_skips_while_another_node_sweeps(t: TestDb) {
+        use sea_orm::{ConnectionTrait, TransactionTrait};
+        stored(&t, "m1").await;
+        let later = Utc::now() + chrono::Duration::hours(1);
+        let other_node = t.db.writer().begin().await.unwrap();
+        let lock = format!(
+            "SELECT pg_advisory_xact_lock({})",
+            crate::db::RETENTION_LOCK
+        );
+        other_node.execute_unprepared(&lock).await.unwrap();
+        assert_eq!(t.db.delete_messages_before(later).await.unwrap(), None);
+        assert!(t.db.last_seq().await.unwrap() > Seq::ZERO);
+
+        other_node.commit().await.unwrap();
+        assert_eq!(t.db.delete_messages_before(later).await.unwrap(), Some(1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sweep_skips_while_another_node_sweeps_on_postgres() {
+        let postgres = crate::testing::Backend::Postgres;
+        crate::testing::run_on(postgres, a_sweep_skips_while_another_node_sweeps).await;
     }
 }

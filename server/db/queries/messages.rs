@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::statement;
 use crate::db::{
-    Database, MESSAGE_SEQ_LOCK,
+    Database, MESSAGE_SEQ_LOCK, RETENTION_LOCK,
     ids::{ConversationId, MessageId, Seq, UserId, conversation_pair},
     tables::{chat_messages, conversation_members, conversations},
 };
@@ -183,13 +183,28 @@ impl Database {
         Ok((page, has_more))
     }
 
-    /// Deletes messages sent before `cutoff`; returns how many.
-    pub async fn delete_messages_before(&self, cutoff: DateTime<Utc>) -> Result<u64, DbErr> {
-        let result = chat_messages::Entity::delete_many()
-            .filter(chat_messages::Column::SentAt.lt(cutoff))
-            .exec(self.writer())
-            .await?;
-        Ok(result.rows_affected)
+    /// Deletes messages sent before `cutoff`; returns how many, or None when another node is
+    /// sweeping (on PostgreSQL the sweep holds [`RETENTION_LOCK`] and skips when it is taken).
+    pub async fn delete_messages_before(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Option<u64>, DbErr> {
+        self.transaction(|tx| async move {
+            if tx.get_database_backend() == DbBackend::Postgres {
+                let sql = format!("SELECT pg_try_advisory_xact_lock({RETENTION_LOCK})");
+                let row = tx.query_one_raw(Statement::from_string(DbBackend::Postgres, sql));
+                let taken = row.await?.map(|row| row.try_get_by_index::<bool>(0));
+                if !taken.transpose()?.unwrap_or(false) {
+                    return Ok(None);
+                }
+            }
+            let result = chat_messages::Entity::delete_many()
+                .filter(chat_messages::Column::SentAt.lt(cutoff))
+                .exec(&*tx)
+                .await?;
+            Ok(Some(result.rows_affected))
+        })
+        .await
     }
 
     /// Erases the text of these messages, keeping their rows so a retried send still finds its
