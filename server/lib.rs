@@ -255,6 +255,10 @@ async fn start(config: Config) -> anyhow::Result<Started> {
             .await;
     }
     tokio::spawn(watch_database(app.clone(), health.clone()));
+    if let Some(cluster) = app.hub.cluster() {
+        let (db, metrics) = (app.db.clone(), app.metrics.clone());
+        cluster.start_link(db, health.clone(), metrics).await?;
+    }
     tokio::spawn(forget_idle_limits(Arc::downgrade(&app)));
     tokio::spawn(identity::prune_unused_users(Arc::downgrade(&app)));
     if app.db.backend() == sea_orm::DbBackend::Postgres {
@@ -485,7 +489,7 @@ async fn watch_database(app: Arc<App>, health: HealthReporter) {
 /// At shutdown: tells health watchers NOT_SERVING, then ends their streams (tonic-health ends a
 /// Watch stream only when its status is cleared), so they do not hold the server open.
 async fn end_health_watches(mut health: HealthReporter) {
-    for service in HEALTH_SERVICES {
+    for service in HEALTH_SERVICES.into_iter().chain([cluster::HEALTH_SERVICE]) {
         health
             .set_service_status(service, ServingStatus::NotServing)
             .await;

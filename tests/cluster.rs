@@ -22,6 +22,9 @@ use fastchat::{
 };
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 /// A node's process, killed when the test ends, whether it passed or not.
 struct Node(Child);
@@ -547,6 +550,211 @@ async fn set_status_reaches_sessions_on_other_nodes() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
+}
+
+/// A NATS server of a test's own, which it can stop and start again on the same port.
+struct PrivateNats {
+    process: Option<Child>,
+    port: u16,
+}
+
+impl PrivateNats {
+    /// The Debian package's server (CI installs it); None outside CI when it is missing.
+    const BINARY: &str = "/usr/sbin/nats-server";
+
+    async fn start() -> Option<Self> {
+        if !std::path::Path::new(Self::BINARY).exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must have {}",
+                Self::BINARY
+            );
+            eprintln!("skipping: no {}", Self::BINARY);
+            return None;
+        }
+        let mut nats = Self {
+            process: None,
+            port: common::free_port(),
+        };
+        nats.restart().await;
+        Some(nats)
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) and waits until it takes connections.
+    async fn restart(&mut self) {
+        let process = Command::new(Self::BINARY)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.process = Some(process);
+        let deadline = Instant::now() + common::WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills the server.
+    fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What the node at `port` says of `service` on the gRPC health service.
+async fn health_of(port: u16, service: &str) -> ServingStatus {
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let request = HealthCheckRequest {
+        service: service.to_owned(),
+    };
+    HealthClient::new(channel)
+        .check(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
+}
+
+/// Waits until every node of `ports` reports its link to the cluster as `expected`, on the
+/// health service and in `/metrics`, while its overall health stays SERVING.
+async fn wait_for_link(ports: &[u16], expected: ServingStatus) {
+    let deadline = Instant::now() + common::WAIT;
+    for port in ports {
+        loop {
+            let link = health_of(*port, "fastchat.v1.Cluster").await;
+            let gauge = common::series(
+                &http_get(*port, "/metrics").await,
+                "fastchat_cluster_link_up",
+            );
+            let gauge_expected = if expected == ServingStatus::Serving {
+                1.0
+            } else {
+                0.0
+            };
+            if link == expected && gauge == Some(gauge_expected) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node on {port}: link {link:?}, gauge {gauge:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(health_of(*port, "").await, ServingStatus::Serving);
+    }
+}
+
+/// While NATS is down each node serves its own users, reports the cluster link NOT_SERVING, and
+/// flaps no one offline; when it is back, what could not cross meanwhile arrives, each message
+/// once and in seq order: on the open session when nothing newer was sent to it, otherwise after
+/// the session ends (UNAVAILABLE) and its client reconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_loses_no_message_and_flaps_no_one() {
+    let Some(mut cluster) = Cluster::create().await else {
+        return;
+    };
+    let Some(mut nats) = PrivateNats::start().await else {
+        return;
+    };
+    cluster.nats_url = nats.url();
+    let (_a, port_a) = cluster.start("node-a", &[]).await;
+    let (_b, port_b) = cluster.start("node-b", &[]).await;
+    let mut alice = user_on(port_a, "Alice").await;
+    let mut bob = user_on(port_b, "Bob").await;
+    let carol = user_on(port_b, "Carol").await;
+    let mut dave = user_on(port_b, "Dave").await;
+    let ids = [
+        alice.user_id(),
+        bob.user_id(),
+        carol.user_id(),
+        dave.user_id(),
+    ];
+    let everyone: Vec<(&str, PresenceStatus, u32)> = ids
+        .iter()
+        .map(|id| (id.as_str(), PresenceStatus::Online, 1))
+        .collect();
+    let both = [port_a, port_b];
+    wait_for_online(&both, &everyone, common::WAIT).await;
+    wait_for_link(&both, ServingStatus::Serving).await;
+    alice
+        .send_message(&ids[1], "before", "before the outage")
+        .await;
+    let before = bob.next_where(message).await;
+    assert_eq!(alice.next_where(ack).await.seq, before.seq);
+
+    nats.stop();
+    wait_for_link(&both, ServingStatus::NotServing).await;
+    let mut to_bob = Vec::new();
+    for i in 0..3 {
+        alice
+            .send_message(&ids[1], &format!("down-{i}"), "during the outage")
+            .await;
+        to_bob.push(alice.next_where(ack).await.seq);
+    }
+    alice
+        .send_message(&ids[3], "down-dave", "lost on the way")
+        .await;
+    let to_dave = alice.next_where(ack).await.seq;
+    carol.send_message(&ids[3], "local", "same node").await;
+    let local = dave.next_where(message).await;
+    assert!(local.seq > to_dave);
+    // Past the dead-node timeout: nobody goes OFFLINE anywhere.
+    let offline = |event: &Event| {
+        matches!(event, Event::Presence(PresenceEvent {
+            event: Some(presence_event::Event::Change(PresenceChange { presence: Some(p) })),
+        }) if p.status() == PresenceStatus::Offline)
+    };
+    alice
+        .assert_none_where(DEAD_AFTER + Duration::from_secs(1), offline)
+        .await;
+    wait_for_online(&both, &everyone, Duration::ZERO).await;
+
+    nats.restart().await;
+    wait_for_link(&both, ServingStatus::Serving).await;
+    // Bob's session had nothing newer: the messages come on it, in order, once.
+    for seq in &to_bob {
+        assert_eq!(bob.next_where(message).await.seq, *seq);
+    }
+    bob.assert_none_where(Duration::from_millis(500), |e| {
+        matches!(e, Event::Message(_))
+    })
+    .await;
+    assert!(to_bob[0] > before.seq);
+    // Dave's had a newer one: his session ends and the next one has the lost message, once.
+    let ended = dave
+        .final_status()
+        .await
+        .expect("Dave's session ends with a status");
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+    let mut dave = session_on(port_b, dave.hello_again()).await;
+    assert_eq!(dave.next_where(message).await.seq, to_dave);
+    dave.assert_none_where(Duration::from_millis(500), |e| {
+        matches!(e, Event::Message(_))
+    })
+    .await;
+    // And live delivery across nodes works again.
+    alice
+        .send_message(&ids[1], "after", "after the outage")
+        .await;
+    assert_eq!(bob.next_where(message).await.text, "after the outage");
 }
 
 /// A second process given the id of a live node exits at start with an error that says so; once

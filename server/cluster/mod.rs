@@ -13,9 +13,11 @@
 //!
 //! Presence goes between nodes too: see [`presence`].
 
+mod link;
 mod presence;
 mod status;
 
+pub use link::HEALTH_SERVICE;
 pub use status::combine as combine_status;
 
 use std::{
@@ -28,12 +30,12 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use prost::Message as _;
 use tokio::{
-    sync::{mpsc, oneshot},
+    sync::{mpsc, oneshot, watch},
     task::AbortHandle,
 };
 
 use crate::{
-    db::ids::UserId,
+    db::ids::{Seq, UserId},
     hub::Hub,
     proto::{ServerEvent, TypingEvent},
 };
@@ -85,6 +87,10 @@ pub struct Cluster {
     /// The other nodes heard from lately, kept by the presence task, for requests to them all.
     /// A std mutex: held only to copy or replace the list.
     live_peers: Mutex<Vec<Arc<str>>>,
+    /// Whether the link to NATS is up, as the client's events tell.
+    link: watch::Receiver<bool>,
+    /// The highest seq committed when a link (this node's or another's) last came back.
+    caught_up: watch::Sender<Seq>,
 }
 
 /// What the publisher task is asked to do.
@@ -134,11 +140,21 @@ impl Cluster {
         node_id: &str,
         boot: uuid::Uuid,
     ) -> anyhow::Result<Arc<Self>> {
+        let (link_tx, link) = watch::channel(true);
+        let link_tx = Arc::new(link_tx);
         let client = async_nats::ConnectOptions::new()
             .name(format!("fastchat {node_id}"))
             .no_echo()
-            .event_callback(|event| async move {
-                tracing::info!(%event, "NATS connection");
+            .event_callback(move |event| {
+                let link_tx = link_tx.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => link_tx.send_replace(true),
+                        async_nats::Event::Disconnected => link_tx.send_replace(false),
+                        _ => false,
+                    };
+                    tracing::info!(%event, "NATS connection");
+                }
             })
             .connect(url)
             .await
@@ -156,6 +172,8 @@ impl Cluster {
             outbound,
             follows,
             live_peers: Mutex::default(),
+            link,
+            caught_up: watch::Sender::new(Seq::ZERO),
         }))
     }
 
@@ -221,7 +239,8 @@ fn subject(cluster: &str, user: UserId) -> String {
     format!("{cluster}.user.{user}")
 }
 
-/// Publishes what is queued, in order, until the cluster is gone.
+/// Publishes what is queued, in order, until the cluster is gone. While the link is down what
+/// comes is dropped rather than piled up: the database has it, and a comeback reads it back.
 async fn run_publisher(
     client: async_nats::Client,
     mut outbound: mpsc::UnboundedReceiver<Outbound>,
@@ -230,6 +249,7 @@ async fn run_publisher(
     while outbound.recv_many(&mut batch, BATCH).await > 0 {
         for op in batch.drain(..) {
             match op {
+                Outbound::Publish(_, _) if !is_connected(&client) => {}
                 Outbound::Publish(subject, payload) => {
                     if let Err(err) = client.publish(subject, payload).await {
                         tracing::warn!(error = %err, "could not publish to NATS");

@@ -8,10 +8,10 @@ use std::{
     task::{Context, Poll},
 };
 
-use futures_util::task::AtomicWaker;
+use futures_util::{StreamExt, task::AtomicWaker};
 use sea_orm::DbErr;
 use tokio::sync::mpsc;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, wrappers::WatchStream};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -38,6 +38,9 @@ use crate::{
 /// Live messages a session may have skipped (its window was full, or it was still reading its
 /// backlog) before it counts as too slow and is ended: their seqs are all it keeps of them.
 const MAX_MISSED: usize = 16_384;
+/// Most undelivered messages below what a session has sent that it looks at after a cluster
+/// link came back; more than this counts as a gap.
+const MAX_RECHECKED: u64 = 4_096;
 
 /// Which events a session takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +171,8 @@ impl Hub {
                 sent_up_to: Seq::ZERO,
                 page: VecDeque::new(),
                 fetching: None,
+                link_back: self.cluster.as_ref().map(|cluster| cluster.link_back()),
+                came_back: None,
             };
             if self.config.keeps_history() {
                 // Registered first, floor second: a message committed meanwhile is both queued
@@ -239,8 +244,25 @@ struct Inbox {
     sent_up_to: Seq,
     /// Stored messages read and not yet sent.
     page: VecDeque<StoredMessage>,
-    /// The page being read, and whether it is from the backlog.
-    fetching: Option<(bool, PageFuture)>,
+    /// The page being read, and what for.
+    fetching: Option<(Fetch, PageFuture)>,
+    /// In cluster mode, comebacks of a NATS link (this node's or another's): what the outage
+    /// kept from live delivery is read back from the database, up to the seq each brings.
+    link_back: Option<WatchStream<Seq>>,
+    /// A comeback not acted on yet (a page was being read).
+    came_back: Option<Seq>,
+}
+
+/// What a page is read for.
+#[derive(Debug, Clone, Copy)]
+enum Fetch {
+    /// The next page of the backlog.
+    Backlog,
+    /// Live messages that were skipped.
+    Missed,
+    /// After a cluster link came back with this seq committed: the undelivered messages the
+    /// session passed over, which it cannot send now without breaking seq order.
+    Recheck(Seq),
 }
 
 type PageFuture = Pin<Box<dyn Future<Output = Result<Vec<StoredMessage>, DbErr>> + Send>>;
@@ -299,6 +321,44 @@ impl Inbox {
         hub: &Arc<Hub>,
     ) -> Poll<Result<Option<ServerEvent>, Status>> {
         loop {
+            if let Some(link_back) = &mut self.link_back
+                && let Poll::Ready(Some(seq)) = link_back.poll_next_unpin(cx)
+            {
+                self.came_back = Some(seq);
+            }
+            if self.fetching.is_none()
+                && let Some(seq) = self.came_back.take()
+                && seq > self.floor
+            {
+                // Messages the session passed over (sending later ones) cannot come now
+                // without breaking seq order; finding any ends the session, see `rechecked`.
+                let (db, user) = (hub.pipeline.db().clone(), self.user);
+                let (after, up_to) = (self.floor, self.sent_up_to);
+                let fetch: PageFuture = Box::pin(async move {
+                    db.undelivered_page(user, after, up_to, MAX_RECHECKED).await
+                });
+                self.fetching = Some((Fetch::Recheck(seq), fetch));
+            }
+            if let Some((kind, fetch)) = &mut self.fetching {
+                let kind = *kind;
+                let page = match fetch.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(page)) => page,
+                    Poll::Ready(Err(err)) => {
+                        tracing::warn!(error = %err, "could not read a session's messages");
+                        return Poll::Ready(Err(Status::unavailable(
+                            "could not read your messages; reconnect to receive them",
+                        )));
+                    }
+                };
+                self.fetching = None;
+                match kind {
+                    Fetch::Backlog => self.backlog_page_read(hub, page),
+                    Fetch::Missed => self.page.extend(page),
+                    Fetch::Recheck(seq) => self.rechecked(hub, seq, page)?,
+                }
+                continue;
+            }
             if self.room() == 0 {
                 if let Some(receipts) = &self.receipts {
                     receipts.room.register(cx.waker());
@@ -320,26 +380,6 @@ impl Inbox {
                     event,
                 ))));
             }
-            if let Some((backlog, fetch)) = &mut self.fetching {
-                let backlog = *backlog;
-                let page = match fetch.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(page)) => page,
-                    Poll::Ready(Err(err)) => {
-                        tracing::warn!(error = %err, "could not read a session's messages");
-                        return Poll::Ready(Err(Status::unavailable(
-                            "could not read your messages; reconnect to receive them",
-                        )));
-                    }
-                };
-                self.fetching = None;
-                if backlog {
-                    self.backlog_page_read(hub, page);
-                } else {
-                    self.page.extend(page);
-                }
-                continue;
-            }
             let limit = self.window;
             let db = hub.pipeline.db().clone();
             let fetch: PageFuture = if let Some(after) = self.backlog_after {
@@ -353,8 +393,46 @@ impl Inbox {
             } else {
                 return Poll::Ready(Ok(None));
             };
-            self.fetching = Some((self.backlog_after.is_some(), fetch));
+            let kind = if self.backlog_after.is_some() {
+                Fetch::Backlog
+            } else {
+                Fetch::Missed
+            };
+            self.fetching = Some((kind, fetch));
         }
+    }
+
+    /// After a cluster link came back with `seq` committed: `passed_over` are the undelivered
+    /// messages between the floor and the last one sent. Any the session did not send (and no
+    /// other session is delivering) was lost on the way while the link was down; the session
+    /// ends so that its client reconnects and gets them in order. Otherwise what is undelivered
+    /// up to `seq` is read like a backlog, before the live messages.
+    fn rechecked(
+        &mut self,
+        hub: &Hub,
+        seq: Seq,
+        passed_over: Vec<StoredMessage>,
+    ) -> Result<(), Status> {
+        let full = passed_over.len() as u64 >= MAX_RECHECKED;
+        let sent: std::collections::HashSet<Seq> = match &self.receipts {
+            Some(receipts) => receipts.unacked().iter().map(|(seq, _)| *seq).collect(),
+            None => Default::default(),
+        };
+        let lost = hub
+            .pipeline
+            .not_in_delivery(passed_over)
+            .any(|message| !sent.contains(&message.seq));
+        if full || lost {
+            return Err(Status::unavailable(
+                "messages to you were held up between servers; reconnect to receive them in order",
+            ));
+        }
+        // Read again after the backlog, in order: the page held and the skipped live ones.
+        self.missed
+            .extend(self.page.drain(..).map(|message| message.seq));
+        self.floor = seq;
+        self.backlog_after.get_or_insert(self.sent_up_to);
+        Ok(())
     }
 
     /// A live message to the user: sent now, dropped (the backlog or the stream has it), or noted

@@ -164,6 +164,8 @@ pub struct Metrics {
     presence_changes: IntCounterVec,
     /// `fastchat_dead_nodes_cleaned_total`: nodes this one found silent and cleaned up after.
     dead_nodes_cleaned: IntCounter,
+    /// `fastchat_cluster_link_up`: 1 while this node's NATS link is up (cluster mode).
+    cluster_link_up: IntGauge,
     /// What changes together. A std mutex: held for a few map and counter updates, never across
     /// an `.await`.
     live: Mutex<Live>,
@@ -313,6 +315,10 @@ impl Metrics {
                 "fastchat_dead_nodes_cleaned_total",
                 "Nodes sharing the database that this node found silent past the dead-node timeout and cleaned up after (their sessions ended, their users' presence rows removed).",
             ),
+            cluster_link_up: gauge(
+                "fastchat_cluster_link_up",
+                "1 while this node's link to NATS is up in cluster mode; 0 while it is down (users on other nodes then miss this node's events until it is back) or outside cluster mode.",
+            ),
             live: Mutex::new(Live {
                 connections: Peaked::default(),
                 sessions: Peaked::default(),
@@ -421,6 +427,11 @@ impl Metrics {
     /// This node cleaned up after a dead one.
     pub fn dead_node_cleaned(&self) {
         self.dead_nodes_cleaned.inc();
+    }
+
+    /// This node's NATS link went up or down.
+    pub fn cluster_link(&self, up: bool) {
+        self.cluster_link_up.set(i64::from(up));
     }
 
     /// The rate limiter refused a request of `kind` from `user` (None: an anonymous watcher).
