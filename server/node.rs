@@ -73,12 +73,14 @@ pub async fn keep_alive(app: Weak<App>) {
         match app.db.node_heartbeat(node, boot, now).await {
             Ok(true) => {}
             // Silent for too long (a stall, or the database out of reach) and cleaned up after:
-            // register again, so no one cleans up what this run writes from now on. The rows
-            // cleaned meanwhile stay so until its users' next changes write them again.
+            // register again, so no one cleans up what this run writes from now on, then write
+            // again the rows that were cleaned.
             Ok(false) => {
                 tracing::warn!(node, "this node was taken for dead; registering again");
-                if let Err(err) = app.db.register_node(node, boot, now, dead_before).await {
-                    tracing::warn!(error = %err, "could not register this node again");
+                match app.db.register_node(node, boot, now, dead_before).await {
+                    Ok(true) => app.hub.rewrite_rows(),
+                    Ok(false) => tracing::warn!(node, "another live node holds this node's id"),
+                    Err(err) => tracing::warn!(error = %err, "could not register this node again"),
                 }
             }
             Err(err) => tracing::warn!(error = %err, "node heartbeat failed"),

@@ -828,6 +828,36 @@ async fn a_graceful_stop_leaves_the_other_nodes_rows_alone() {
     db.close().await.unwrap();
 }
 
+/// A node that another took for dead (its registration removed, its rows cleaned, as after a
+/// long stall) registers again at its next heartbeat and writes its sessions and its users'
+/// presence rows again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_taken_for_dead_writes_its_rows_again() {
+    if postgres_base_url().is_none() {
+        return;
+    }
+    let database = FreshDatabase::create(Backend::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_a, port_a) = start_node(&database.url, "node-a", &dir).await;
+    let db = sea_orm::Database::connect(&database.url).await.unwrap();
+    let alice = user_on(port_a, "Alice").await;
+    let bob = user_on(port_a, "Bob").await;
+    wait_for_rows(&db, "node-a", [1, 2, 2, 2], common::WAIT).await;
+
+    // What a survivor's claim does.
+    for sql in [
+        "DELETE FROM nodes WHERE node_id = 'node-a'",
+        "UPDATE sessions SET ended_at = now() WHERE node_id = 'node-a'",
+        "DELETE FROM users_online WHERE node_id = 'node-a'",
+    ] {
+        db.execute_unprepared(sql).await.unwrap();
+    }
+    assert_eq!(rows_of(&db, "node-a").await, [0, 0, 0, 0]);
+    wait_for_rows(&db, "node-a", [1, 2, 2, 2], common::WAIT).await;
+    drop((alice, bob));
+    db.close().await.unwrap();
+}
+
 /// A node killed with SIGKILL (no chance to clean up) is noticed once its heartbeats stop: one
 /// survivor, and only one, claims it, ends its sessions and removes its users' presence rows,
 /// while the survivors' own rows stay as they were.

@@ -305,6 +305,12 @@ impl Hub {
         (registry.shared_state(), cluster.presence_seq())
     }
 
+    /// After another node took this one for dead and cleaned its rows: writes its sessions and
+    /// its users' presence rows again.
+    pub fn rewrite_rows(&self) {
+        self.change(|registry, out| registry.rewrite_rows(Instant::now(), out));
+    }
+
     /// Users ONLINE or AWAY, without `exclude`.
     pub fn list_online(&self, exclude: Option<UserId>) -> Vec<Presence> {
         self.lock().list_online(exclude, Instant::now())

@@ -59,7 +59,8 @@ impl Database {
     // The write-through queries below take the connection to run on, so the presence store can
     // apply a whole batch of them in one transaction (one commit).
 
-    /// Records a new session of `user` on `node_id`.
+    /// Records a new session of `user` on `node_id`, or opens again one whose row a survivor
+    /// ended while it took this node for dead.
     pub async fn session_opened(
         conn: &impl ConnectionTrait,
         id: SessionId,
@@ -78,6 +79,15 @@ impl Database {
             last_active_at: Set(at),
             ended_at: Set(None),
         })
+        .on_conflict(
+            OnConflict::column(sessions::Column::Id)
+                .update_columns([
+                    sessions::Column::NodeId,
+                    sessions::Column::Away,
+                    sessions::Column::EndedAt,
+                ])
+                .to_owned(),
+        )
         .exec_without_returning(conn)
         .await
         .map(|_| ())

@@ -446,17 +446,7 @@ impl Registry {
             }
             // This node's row holds the user's activity here, for users it has had any of.
             if entry.here {
-                let stored = match self.local_activity(entry, now) {
-                    Some(Activity { away: true, .. }) => StoredStatus::Away,
-                    Some(_) => StoredStatus::Online,
-                    None => StoredStatus::Offline,
-                };
-                out.store.push(StoreOp::Presence {
-                    user: id,
-                    status: stored,
-                    sessions: entry.sessions.len() as u32,
-                    last_seen: entry.last_seen,
-                });
+                out.store.push(self.presence_row(id, entry, now));
             }
             let scope = &mut self.scope;
             let in_page = if status == PresenceStatus::Offline {
@@ -488,6 +478,41 @@ impl Registry {
             match audience {
                 Audience::Everyone => out.send_all(self.sessions.keys().copied(), &event),
                 Audience::Only(targets) => out.send_all(targets, &event),
+            }
+        }
+    }
+
+    /// This node's `users_online` row of `user`: their activity here.
+    fn presence_row(&self, user: UserId, entry: &UserEntry, now: Instant) -> StoreOp {
+        let status = match self.local_activity(entry, now) {
+            Some(Activity { away: true, .. }) => StoredStatus::Away,
+            Some(_) => StoredStatus::Online,
+            None => StoredStatus::Offline,
+        };
+        StoreOp::Presence {
+            user,
+            status,
+            sessions: entry.sessions.len() as u32,
+            last_seen: entry.last_seen,
+        }
+    }
+
+    /// After another node took this one for dead and cleaned its rows (ended its sessions,
+    /// folded its presence rows away): writes them again from what this node holds.
+    pub(in crate::hub) fn rewrite_rows(&self, now: Instant, out: &mut Effects) {
+        let at = Utc::now();
+        for (id, session) in &self.sessions {
+            let Some(user) = session.user else { continue };
+            let (id, kind) = (*id, session.kind.as_str());
+            out.store
+                .push(StoreOp::SessionOpened { id, user, kind, at });
+            if session.away {
+                out.store.push(StoreOp::SessionAway { id, away: true, at });
+            }
+        }
+        for (id, entry) in &self.users {
+            if entry.here {
+                out.store.push(self.presence_row(*id, entry, now));
             }
         }
     }
