@@ -9,17 +9,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{ChatSession, ack, authed, message, start_binary_on, status};
+use common::{ChatSession, ack, authed, message, start_binary_on, status, web::web_channel_to};
 use fastchat::{
     node::DEAD_AFTER,
     proto::{
-        Hello, ListOnlineRequest, MarkReadRequest, MessageStatus, Presence, PresenceChange,
-        PresenceEvent, PresenceStatus, PresenceUpdate, SetStatusRequest, SetTypingRequest,
-        TypingEvent, client_event, presence_event, presence_service_client::PresenceServiceClient,
-        server_event::Event,
+        ChatMessage, Hello, ListOnlineRequest, MarkReadRequest, MessageStatus, Presence,
+        PresenceChange, PresenceEvent, PresenceStatus, PresenceUpdate, Received, ServerEvent,
+        SetStatusRequest, SetTypingRequest, SubscribeRequest, TypingEvent, Welcome,
+        chat_service_client::ChatServiceClient, client_event, presence_event,
+        presence_service_client::PresenceServiceClient, server_event::Event,
     },
     testing::{Backend, FreshDatabase, postgres_base_url},
 };
+use http::Version;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use tonic_health::pb::{
@@ -755,6 +757,235 @@ async fn a_nats_outage_loses_no_message_and_flaps_no_one() {
         .send_message(&ids[1], "after", "after the outage")
         .await;
     assert_eq!(bob.next_where(message).await.text, "after the outage");
+}
+
+/// HAProxy run with `deploy/haproxy.cfg`, the file compose.yaml gives its proxy, with the same
+/// environment variables; killed when the test ends.
+struct Proxy {
+    process: Child,
+    port: u16,
+}
+
+impl Proxy {
+    /// Debian's HAProxy (CI installs it); None outside CI when it is missing.
+    const BINARY: &str = "/usr/sbin/haproxy";
+
+    /// In front of the nodes at `nodes`; returns once it forwards `/health`.
+    async fn start(nodes: [u16; 2]) -> Option<Self> {
+        if !std::path::Path::new(Self::BINARY).exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must have {}",
+                Self::BINARY
+            );
+            eprintln!("skipping: no {}", Self::BINARY);
+            return None;
+        }
+        let port = common::free_port();
+        let config = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/haproxy.cfg");
+        let process = Command::new(Self::BINARY)
+            .args(["-db", "-f", config])
+            .env("FASTCHAT_PROXY_BIND", format!("127.0.0.1:{port}"))
+            .env("FASTCHAT_NODE_A", format!("127.0.0.1:{}", nodes[0]))
+            .env("FASTCHAT_NODE_B", format!("127.0.0.1:{}", nodes[1]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let proxy = Self { process, port };
+        let deadline = Instant::now() + common::WAIT;
+        while !common::health_ok(port).await {
+            assert!(Instant::now() < deadline, "HAProxy did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Some(proxy)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// Waits until the open chat sessions are spread over `nodes` nodes, by the `sessions` table.
+async fn wait_for_sessions_on(db: &DatabaseConnection, nodes: i64) {
+    let sql = "SELECT COUNT(DISTINCT node_id) FROM sessions WHERE ended_at IS NULL";
+    let deadline = Instant::now() + common::WAIT;
+    while count(db, sql).await != nodes {
+        assert!(
+            Instant::now() < deadline,
+            "sessions are not on {nodes} nodes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The next message on a grpc-web stream, skipping other events.
+async fn next_web_message(stream: &mut tonic::Streaming<ServerEvent>) -> ChatMessage {
+    loop {
+        let event = tokio::time::timeout(common::WAIT, stream.message())
+            .await
+            .expect("timed out waiting for a message")
+            .unwrap()
+            .expect("stream ended");
+        if let Some(Event::Message(message)) = event.event {
+            return message;
+        }
+    }
+}
+
+/// A grpc-web Subscribe (over HTTP/1.1, as browsers without TLS) of a new user at `port`: the
+/// stream, after Welcome, and the user's id.
+async fn web_user_on(port: u16, name: &str) -> (tonic::Streaming<ServerEvent>, Welcome) {
+    let (channel, origin) = web_channel_to(&format!("http://127.0.0.1:{port}"), Version::HTTP_11);
+    let request = SubscribeRequest {
+        hello: Some(Hello {
+            display_name: name.into(),
+            ..Default::default()
+        }),
+    };
+    let mut stream = ChatServiceClient::with_origin(channel, origin)
+        .subscribe(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap().event;
+    let Some(Event::Welcome(welcome)) = first else {
+        panic!("a session starts with Welcome, not {first:?}");
+    };
+    (stream, welcome)
+}
+
+/// Behind HAProxy (deploy/haproxy.cfg): gRPC calls are spread over the nodes and users reach
+/// each other whichever node each landed on; grpc-web (HTTP/1.1) works through the proxy and
+/// straight to a node, to users on the other node; and when a node stops, new sessions go to the
+/// other one at once and its users reconnect through the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_spreads_grpc_and_grpc_web_over_the_nodes() {
+    let Some(mut cluster) = Cluster::create().await else {
+        return;
+    };
+    let (mut a, port_a) = cluster.start("node-a", &[]).await;
+    let (_b, port_b) = cluster.start("node-b", &[]).await;
+    let Some(proxy) = Proxy::start([port_a, port_b]).await else {
+        return;
+    };
+    let db = sea_orm::Database::connect(&cluster.database.url)
+        .await
+        .unwrap();
+    let mut users = Vec::new();
+    for name in ["Alice", "Bob", "Carol", "Dave"] {
+        users.push(user_on(proxy.port, name).await);
+    }
+    wait_for_sessions_on(&db, 2).await;
+    for (i, to) in users.iter().enumerate().skip(1) {
+        users[0]
+            .send_message(&to.user_id(), &format!("m{i}"), "through the proxy")
+            .await;
+    }
+    for user in users.iter_mut().skip(1) {
+        assert_eq!(user.next_where(message).await.text, "through the proxy");
+    }
+
+    // grpc-web through the proxy, and straight to node B from a user on node A.
+    let (mut web, web_welcome) = web_user_on(proxy.port, "Webby").await;
+    let web_id = web_welcome.user.unwrap().user_id;
+    users[0]
+        .send_message(&web_id, "to-web", "to the browser")
+        .await;
+    assert_eq!(next_web_message(&mut web).await.text, "to the browser");
+    let (mut web_on_b, welcome_on_b) = web_user_on(port_b, "Webby B").await;
+    let alice_on_a = user_on(port_a, "Alice A").await;
+    let web_on_b_id = welcome_on_b.user.unwrap().user_id;
+    alice_on_a
+        .send_message(&web_on_b_id, "a-to-b", "across nodes")
+        .await;
+    assert_eq!(next_web_message(&mut web_on_b).await.text, "across nodes");
+
+    // Node A stops: sessions opened through the proxy go to B without waiting for the health
+    // check; the users who were on A reconnect through the proxy.
+    drop(alice_on_a);
+    a.stop().await;
+    for name in ["Erin", "Frank", "Grace"] {
+        user_on(proxy.port, name).await;
+    }
+    let mut again = Vec::new();
+    for user in &users {
+        again.push(session_on(proxy.port, user.hello_again()).await);
+    }
+    again[1]
+        .send_message(&users[0].user_id(), "back", "after a node stopped")
+        .await;
+    assert_eq!(
+        again[0].next_where(message).await.text,
+        "after a node stopped"
+    );
+    db.close().await.unwrap();
+}
+
+/// A node killed with SIGKILL loses no acknowledged message: the recipient, reconnecting to
+/// another node, gets every message they had not acknowledged (those the dead node sent them
+/// and those sent while they were away), each once and in seq order, and none they had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_node_is_killed_its_users_get_every_message_once_elsewhere() {
+    let Some(mut cluster) = Cluster::create().await else {
+        return;
+    };
+    let burst = ["--rate-messages-burst", "20"];
+    let (a, port_a) = cluster.start("node-a", &burst).await;
+    let (_b, port_b) = cluster.start("node-b", &burst).await;
+    let mut alice = user_on(port_b, "Alice").await;
+    let hello = Hello {
+        display_name: "Bob".into(),
+        receipts: true,
+        ..Default::default()
+    };
+    let mut bob = session_on(port_a, hello).await;
+    let bob_id = bob.user_id();
+    let send = async |alice: &mut ChatSession, keys: std::ops::Range<u32>| {
+        let mut seqs = Vec::new();
+        for i in keys {
+            alice
+                .send_message(&bob_id, &format!("m{i}"), &format!("text {i}"))
+                .await;
+            seqs.push(alice.next_where(ack).await.seq);
+        }
+        seqs
+    };
+
+    // Bob has and acknowledges the first five; Alice sees them DELIVERED.
+    let had = send(&mut alice, 0..5).await;
+    for seq in &had {
+        assert_eq!(bob.next_where(message).await.seq, *seq);
+    }
+    bob.send(client_event::Event::Received(Received {
+        up_to_seq: had[4],
+    }))
+    .await;
+    loop {
+        let update = alice.next_where(status).await;
+        if update.status() == MessageStatus::Delivered && update.seq == had[4] {
+            break;
+        }
+    }
+    // The next five reach Bob's session but he does not acknowledge them before node A dies.
+    let mut owed = send(&mut alice, 5..10).await;
+    for seq in &owed {
+        assert_eq!(bob.next_where(message).await.seq, *seq);
+    }
+    a.signal("KILL");
+    owed.extend(send(&mut alice, 10..15).await);
+
+    let mut bob = session_on(port_b, bob.hello_again()).await;
+    for seq in &owed {
+        assert_eq!(bob.next_where(message).await.seq, *seq);
+    }
+    bob.assert_none_where(Duration::from_millis(500), |e| {
+        matches!(e, Event::Message(_))
+    })
+    .await;
 }
 
 /// A second process given the id of a live node exits at start with an error that says so; once

@@ -3,6 +3,8 @@
 //! databases and `on_both_databases!` are `fastchat::testing`'s, shared with the unit tests.
 #![allow(dead_code)] // each test binary uses part of the harness
 
+pub mod web;
+
 use std::{
     future::Future,
     net::SocketAddr,
