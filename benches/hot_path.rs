@@ -73,7 +73,7 @@ async fn fixture() -> Fixture {
     );
     let db = Database::connect(&url).await.unwrap();
     db.migrate().await.unwrap();
-    let identity = Identity::new(db.clone(), None);
+    let identity = Identity::new(db.clone(), None, None);
     let claim = |name: &str| Claim {
         display_name: Some(name.to_owned()),
         ..Default::default()

@@ -15,13 +15,14 @@ pub use prune::prune_unused_users;
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::{
+    cluster::Cluster,
     db::{Database, NewUser, ids::UserId},
     error::{Error, Result},
 };
@@ -102,6 +103,8 @@ pub struct Identity {
     cache: Mutex<Cache>,
     /// Set when sign-in is by JWT: then tokens are checked by it and ids are never claimed.
     jwt: Option<JwtVerifier>,
+    /// In cluster mode, told of every rename, so the other nodes' caches follow.
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// Facts that do not go stale: a token belongs to one user for good, and a user stays until the
@@ -126,6 +129,16 @@ impl Cache {
         self.known.insert(id);
         self.signed_in.insert(id, display_name.to_owned());
     }
+
+    /// Another node renamed `id`. Renames are rare, so a pass over the tokens is fine.
+    fn renamed(&mut self, id: UserId, display_name: &str) {
+        for user in self.by_token.values_mut().filter(|user| user.id == id) {
+            display_name.clone_into(&mut user.display_name);
+        }
+        if let Some(name) = self.signed_in.get_mut(&id) {
+            display_name.clone_into(name);
+        }
+    }
 }
 
 impl Identity {
@@ -134,14 +147,27 @@ impl Identity {
         self.jwt.is_some()
     }
 
-    /// Identity over `db`; `jwt` turns JWT sign-in on. Starts the claim writer on the current
-    /// runtime.
-    pub fn new(db: Database, jwt: Option<JwtVerifier>) -> Self {
+    /// Identity over `db`; `jwt` turns JWT sign-in on; `cluster` (cluster mode) hears of this
+    /// node's renames. Starts the claim writer on the current runtime.
+    pub fn new(db: Database, jwt: Option<JwtVerifier>, cluster: Option<Arc<Cluster>>) -> Self {
         Self {
             claims: ClaimWriter::start(db.clone()),
             db,
             cache: Mutex::new(Cache::default()),
             jwt,
+            cluster,
+        }
+    }
+
+    /// Another node renamed `id`: calls here see the new name too.
+    pub fn renamed_elsewhere(&self, id: UserId, display_name: &str) {
+        self.cache().renamed(id, display_name);
+    }
+
+    /// After a rename is stored: the other nodes' caches follow.
+    fn share_rename(&self, user: &AuthUser) {
+        if let Some(cluster) = &self.cluster {
+            cluster.share_rename(user.id, &user.display_name);
         }
     }
 
@@ -226,6 +252,7 @@ impl Identity {
             Write::Nothing => {}
             Write::Rename { token_hash } => {
                 self.db.rename_user(user.id, &user.display_name).await?;
+                self.share_rename(&user);
                 self.cache().remember(token_hash, user.clone());
             }
             Write::Claim { token } => {
@@ -243,6 +270,7 @@ impl Identity {
             }
             Write::RenameSignedIn => {
                 self.db.rename_user(user.id, &user.display_name).await?;
+                self.share_rename(&user);
                 self.cache().remember_signed_in(user.id, &user.display_name);
             }
             Write::FirstSignIn { named } => {
@@ -255,6 +283,7 @@ impl Identity {
                 if !claimed.await? {
                     if named {
                         self.db.rename_user(user.id, &user.display_name).await?;
+                        self.share_rename(&user);
                     } else if let Some(row) = self.db.find_user(user.id).await? {
                         user.display_name = row.display_name;
                     }

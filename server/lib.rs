@@ -232,7 +232,7 @@ async fn start(config: Config) -> anyhow::Result<Started> {
         cluster.start_status(&hub).await?;
     }
     let app = Arc::new(App {
-        identity: Identity::new(db.clone(), jwt),
+        identity: Identity::new(db.clone(), jwt, cluster.clone()),
         limits: RateLimits::new(&config, metrics.clone()),
         pipeline: hub.pipeline().clone(),
         hub,
@@ -258,6 +258,7 @@ async fn start(config: Config) -> anyhow::Result<Started> {
     if let Some(cluster) = app.hub.cluster() {
         let (db, metrics) = (app.db.clone(), app.metrics.clone());
         cluster.start_link(db, health.clone(), metrics).await?;
+        cluster.start_renames(Arc::downgrade(&app)).await?;
     }
     tokio::spawn(forget_idle_limits(Arc::downgrade(&app)));
     tokio::spawn(identity::prune_unused_users(Arc::downgrade(&app)));

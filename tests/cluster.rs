@@ -988,6 +988,64 @@ async fn after_a_node_is_killed_its_users_get_every_message_once_elsewhere() {
     .await;
 }
 
+/// The display name the node at `port` lists for `user` (None: not online there).
+async fn listed_name(port: u16, user: &str) -> Option<String> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let listed = PresenceServiceClient::new(channel)
+        .list_online(ListOnlineRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    listed
+        .users
+        .into_iter()
+        .filter_map(|p| p.user)
+        .find(|u| u.user_id == user)
+        .map(|u| u.display_name)
+}
+
+/// A rename on one node reaches the others: a later session there, signed in by token alone, is
+/// welcomed under the new name (not the one that node had cached), and every node lists it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_reaches_every_node() {
+    let Some(mut cluster) = Cluster::create().await else {
+        return;
+    };
+    let (_a, port_a) = cluster.start("node-a", &[]).await;
+    let (_b, port_b) = cluster.start("node-b", &[]).await;
+    let bob = user_on(port_a, "Bob").await;
+    let _bob_on_b = session_on(port_b, bob.hello_again()).await;
+    let id = bob.user_id();
+    let rename = Hello {
+        display_name: "Robert".into(),
+        ..bob.hello_again()
+    };
+    let renamed = session_on(port_a, rename).await;
+    assert_eq!(
+        renamed.welcome.user.as_ref().unwrap().display_name,
+        "Robert"
+    );
+    let deadline = Instant::now() + common::WAIT;
+    while listed_name(port_b, &id).await.as_deref() != Some("Robert") {
+        assert!(Instant::now() < deadline, "node B still lists the old name");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let again_on_b = session_on(port_b, bob.hello_again()).await;
+    assert_eq!(
+        again_on_b.welcome.user.as_ref().unwrap().display_name,
+        "Robert"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for port in [port_a, port_b] {
+        assert_eq!(listed_name(port, &id).await.as_deref(), Some("Robert"));
+    }
+}
+
 /// A second process given the id of a live node exits at start with an error that says so; once
 /// that node stopped gracefully (unregistering), the id starts again at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

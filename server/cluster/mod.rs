@@ -15,6 +15,7 @@
 
 mod link;
 mod presence;
+mod rename;
 mod status;
 
 pub use link::HEALTH_SERVICE;

@@ -93,7 +93,7 @@ mod tests {
     /// The prune deletes claimed users, whose tokens fail at once though the cache knew them, but
     /// neither JWT users nor users in use.
     async fn prunes_claims_but_not_jwt_users_nor_users_in_use(t: TestDb) {
-        let identity = Identity::new(t.db.clone(), None);
+        let identity = Identity::new(t.db.clone(), None, None);
         let claim = Claim {
             display_name: Some("Unused".into()),
             ..Default::default()
