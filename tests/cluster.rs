@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use clap::Parser;
 use common::{ChatSession, ack, authed, message, start_binary_on, status, web::web_channel_to};
 use fastchat::{
     node::DEAD_AFTER,
@@ -1044,6 +1045,54 @@ async fn a_rename_reaches_every_node() {
     for port in [port_a, port_b] {
         assert_eq!(listed_name(port, &id).await.as_deref(), Some("Robert"));
     }
+}
+
+/// The load generator's cross-node chat: `--server` with two nodes puts each pair's users on
+/// different nodes; every acked message arrives once, and the CPU of both nodes is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_chats_across_nodes_without_loss() {
+    let Some(mut cluster) = Cluster::create().await else {
+        return;
+    };
+    let burst = [
+        "--rate-messages-burst",
+        "1000",
+        "--rate-messages-per-minute",
+        "60000",
+    ];
+    let (a, port_a) = cluster.start("node-a", &burst).await;
+    let (b, port_b) = cluster.start("node-b", &burst).await;
+    let servers = format!("http://127.0.0.1:{port_a},http://127.0.0.1:{port_b}");
+    let pids = format!("{},{}", a.0.id(), b.0.id());
+    let args = [
+        "fastchat-loadgen",
+        "--server",
+        &servers,
+        "--server-pid",
+        &pids,
+        "--duration-secs",
+        "2",
+        "chat",
+        "--pairs",
+        "10",
+        "--messages",
+        "20",
+        "--baseline-secs",
+        "0",
+    ];
+    let cli = fastchat_loadgen::Cli::try_parse_from(args).unwrap();
+    let report = common::within(Duration::from_secs(60), fastchat_loadgen::run(&cli))
+        .await
+        .unwrap();
+    assert_eq!(report["servers"], 2, "{report}");
+    assert_eq!(report["acked"], 400, "{report}");
+    assert_eq!(report["delivered"], 400, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["duplicates"], 0, "{report}");
+    assert!(
+        report["server_cpu_us_per_delivered"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
 }
 
 /// A second process given the id of a live node exits at start with an error that says so; once

@@ -34,7 +34,7 @@ use crate::{
     baseline::{self, Baseline},
     client::{self, Links, Opening, Outbox, Sent, Session},
     receipts::Receipts,
-    stats::{Errors, Latency, histogram, record},
+    stats::{CpuUse, Errors, Latency, ServerProcess, histogram, record},
 };
 
 /// How many digits of send instant open each message's text, followed by a space.
@@ -121,6 +121,13 @@ struct ChatReport {
     acked_per_sec: f64,
     /// From the send to the arrival on the recipient's stream.
     latency: Latency,
+    /// Servers the sessions were spread over (`--server`).
+    servers: usize,
+    /// CPU the server processes (`--server-pid`, added up) used from the first send to the
+    /// last arrival.
+    server_cpu: Option<CpuUse>,
+    /// That CPU per distinct delivery, in microseconds.
+    server_cpu_us_per_delivered: Option<f64>,
     /// The loopback TCP echo run before, when asked for.
     baseline: Option<Baseline>,
     /// `delivered_per_sec` over the echo's round trips per second.
@@ -244,6 +251,8 @@ pub async fn run(common: &Common, args: &ChatArgs) -> anyhow::Result<impl Serial
     }
 
     let senders = 2 * pairs.len() as u64;
+    let server = ServerProcess::new(&common.server_pid)?;
+    let cpu_before = server.cpu_secs();
     let started = Instant::now();
     let plan = Plan {
         base: started,
@@ -313,6 +322,7 @@ pub async fn run(common: &Common, args: &ChatArgs) -> anyhow::Result<impl Serial
         sleep(DRAIN_POLL).await;
     }
     stop.cancel();
+    let cpu_after = server.cpu_secs();
     let mut received_by: Vec<Option<Received>> = (0..sent_by.len()).map(|_| None).collect();
     while let Some(joined) = readers.join_next().await {
         let (user, received) = joined?;
@@ -350,6 +360,10 @@ pub async fn run(common: &Common, args: &ChatArgs) -> anyhow::Result<impl Serial
     let latency = Latency::of(&latency);
     let ratio = |ours: f64, theirs: f64| (theirs > 0.0).then(|| ours / theirs);
     let delivered_per_sec = delivered_total as f64 / secs;
+    let server_cpu = CpuUse::between(cpu_before, cpu_after, last_arrival - started);
+    let server_cpu_us_per_delivered = server_cpu
+        .as_ref()
+        .and_then(|cpu| ratio(1e6 * cpu.cpu_secs, delivered_total as f64));
     Ok(ChatReport {
         scenario: "chat",
         transport: common.transport,
@@ -383,6 +397,9 @@ pub async fn run(common: &Common, args: &ChatArgs) -> anyhow::Result<impl Serial
             .as_ref()
             .and_then(|b| ratio(latency.p99_ms, b.round_trip_latency.p99_ms)),
         latency,
+        servers: common.server.len(),
+        server_cpu,
+        server_cpu_us_per_delivered,
         baseline,
     })
 }

@@ -61,11 +61,12 @@ pub struct WebLink {
     origin: Uri,
 }
 
-/// The connections a run's sessions share: session `i` goes over connection
-/// `i / streams_per_connection`, and connection `c` is bound to source address `c % len`.
+/// The connections a run's sessions share. Session `i` goes to server `i % servers`, over that
+/// server's connection `(i / servers) / streams_per_connection`; connection `c` (counted over
+/// every server) is bound to source address `c % len`.
 pub struct Links {
-    /// One per connection, created lazily (they connect on their first call).
-    links: Vec<Link>,
+    /// Per server, one per connection, created lazily (they connect on their first call).
+    links: Vec<Vec<Link>>,
     /// Sessions per connection.
     per_link: usize,
 }
@@ -74,45 +75,66 @@ impl Links {
     /// Enough connections for `sessions` sessions.
     pub fn new(common: &Common, sessions: usize) -> anyhow::Result<Self> {
         let per_link = common.streams_per_connection as usize;
-        let origin: Uri = common.server.parse().context("--server is not a URL")?;
-        let endpoint = Endpoint::from_shared(common.server.clone())
-            .context("--server is not a URL")?
-            .connect_timeout(common.timeout())
-            // Many sessions share one connection's flow-control window: let it grow as a proxy's
-            // would, so a busy connection is not held to the 64 KiB default.
-            .http2_adaptive_window(true);
-        let links = (0..sessions.div_ceil(per_link).max(1))
-            .map(|index| {
-                let connector = SourceConnector {
-                    source: common.source_ips[index % common.source_ips.len()],
-                };
-                match common.transport {
-                    Transport::Grpc => Link::Grpc(endpoint.connect_with_connector_lazy(connector)),
-                    Transport::GrpcWeb => {
-                        let client = Client::builder(TokioExecutor::new())
-                            .http2_only(per_link > 1)
-                            .http2_adaptive_window(true)
-                            .build(connector);
-                        Link::Web(Box::new(WebLink {
-                            channel: GrpcWebClientLayer::new().layer(client),
-                            origin: origin.clone(),
-                        }))
-                    }
-                }
-            })
-            .collect();
+        let servers = common.server.len();
+        let mut links = Vec::with_capacity(servers);
+        for (index, server) in common.server.iter().enumerate() {
+            let sessions_here = sessions.saturating_sub(index).div_ceil(servers);
+            let count = sessions_here.div_ceil(per_link).max(1);
+            let first = links.iter().map(Vec::len).sum::<usize>();
+            links.push(server_links(common, server, first, count)?);
+        }
         Ok(Self { links, per_link })
     }
 
     /// The connection session `index` uses.
     pub fn for_session(&self, index: usize) -> Link {
-        self.links[(index / self.per_link).min(self.links.len() - 1)].clone()
+        let server = &self.links[index % self.links.len()];
+        let link = (index / self.links.len()) / self.per_link;
+        server[link.min(server.len() - 1)].clone()
     }
 
     /// How many connections there are.
     pub fn len(&self) -> usize {
-        self.links.len()
+        self.links.iter().map(Vec::len).sum()
     }
+}
+
+/// `count` connections to `server`, the first of them the run's connection number `first`.
+fn server_links(
+    common: &Common,
+    server: &str,
+    first: usize,
+    count: usize,
+) -> anyhow::Result<Vec<Link>> {
+    let per_link = common.streams_per_connection as usize;
+    let origin: Uri = server.parse().context("--server is not a URL")?;
+    let endpoint = Endpoint::from_shared(server.to_owned())
+        .context("--server is not a URL")?
+        .connect_timeout(common.timeout())
+        // Many sessions share one connection's flow-control window: let it grow as a proxy's
+        // would, so a busy connection is not held to the 64 KiB default.
+        .http2_adaptive_window(true);
+    let links = (first..first + count)
+        .map(|index| {
+            let connector = SourceConnector {
+                source: common.source_ips[index % common.source_ips.len()],
+            };
+            match common.transport {
+                Transport::Grpc => Link::Grpc(endpoint.connect_with_connector_lazy(connector)),
+                Transport::GrpcWeb => {
+                    let client = Client::builder(TokioExecutor::new())
+                        .http2_only(per_link > 1)
+                        .http2_adaptive_window(true)
+                        .build(connector);
+                    Link::Web(Box::new(WebLink {
+                        channel: GrpcWebClientLayer::new().layer(client),
+                        origin: origin.clone(),
+                    }))
+                }
+            }
+        })
+        .collect();
+    Ok(links)
 }
 
 /// Opens TCP connections (without Nagle) from the address `source`, leaving the choice of port

@@ -60,7 +60,7 @@ struct ConnectReport {
 
 /// Runs `connect`.
 pub async fn run(common: &Common, args: &ConnectArgs) -> anyhow::Result<impl Serialize> {
-    let server = ServerProcess::new(common.server_pid)?;
+    let server = ServerProcess::new(&common.server_pid)?;
     let count = args.sessions as usize;
     let links = Links::new(common, count)?;
     let opening = Opening {

@@ -70,7 +70,7 @@ struct IdleReport {
 
 /// Runs `idle`.
 pub async fn run(common: &Common, args: &IdleArgs) -> anyhow::Result<impl Serialize> {
-    let server = ServerProcess::new(common.server_pid)?;
+    let server = ServerProcess::new(&common.server_pid)?;
     let count = args.sessions as usize;
     let links = Links::new(common, count)?;
     let rss_before = server.rss_bytes();

@@ -42,12 +42,20 @@ pub struct Cli {
 /// Settings every scenario shares.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// The server's URL.
-    #[arg(long, global = true, default_value = "http://127.0.0.1:8000")]
-    pub server: String,
-    /// The server's process id, to read its memory and CPU from /proc (same machine only).
-    #[arg(long, global = true)]
-    pub server_pid: Option<i32>,
+    /// The server's URL; several, comma-separated, spread the sessions over the nodes of a
+    /// cluster: session `i` goes to the `i % n`th, so the two users of a chat pair are on
+    /// different nodes.
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:8000"
+    )]
+    pub server: Vec<String>,
+    /// The server's process id, to read its memory and CPU from /proc (same machine only);
+    /// several, comma-separated, are added up (the nodes of a cluster).
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub server_pid: Vec<i32>,
     /// How long the measured phase lasts (holding sessions, sending messages, joining users).
     #[arg(long, global = true, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub duration_secs: u64,

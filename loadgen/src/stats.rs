@@ -78,27 +78,40 @@ impl Errors {
 
 /// The server process, read from /proc when its pid was given.
 pub struct ServerProcess {
-    /// The process; None without `--server-pid` (then every reading is None).
-    process: Option<procfs::process::Process>,
+    /// The processes (the nodes of a cluster); none without `--server-pid` (then every reading
+    /// is None).
+    processes: Vec<procfs::process::Process>,
 }
 
 impl ServerProcess {
-    /// The server with pid `pid`, if given; fails when that process cannot be read.
-    pub fn new(pid: Option<i32>) -> anyhow::Result<Self> {
-        let process = pid.map(procfs::process::Process::new).transpose()?;
-        Ok(Self { process })
+    /// The server processes with these pids; fails when one cannot be read.
+    pub fn new(pids: &[i32]) -> anyhow::Result<Self> {
+        let processes = pids
+            .iter()
+            .map(|pid| procfs::process::Process::new(*pid))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { processes })
     }
 
-    /// Its resident memory now, in bytes.
+    /// Their resident memory now, in bytes, all together.
     pub fn rss_bytes(&self) -> Option<u64> {
-        let stat = self.process.as_ref()?.stat().ok()?;
-        Some(stat.rss * procfs::page_size())
+        self.sum(|stat| stat.rss * procfs::page_size())
     }
 
-    /// CPU time it has used so far (user and system), in seconds.
+    /// CPU time they have used so far (user and system), in seconds, all together.
     pub fn cpu_secs(&self) -> Option<f64> {
-        let stat = self.process.as_ref()?.stat().ok()?;
-        Some((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
+        let ticks = self.sum(|stat| stat.utime + stat.stime)?;
+        Some(ticks as f64 / procfs::ticks_per_second() as f64)
+    }
+
+    fn sum(&self, of: impl Fn(procfs::process::Stat) -> u64) -> Option<u64> {
+        if self.processes.is_empty() {
+            return None;
+        }
+        self.processes
+            .iter()
+            .map(|process| process.stat().ok().map(&of))
+            .sum()
     }
 }
 
