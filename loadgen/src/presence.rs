@@ -176,8 +176,11 @@ pub async fn run(common: &Common, args: &PresenceArgs) -> anyhow::Result<impl Se
                 display_name: format!("presence-{index}"),
                 ..Default::default()
             };
-            let mut session = client::open(link, hello, session_opening).await?;
+            let session = client::open(link, hello, session_opening).await?;
             tokio::spawn(async move {
+                // The whole session, not only its events: dropping its outbox would end the
+                // Chat stream, and the user would leave as soon as it joined.
+                let mut session = session;
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => break,
