@@ -224,6 +224,34 @@ async fn chat_reaches_users_on_other_nodes() {
     .await;
 }
 
+/// Typing ends on the recipient's node when the session that set it closes on another node,
+/// at once rather than when the (here long) typing timeout runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_ends_across_nodes_when_its_session_closes() {
+    let Some(mut cluster) = Cluster::create().await else {
+        return;
+    };
+    let long = ["--typing-timeout-ms", "60000"];
+    let (_a, port_a) = cluster.start("node-a", &long).await;
+    let (_b, port_b) = cluster.start("node-b", &long).await;
+    let alice = user_on(port_a, "Alice").await;
+    let mut bob = user_on(port_b, "Bob").await;
+    alice
+        .send(client_event::Event::Typing(SetTypingRequest {
+            to_user_id: bob.user_id(),
+            is_typing: true,
+        }))
+        .await;
+    assert!(bob.next_where(typing).await.is_typing);
+
+    drop(alice);
+    let stopped = bob.next_where(typing).await;
+    assert!(
+        !stopped.is_typing,
+        "typing ends when Alice's session closes"
+    );
+}
+
 /// A message stored while its recipient is connected to no node comes from the backlog when they
 /// connect to any node, once; and the same `client_msg_id` sent through two nodes is one message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -536,8 +564,10 @@ async fn set_status_reaches_sessions_on_other_nodes() {
     let on_b = &bob_on_b.welcome.session_id;
     let set = set_status_on(port_a, &token, away, on_b).await.unwrap();
     assert_eq!(set.status(), online, "one of two sessions is away");
+    // The answer merges what node A knows of node B, which may not have B's change yet: the
+    // merged AWAY is checked on both nodes instead.
     let set = set_status_on(port_a, &token, away, &bob_on_a.welcome.session_id).await;
-    assert_eq!(set.unwrap().status(), away);
+    assert_eq!(set.unwrap().sessions, 2);
     wait_for_online(&both, &[(&id, away, 2)], common::WAIT).await;
 
     // All of them, from either node.

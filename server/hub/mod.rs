@@ -31,7 +31,7 @@ use tonic::Status;
 use uuid::Uuid;
 
 use crate::{
-    cluster::Cluster,
+    cluster::{Body, Cluster},
     config::Config,
     db::{
         Database,
@@ -41,7 +41,7 @@ use crate::{
     identity::AuthUser,
     metrics::Metrics,
     pipeline::{Pipeline, StoreOp},
-    proto::{Presence, ServerEvent},
+    proto::{Presence, ServerEvent, TypingEvent},
 };
 
 pub use fanout::FanOut;
@@ -212,10 +212,17 @@ impl Hub {
             self.queue(registry, id, event, &mut out);
         }
         // Under the lock too, so the other nodes get this node's changes in the order made.
-        if !out.shared.is_empty()
-            && let Some(cluster) = &self.cluster
-        {
-            cluster.share_presence(std::mem::take(&mut out.shared));
+        if let Some(cluster) = &self.cluster {
+            if !out.shared.is_empty() {
+                cluster.share_presence(std::mem::take(&mut out.shared));
+            }
+            for (from, to) in out.typing_ended.drain(..) {
+                let typing = TypingEvent {
+                    from_user_id: from.to_string(),
+                    is_typing: false,
+                };
+                cluster.publish(to, Body::Typing(typing));
+            }
         }
         for ended in out.ended {
             if let Some(status) = ended.status {

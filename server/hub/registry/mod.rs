@@ -104,6 +104,9 @@ pub(super) struct Effects {
     pub(super) presence_dirty: bool,
     /// In cluster mode: changes of this node's activity of users, for the other nodes.
     pub(super) shared: Vec<NodeUser>,
+    /// Typing (from, to) that ended because its session closed, for the other nodes holding
+    /// sessions of `to` (explicit stops and messages reach them by themselves).
+    pub(super) typing_ended: Vec<(UserId, UserId)>,
 }
 
 impl Effects {

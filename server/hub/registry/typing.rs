@@ -90,6 +90,7 @@ impl Registry {
             .collect();
         for (from, to) in ended {
             self.stop_typing(from, to, out);
+            out.typing_ended.push((from, to));
         }
     }
 }
