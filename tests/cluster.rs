@@ -134,6 +134,15 @@ impl Cluster {
     }
 }
 
+/// A gRPC channel to the node at `port`.
+async fn channel_to(port: u16) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
 /// A new user named `name` with a Chat session on the node at `port`.
 async fn user_on(port: u16, name: &str) -> ChatSession {
     let hello = Hello {
@@ -145,11 +154,7 @@ async fn user_on(port: u16, name: &str) -> ChatSession {
 
 /// A Chat session opened with `hello` on the node at `port`.
 async fn session_on(port: u16, hello: Hello) -> ChatSession {
-    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = channel_to(port).await;
     ChatSession::open_on(channel, hello).await.unwrap()
 }
 
@@ -383,11 +388,7 @@ async fn dead_nodes_cleaned(port: u16) -> f64 {
 /// Who the node at `port` says is online, as (id, status, sessions) in id order: by ListOnline,
 /// and by `/presence/online`.
 async fn online_on(port: u16) -> [Vec<(String, PresenceStatus, u32)>; 2] {
-    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = channel_to(port).await;
     let mut client = PresenceServiceClient::new(channel);
     let listed = client
         .list_online(ListOnlineRequest::default())
@@ -528,11 +529,7 @@ async fn set_status_on(
     status: PresenceStatus,
     session_id: &str,
 ) -> Result<Presence, tonic::Status> {
-    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = channel_to(port).await;
     let request = SetStatusRequest {
         status: status as i32,
         session_id: session_id.to_owned(),
@@ -650,11 +647,7 @@ impl Drop for PrivateNats {
 
 /// What the node at `port` says of `service` on the gRPC health service.
 async fn health_of(port: u16, service: &str) -> ServingStatus {
-    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = channel_to(port).await;
     let request = HealthCheckRequest {
         service: service.to_owned(),
     };
@@ -1021,11 +1014,7 @@ async fn after_a_node_is_killed_its_users_get_every_message_once_elsewhere() {
 
 /// The display name the node at `port` lists for `user` (None: not online there).
 async fn listed_name(port: u16, user: &str) -> Option<String> {
-    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = channel_to(port).await;
     let listed = PresenceServiceClient::new(channel)
         .list_online(ListOnlineRequest::default())
         .await
