@@ -15,10 +15,11 @@ use fastchat::{
     node::DEAD_AFTER,
     proto::{
         ChatMessage, Hello, ListOnlineRequest, MarkReadRequest, MessageStatus, Presence,
-        PresenceChange, PresenceEvent, PresenceStatus, PresenceUpdate, Received, ServerEvent,
-        SetStatusRequest, SetTypingRequest, SubscribeRequest, TypingEvent, Welcome,
-        chat_service_client::ChatServiceClient, client_event, presence_event,
-        presence_service_client::PresenceServiceClient, server_event::Event,
+        PresenceChange, PresenceEvent, PresenceStatus, PresenceUpdate, Received,
+        SendMessageRequest, ServerEvent, SetStatusRequest, SetTypingRequest, SubscribeRequest,
+        TypingEvent, WatchPresenceRequest, Welcome, chat_service_client::ChatServiceClient,
+        client_event, presence_event, presence_service_client::PresenceServiceClient,
+        server_event::Event,
     },
     testing::{Backend, FreshDatabase, postgres_base_url},
 };
@@ -457,9 +458,34 @@ fn change_of(user: &str) -> impl FnMut(Event) -> Option<Presence> + '_ {
     }
 }
 
+/// A WatchPresence stream of every user's presence on the node at `port`.
+async fn watch_everyone(port: u16) -> tonic::Streaming<PresenceEvent> {
+    let request = WatchPresenceRequest { every_user: true };
+    PresenceServiceClient::new(channel_to(port).await)
+        .watch_presence(request)
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The next change of `user` a WatchPresence stream shows.
+async fn next_watched(stream: &mut tonic::Streaming<PresenceEvent>, user: &str) -> Presence {
+    loop {
+        let event = tokio::time::timeout(common::WAIT, stream.message())
+            .await
+            .expect("timed out waiting for a presence change")
+            .unwrap()
+            .expect("stream ended");
+        if let Some(presence) = change_of(user)(Event::Presence(event)) {
+            return presence;
+        }
+    }
+}
+
 /// Every node sees every user, merged: ONLINE if any node has them ONLINE, AWAY if all their
 /// sessions said away, sessions added up; ListOnline and `/presence/online` agree on every node,
-/// and a chat session gets the changes of users on other nodes. A graceful stop of a node does
+/// a chat session and WatchPresence get the changes of users on other nodes, and a WatchPresence
+/// snapshot lists them. A graceful stop of a node does
 /// not touch users with sessions elsewhere; a SIGKILLed node's users go OFFLINE everywhere once
 /// it is noticed and the grace period has passed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -471,6 +497,7 @@ async fn presence_is_the_same_on_every_node() {
     let (_a, port_a) = cluster.start("node-a", &grace).await;
     let (mut b, port_b) = cluster.start("node-b", &grace).await;
     let (c, port_c) = cluster.start("node-c", &grace).await;
+    let mut watcher_on_a = watch_everyone(port_a).await;
     let mut alice = user_on(port_a, "Alice").await;
     let bob = user_on(port_b, "Bob").await;
     let carol = user_on(port_c, "Carol").await;
@@ -487,6 +514,24 @@ async fn presence_is_the_same_on_every_node() {
     .await;
     let seen = alice.next_where(change_of(&c_id)).await;
     assert_eq!(seen.status(), online);
+    // WatchPresence: changes of users on other nodes, and a snapshot of everyone.
+    let seen = next_watched(&mut watcher_on_a, &c_id).await;
+    assert_eq!(seen.status(), online);
+    let mut watcher_on_b = watch_everyone(port_b).await;
+    let Some(presence_event::Event::Snapshot(snapshot)) =
+        watcher_on_b.message().await.unwrap().unwrap().event
+    else {
+        panic!("WatchPresence starts with a snapshot");
+    };
+    let mut in_snapshot: Vec<String> = snapshot
+        .users
+        .iter()
+        .map(|p| p.user.as_ref().unwrap().user_id.clone())
+        .collect();
+    in_snapshot.sort();
+    let mut everyone = vec![a_id.clone(), b_id.clone(), c_id.clone()];
+    everyone.sort();
+    assert_eq!(in_snapshot, everyone);
 
     bob.send(client_event::Event::Presence(PresenceUpdate {
         status: away as i32,
@@ -882,9 +927,90 @@ async fn web_user_on(port: u16, name: &str) -> (tonic::Streaming<ServerEvent>, W
     (stream, welcome)
 }
 
+/// From `sender` to `recipient` (native sessions): the ack, the message, DELIVERED, and READ
+/// once the recipient marks it read.
+async fn native_exchange(sender: &mut ChatSession, recipient: &mut ChatSession) {
+    sender
+        .send_message(&recipient.user_id(), "native", "native exchange")
+        .await;
+    let acked = sender.next_where(ack).await;
+    let received = recipient.next_where(message).await;
+    assert_eq!(received.message_id, acked.message_id);
+    let delivered = sender.next_where(status).await;
+    assert_eq!(
+        (delivered.status(), delivered.message_id.as_str()),
+        (MessageStatus::Delivered, acked.message_id.as_str())
+    );
+    recipient
+        .send(client_event::Event::MarkRead(MarkReadRequest {
+            peer_user_id: sender.user_id(),
+            up_to_seq: received.seq,
+        }))
+        .await;
+    let read = sender.next_where(status).await;
+    assert_eq!(
+        (read.status(), read.seq),
+        (MessageStatus::Read, received.seq)
+    );
+}
+
+/// Between the native session `sender` and a grpc-web user (`web`, welcomed with `welcome`,
+/// calling through `web_port`): the ack, the message on the grpc-web stream, DELIVERED, READ
+/// once the web user marks it read over grpc-web, and the web user's own SendMessage over
+/// grpc-web, acked and received.
+async fn web_exchange(
+    sender: &mut ChatSession,
+    web: &mut tonic::Streaming<ServerEvent>,
+    welcome: &Welcome,
+    web_port: u16,
+) {
+    let web_id = welcome.user.as_ref().unwrap().user_id.clone();
+    sender
+        .send_message(&web_id, "to-web", "to the browser")
+        .await;
+    let acked = sender.next_where(ack).await;
+    let received = next_web_message(web).await;
+    assert_eq!(received.message_id, acked.message_id);
+    let delivered = sender.next_where(status).await;
+    assert_eq!(
+        (delivered.status(), delivered.message_id.as_str()),
+        (MessageStatus::Delivered, acked.message_id.as_str())
+    );
+
+    let url = format!("http://127.0.0.1:{web_port}");
+    let (channel, origin) = web_channel_to(&url, Version::HTTP_11);
+    let mut client = ChatServiceClient::with_origin(channel, origin);
+    let mark = MarkReadRequest {
+        peer_user_id: sender.user_id(),
+        up_to_seq: received.seq,
+    };
+    client
+        .mark_read(authed(&welcome.token, mark))
+        .await
+        .unwrap();
+    let read = sender.next_where(status).await;
+    assert_eq!(
+        (read.status(), read.seq),
+        (MessageStatus::Read, received.seq)
+    );
+
+    let reply = SendMessageRequest {
+        client_msg_id: "from-web".into(),
+        to_user_id: sender.user_id(),
+        text: "from the browser".into(),
+    };
+    let answer = client.send_message(authed(&welcome.token, reply)).await;
+    let answer = answer.unwrap().into_inner();
+    let arrived = sender.next_where(message).await;
+    assert_eq!(
+        (arrived.message_id.as_str(), arrived.text.as_str()),
+        (answer.message_id.as_str(), "from the browser")
+    );
+}
+
 /// Behind HAProxy (deploy/haproxy.cfg): gRPC calls are spread over the nodes and users reach
-/// each other whichever node each landed on; grpc-web (HTTP/1.1) works through the proxy and
-/// straight to a node, to users on the other node; and when a node stops, new sessions go to the
+/// each other whichever node each landed on (ack, DELIVERED, READ); grpc-web (HTTP/1.1) works
+/// through the proxy and straight to a node, with the other user on the other node; and when a node stops, new sessions go to the
 /// other one at once and its users reconnect through the proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_spreads_grpc_and_grpc_web_over_the_nodes() {
@@ -904,29 +1030,24 @@ async fn haproxy_spreads_grpc_and_grpc_web_over_the_nodes() {
         users.push(user_on(proxy.port, name).await);
     }
     wait_for_sessions_on(&db, 2).await;
-    for (i, to) in users.iter().enumerate().skip(1) {
-        users[0]
-            .send_message(&to.user_id(), &format!("m{i}"), "through the proxy")
+    let (first, rest) = users.split_first_mut().unwrap();
+    native_exchange(first, &mut rest[0]).await;
+    let (last, others) = users.split_last_mut().unwrap();
+    for (i, to) in others.iter().enumerate() {
+        last.send_message(&to.user_id(), &format!("m{i}"), "through the proxy")
             .await;
     }
-    for user in users.iter_mut().skip(1) {
+    for user in others {
         assert_eq!(user.next_where(message).await.text, "through the proxy");
     }
 
-    // grpc-web through the proxy, and straight to node B from a user on node A.
+    // grpc-web through the proxy, and straight to node B with the sender on node A.
     let (mut web, web_welcome) = web_user_on(proxy.port, "Webby").await;
-    let web_id = web_welcome.user.unwrap().user_id;
-    users[0]
-        .send_message(&web_id, "to-web", "to the browser")
-        .await;
-    assert_eq!(next_web_message(&mut web).await.text, "to the browser");
+    let mut sender = user_on(proxy.port, "Sender").await;
+    web_exchange(&mut sender, &mut web, &web_welcome, proxy.port).await;
     let (mut web_on_b, welcome_on_b) = web_user_on(port_b, "Webby B").await;
-    let alice_on_a = user_on(port_a, "Alice A").await;
-    let web_on_b_id = welcome_on_b.user.unwrap().user_id;
-    alice_on_a
-        .send_message(&web_on_b_id, "a-to-b", "across nodes")
-        .await;
-    assert_eq!(next_web_message(&mut web_on_b).await.text, "across nodes");
+    let mut alice_on_a = user_on(port_a, "Alice A").await;
+    web_exchange(&mut alice_on_a, &mut web_on_b, &welcome_on_b, port_b).await;
 
     // Node A stops: sessions opened through the proxy go to B without waiting for the health
     // check; the users who were on A reconnect through the proxy.
