@@ -11,7 +11,9 @@
 //! A publication NATS loses is not lost: the message stays undelivered in PostgreSQL and the
 //! recipient's next session reads it from its backlog.
 //!
-//! Presence goes between nodes too: see [`presence`].
+//! Beside messages: [`presence`] (each node's users, merged on every node), [`status`] (SetStatus
+//! for sessions on other nodes), [`rename`] (the identity caches follow renames) and [`link`]
+//! (the NATS link going down and coming back).
 
 mod link;
 mod presence;
