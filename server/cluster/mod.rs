@@ -11,8 +11,8 @@
 //! A publication NATS loses is not lost: the message stays undelivered in PostgreSQL and the
 //! recipient's next session reads it from its backlog.
 //!
-//! Beside messages: [`presence`] (each node's users, merged on every node), [`status`] (SetStatus
-//! for sessions on other nodes), [`rename`] (the identity caches follow renames) and [`link`]
+//! Beside messages: `presence` (each node's users, merged on every node), `status` (SetStatus
+//! for sessions on other nodes), `rename` (the identity caches follow renames) and `link`
 //! (the NATS link going down and coming back).
 
 mod link;
