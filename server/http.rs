@@ -33,18 +33,33 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// How long browsers may keep the build's hashed files (`/assets/*`: a new build gives new
+/// names) without asking again.
+const HASHED_ASSETS: &str = "public, max-age=31536000, immutable";
+/// Everything else (index.html, the favicon) is asked for again on every load, so a new build
+/// is seen at once.
+const REVALIDATE: &str = "no-cache";
+
 /// What every path no route claims gets: gRPC UNIMPLEMENTED for gRPC requests (an unknown method),
-/// otherwise the web client from `web_dir`, where unknown paths get index.html so the client's
-/// own routes survive a reload.
+/// otherwise the web client from `web_dir`: its files, brotli- or gzip-compressed when the build
+/// left a `.br` or `.gz` beside them and the browser takes it, hashed assets cached for good and
+/// the rest revalidated; unknown paths without a file extension get index.html, so the client's
+/// own routes survive a reload, and other unknown files are 404.
 pub fn fallback(
     web_dir: PathBuf,
 ) -> impl Fn(Request) -> Pin<Box<dyn Future<Output = Response> + Send>> + Clone + Send + Sync + 'static
 {
     let index = web_dir.join("index.html");
     let built = index.is_file();
-    let files = ServeDir::new(&web_dir).fallback(ServeFile::new(index));
+    let index = ServeFile::new(index)
+        .precompressed_br()
+        .precompressed_gzip();
+    let files = ServeDir::new(&web_dir)
+        .precompressed_br()
+        .precompressed_gzip();
+    let files_or_index = files.clone().fallback(index);
     move |request: Request| {
-        let files = files.clone();
+        let (files, files_or_index) = (files.clone(), files_or_index.clone());
         let web_dir = web_dir.clone();
         Box::pin(async move {
             let grpc = request
@@ -61,10 +76,30 @@ pub fn fallback(
             if !built {
                 return web_client_missing(&web_dir).into_response();
             }
-            match files.oneshot(request).await {
+            let path = request.uri().path();
+            let hashed = path.starts_with("/assets/");
+            let client_route = !path.rsplit('/').next().unwrap_or_default().contains('.');
+            let served = if client_route {
+                files_or_index.oneshot(request).await
+            } else {
+                files.oneshot(request).await
+            };
+            let mut response = match served {
                 Ok(response) => response.into_response(),
                 Err(never) => match never {},
-            }
+            };
+            let cache = if hashed { HASHED_ASSETS } else { REVALIDATE };
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static(cache),
+            );
+            // The body depends on Accept-Encoding (precompressed copies): caches must know.
+            headers.append(
+                header::VARY,
+                header::HeaderValue::from_static("accept-encoding"),
+            );
+            response
         })
     }
 }

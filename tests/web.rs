@@ -56,6 +56,101 @@ async fn serves_the_built_web_client() {
     server.stop().await;
 }
 
+/// GETs `path` over HTTP/1.1 with an `Accept-Encoding` of `encodings` (None: no header):
+/// status, response headers (names lowercased) and body.
+async fn get_encoded(
+    server: &TestServer,
+    path: &str,
+    encodings: Option<&str>,
+) -> (u16, std::collections::HashMap<String, String>, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let accept = encodings.map_or(String::new(), |e| format!("Accept-Encoding: {e}\r\n"));
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{accept}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    // A header sent several times (Vary) reads as one, its values joined.
+    let mut headers = std::collections::HashMap::<String, String>::new();
+    for (name, value) in lines.filter_map(|line| line.split_once(": ")) {
+        let joined = headers.entry(name.to_ascii_lowercase()).or_default();
+        if !joined.is_empty() {
+            joined.push_str(", ");
+        }
+        joined.push_str(&value.to_ascii_lowercase());
+    }
+    (status, headers, response[split + 4..].to_vec())
+}
+
+/// The build's precompressed copies go to browsers that accept them (brotli first), the
+/// original to the others; hashed assets are cached for good and the rest revalidated; a
+/// missing file is 404 (not the client's page), a client route gets index.html.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_precompressed_files_with_cache_headers() {
+    let web = tempfile::tempdir().unwrap();
+    let write = |name: &str, body: &str| std::fs::write(web.path().join(name), body).unwrap();
+    std::fs::create_dir(web.path().join("assets")).unwrap();
+    write("index.html", "<!doctype html><p>index</p>");
+    write("index.html.br", "index-as-brotli");
+    write("assets/app-1234.js", "console.log('plain')");
+    write("assets/app-1234.js.br", "app-as-brotli");
+    write("assets/app-1234.js.gz", "app-as-gzip");
+    let web_dir = web.path().to_owned();
+    let server = TestServer::start_with(Backend::Sqlite, move |c| c.web_dir = web_dir).await;
+
+    let asset = "/assets/app-1234.js";
+    for (accept, encoding, body) in [
+        (Some("gzip, deflate, br"), Some("br"), "app-as-brotli"),
+        (Some("gzip"), Some("gzip"), "app-as-gzip"),
+        (None, None, "console.log('plain')"),
+    ] {
+        let (status, headers, served) = get_encoded(&server, asset, accept).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            headers.get("content-encoding").map(String::as_str),
+            encoding
+        );
+        assert_eq!(String::from_utf8_lossy(&served), body);
+        assert!(
+            headers["content-type"].contains("javascript"),
+            "{headers:?}"
+        );
+        assert_eq!(
+            headers["cache-control"],
+            "public, max-age=31536000, immutable"
+        );
+        assert!(headers["vary"].contains("accept-encoding"), "{headers:?}");
+    }
+
+    for path in ["/", "/chat/some-peer"] {
+        let (status, headers, served) = get_encoded(&server, path, Some("br")).await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(
+            String::from_utf8_lossy(&served),
+            "index-as-brotli",
+            "{path}"
+        );
+        assert_eq!(headers["cache-control"], "no-cache", "{path}");
+    }
+    for missing in ["/favicon.ico", "/assets/gone-5678.js"] {
+        let (status, headers, _) = get_encoded(&server, missing, None).await;
+        assert_eq!(status, 404, "{missing}: {headers:?}");
+    }
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn says_so_when_the_web_client_is_not_built() {
     let empty = tempfile::tempdir().unwrap();

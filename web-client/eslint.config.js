@@ -19,9 +19,10 @@ export default tseslint.config(
     },
   },
   { files: ["eslint.config.js"], ...tseslint.configs.disableTypeChecked },
-  // The end-to-end test: plain JavaScript run by Node (`npm run e2e`), outside the TS project.
+  // The end-to-end test and the build scripts: plain JavaScript run by Node, outside the TS
+  // project.
   {
-    files: ["e2e/**/*.mjs"],
+    files: ["e2e/**/*.mjs", "scripts/**/*.mjs"],
     ...tseslint.configs.disableTypeChecked,
     languageOptions: {
       ...tseslint.configs.disableTypeChecked.languageOptions,

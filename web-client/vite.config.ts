@@ -15,7 +15,8 @@ export default defineConfig({
       "/presence": api,
     },
   },
-  build: { outDir: "dist", sourcemap: true },
+  // No source maps in the served tree: they would publish the whole source.
+  build: { outDir: "dist", sourcemap: false },
   test: {
     environment: "node",
     include: ["src/**/*.test.ts", "src/**/*.test.tsx"],
