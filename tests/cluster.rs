@@ -367,17 +367,10 @@ async fn wait_for_rows(db: &DatabaseConnection, node: &str, expected: [i64; 4], 
 
 /// The body of `GET path` on the node at `port`.
 async fn http_get(port: u16, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
-    body.to_owned()
+    let url = format!("http://127.0.0.1:{port}");
+    let (status, _, body) = common::http_get_from(&url, path, &[]).await;
+    assert_eq!(status, 200, "{path}");
+    String::from_utf8(body.to_vec()).unwrap()
 }
 
 /// `fastchat_dead_nodes_cleaned_total` of the node at `port`.
@@ -627,6 +620,17 @@ async fn set_status_reaches_sessions_on_other_nodes() {
     assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
 }
 
+/// Whether the program at `path` (a Debian package's, which CI installs) is here; outside CI a
+/// test without it is skipped, with a note.
+fn installed(path: &str) -> bool {
+    if std::path::Path::new(path).exists() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI must have {path}");
+    eprintln!("skipping: no {path}");
+    false
+}
+
 /// A NATS server of a test's own, which it can stop and start again on the same port.
 struct PrivateNats {
     process: Option<Child>,
@@ -638,13 +642,7 @@ impl PrivateNats {
     const BINARY: &str = "/usr/sbin/nats-server";
 
     async fn start() -> Option<Self> {
-        if !std::path::Path::new(Self::BINARY).exists() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must have {}",
-                Self::BINARY
-            );
-            eprintln!("skipping: no {}", Self::BINARY);
+        if !installed(Self::BINARY) {
             return None;
         }
         let mut nats = Self {
@@ -841,13 +839,7 @@ impl Proxy {
 
     /// In front of the nodes at `nodes`; returns once it forwards `/health`.
     async fn start(nodes: [u16; 2]) -> Option<Self> {
-        if !std::path::Path::new(Self::BINARY).exists() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must have {}",
-                Self::BINARY
-            );
-            eprintln!("skipping: no {}", Self::BINARY);
+        if !installed(Self::BINARY) {
             return None;
         }
         let port = common::free_port();

@@ -57,41 +57,27 @@ async fn serves_the_built_web_client() {
 }
 
 /// GETs `path` over HTTP/1.1 with an `Accept-Encoding` of `encodings` (None: no header):
-/// status, response headers (names lowercased) and body.
+/// status, response headers (names lowercased; one sent several times, as Vary is, has its
+/// values joined) and body.
 async fn get_encoded(
     server: &TestServer,
     path: &str,
     encodings: Option<&str>,
 ) -> (u16, std::collections::HashMap<String, String>, Vec<u8>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let accept = encodings.map_or(String::new(), |e| format!("Accept-Encoding: {e}\r\n"));
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{accept}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&response[..split]).into_owned();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    // A header sent several times (Vary) reads as one, its values joined.
-    let mut headers = std::collections::HashMap::<String, String>::new();
-    for (name, value) in lines.filter_map(|line| line.split_once(": ")) {
-        let joined = headers.entry(name.to_ascii_lowercase()).or_default();
-        if !joined.is_empty() {
-            joined.push_str(", ");
+    let accept: Vec<_> = encodings
+        .map(|e| ("accept-encoding", e))
+        .into_iter()
+        .collect();
+    let (status, headers, body) = common::http_get_from(&server.url(), path, &accept).await;
+    let mut joined = std::collections::HashMap::<String, String>::new();
+    for (name, value) in &headers {
+        let values = joined.entry(name.as_str().to_owned()).or_default();
+        if !values.is_empty() {
+            values.push_str(", ");
         }
-        joined.push_str(&value.to_ascii_lowercase());
+        values.push_str(&value.to_str().unwrap().to_ascii_lowercase());
     }
-    (status, headers, response[split + 4..].to_vec())
+    (status, joined, body.to_vec())
 }
 
 /// The build's precompressed copies go to browsers that accept them (brotli first), the

@@ -372,22 +372,36 @@ impl Drop for TestServer {
 
 /// GETs `path` from `server` over HTTP/1.1: the status, the content type and the body.
 pub async fn http_get(server: &TestServer, path: &str) -> (u16, String, bytes::Bytes) {
-    use http_body_util::BodyExt;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let uri: http::Uri = format!("{}{path}", server.url()).parse().unwrap();
-    let response = tokio::time::timeout(WAIT, client.get(uri))
-        .await
-        .unwrap_or_else(|_| panic!("GET {path} timed out"))
-        .unwrap_or_else(|err| panic!("GET {path} failed: {err}"));
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
+    let (status, headers, body) = http_get_from(&server.url(), path, &[]).await;
+    let content_type = headers
         .get(http::header::CONTENT_TYPE)
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, content_type, body)
+}
+
+/// GETs `path` from the server at `url` (`http://host:port`) over HTTP/1.1 with the request
+/// headers `with`: the status, the response headers and the body.
+pub async fn http_get_from(
+    url: &str,
+    path: &str,
+    with: &[(&'static str, &str)],
+) -> (u16, http::HeaderMap, bytes::Bytes) {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let mut request = http::Request::get(format!("{url}{path}"));
+    for (name, value) in with {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(http_body_util::Empty::new()).unwrap();
+    let response = tokio::time::timeout(WAIT, client.request(request))
+        .await
+        .unwrap_or_else(|_| panic!("GET {path} timed out"))
+        .unwrap_or_else(|err| panic!("GET {path} failed: {err}"));
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (parts.status.as_u16(), parts.headers, body)
 }
 
 /// The value of one series in a Prometheus scrape, `name` or `name{label="value"}`; None when it
