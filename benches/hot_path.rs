@@ -48,6 +48,7 @@ fn codec(c: &mut Criterion) {
             to_user_id: uuid::Uuid::new_v4().to_string(),
             client_msg_id: "c-1".into(),
             text: "x".repeat(100),
+            ..Default::default()
         })),
     }
     .encode_to_vec();
@@ -93,6 +94,7 @@ async fn fixture() -> Fixture {
             Transport::Grpc,
             String::new(),
             false,
+            None,
         )
         .await
         .unwrap();

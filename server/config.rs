@@ -57,6 +57,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=16_000))]
     pub max_message_chars: u32,
 
+    /// Seconds after sending during which its author may edit a message (48 hours by default).
+    #[arg(long, env = "FASTCHAT_EDIT_WINDOW_SECS", default_value_t = 172_800,
+          value_parser = clap::value_parser!(u32).range(1..=31_536_000))]
+    pub edit_window_secs: u32,
+
     /// Days to keep messages; 0 keeps no history and delivers only to sessions online at the time.
     #[arg(long, env = "FASTCHAT_RETENTION_DAYS", default_value_t = 30,
           value_parser = clap::value_parser!(u32).range(0..=36_500))]
@@ -328,6 +333,10 @@ fn cluster_name(name: &str) -> Result<String, String> {
     }
 }
 
+/// The most different emoji one message's reactions may hold: enough for any real conversation,
+/// few enough that a flood of reactions cannot grow a message without bound.
+const MAX_REACTION_EMOJI: usize = 20;
+
 impl Config {
     /// The database URL to connect to, with the SQLite default filled in.
     pub fn database_url(&self) -> String {
@@ -342,6 +351,23 @@ impl Config {
     /// The config of `fastchat` run without flags: environment variables, else defaults.
     pub fn from_env() -> Self {
         Self::parse_from(["fastchat"])
+    }
+
+    /// What edits, deletions and reactions are checked against.
+    pub fn change_rules(&self) -> crate::db::ChangeRules {
+        crate::db::ChangeRules {
+            edit_window: chrono::Duration::seconds(i64::from(self.edit_window_secs)),
+            max_reaction_emoji: MAX_REACTION_EMOJI,
+        }
+    }
+
+    /// The limits Welcome tells clients.
+    pub fn client_limits(&self) -> crate::proto::Limits {
+        crate::proto::Limits {
+            max_message_chars: self.max_message_chars,
+            edit_window_seconds: self.edit_window_secs,
+            max_reaction_emoji: MAX_REACTION_EMOJI as u32,
+        }
     }
 
     pub fn hello_timeout(&self) -> Duration {

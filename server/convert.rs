@@ -3,9 +3,10 @@
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 
-use crate::db::{Marks, StoredMessage, ids::UserId};
+use crate::db::{Marks, StoredMessage, ids::UserId, reactions_of};
 use crate::proto::{
-    ChatMessage, MessageStatus, SendMessageResponse, ServerEvent, StatusUpdate, server_event::Event,
+    ChatMessage, MessageStatus, MessageUpdate, Reaction, ReplyPreview, SendMessageResponse,
+    ServerEvent, StatusUpdate, server_event::Event,
 };
 
 /// A protobuf timestamp for `at`.
@@ -32,7 +33,33 @@ pub fn chat_message(message: &StoredMessage, recipient_marks: Marks) -> ChatMess
         seq: message.seq.to_api(),
         sent_at: Some(timestamp(message.sent_at)),
         status: message_status(message, recipient_marks) as i32,
+        edited_at: message.edited_at.map(timestamp),
+        deleted_at: message.deleted_at.map(timestamp),
+        reply_to: message.reply_to_message_id.map(|answered| ReplyPreview {
+            message_id: answered.to_string(),
+            from_user_id: message
+                .reply_to_sender_id
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+            deleted: message.reply_to_text.is_none(),
+            text: message.reply_to_text.clone().unwrap_or_default(),
+        }),
+        reactions: reactions_of(message)
+            .into_iter()
+            .map(|r| Reaction {
+                emoji: r.emoji,
+                user_ids: r.user_ids.iter().map(ToString::to_string).collect(),
+            })
+            .collect(),
+        version: message.version as u64,
     }
+}
+
+/// The new state of a changed message, for both its users (status as its sender sees it).
+pub fn update_event(message: &StoredMessage, recipient_marks: Marks) -> ServerEvent {
+    server_event(Event::Update(MessageUpdate {
+        message: Some(chat_message(message, recipient_marks)),
+    }))
 }
 
 /// SENT, DELIVERED or READ, from the recipient's marks on the sender.

@@ -24,6 +24,7 @@
 //!   [`api`]), with the hourly and daily buckets it stores.
 //! - [`node`]: this node among those sharing the database: its registration, heartbeats, and
 //!   cleaning up after nodes that died.
+//! - [`snippet`]: what message search shows: a query's words, a snippet with the matches marked.
 //! - [`handshake`]: a deadline for connections that never show their protocol.
 //! - [`tls`]: optional TLS (rustls), offering HTTP/2 and HTTP/1.1.
 //! - `testing` (tests only, or the `test-support` feature): fresh test databases on SQLite and
@@ -50,6 +51,7 @@ pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod pipeline;
+pub mod snippet;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod tls;

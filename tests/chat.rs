@@ -185,6 +185,7 @@ async fn retried_send_is_idempotent(backend: Backend) {
                 client_msg_id: "same-key".into(),
                 to_user_id: bob.user_id(),
                 text: "once".into(),
+                ..Default::default()
             },
         ))
         .await
@@ -378,6 +379,7 @@ async fn slow_consumer_is_dropped_without_losing_messages(backend: Backend) {
                 client_msg_id: format!("m-{i}"),
                 to_user_id: bob_id.clone(),
                 text: format!("message {i:05} {}", "x".repeat(1000)),
+                ..Default::default()
             };
             let event = fastchat::proto::client_event::Event::SendMessage(request);
             let _ = sender

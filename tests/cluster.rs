@@ -14,12 +14,12 @@ use common::{ChatSession, ack, authed, message, start_binary_on, status, web::we
 use fastchat::{
     node::DEAD_AFTER,
     proto::{
-        ChatMessage, Hello, ListOnlineRequest, MarkReadRequest, MessageStatus, Presence,
-        PresenceChange, PresenceEvent, PresenceStatus, PresenceUpdate, Received,
-        SendMessageRequest, ServerEvent, SetStatusRequest, SetTypingRequest, SubscribeRequest,
-        TypingEvent, WatchPresenceRequest, Welcome, chat_service_client::ChatServiceClient,
-        client_event, presence_event, presence_service_client::PresenceServiceClient,
-        server_event::Event,
+        ChatMessage, EditMessageRequest, Hello, ListOnlineRequest, MarkReadRequest, MessageStatus,
+        Presence, PresenceChange, PresenceEvent, PresenceStatus, PresenceUpdate, ReactRequest,
+        Received, SendMessageRequest, ServerEvent, SetStatusRequest, SetTypingRequest,
+        SubscribeRequest, TypingEvent, WatchPresenceRequest, Welcome,
+        chat_service_client::ChatServiceClient, client_event, presence_event,
+        presence_service_client::PresenceServiceClient, server_event::Event,
     },
     testing::{Backend, FreshDatabase, postgres_base_url},
 };
@@ -228,6 +228,54 @@ async fn chat_reaches_users_on_other_nodes() {
         matches!(e, Event::Message(_))
     })
     .await;
+}
+
+/// An edit and a reaction made through one node reach both users' sessions on the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_changes_reach_users_on_other_nodes() {
+    let Some(mut cluster) = Cluster::create().await else {
+        return;
+    };
+    let (_a, port_a) = cluster.start("node-a", &[]).await;
+    let (_b, port_b) = cluster.start("node-b", &[]).await;
+    let (_c, port_c) = cluster.start("node-c", &[]).await;
+    let mut alice = user_on(port_a, "Alice").await;
+    let mut alice_phone = session_on(port_c, alice.hello_again()).await;
+    let mut bob = user_on(port_b, "Bob").await;
+    alice
+        .send_message(&bob.user_id(), "m-1", "see you at 5")
+        .await;
+    let id = alice.next_where(ack).await.message_id;
+    bob.next_where(message).await;
+
+    let mut client = ChatServiceClient::new(channel_to(port_a).await);
+    let edit = EditMessageRequest {
+        message_id: id.clone(),
+        text: "see you at 6".into(),
+    };
+    client
+        .edit_message(authed(&alice.token(), edit))
+        .await
+        .unwrap();
+    let react = ReactRequest {
+        message_id: id.clone(),
+        emoji: "👍".into(),
+        remove: false,
+    };
+    client.react(authed(&bob.token(), react)).await.unwrap();
+    let updated = |event: Event| match event {
+        Event::Update(update) => update.message.filter(|m| !m.reactions.is_empty()),
+        _ => None,
+    };
+    let bob_id = bob.user_id();
+    for session in [&mut bob, &mut alice_phone] {
+        let seen = session.next_where(updated).await;
+        assert_eq!(
+            (seen.message_id.as_str(), seen.text.as_str()),
+            (id.as_str(), "see you at 6")
+        );
+        assert_eq!(seen.reactions[0].user_ids, std::slice::from_ref(&bob_id));
+    }
 }
 
 /// Typing ends on the recipient's node when the session that set it closes on another node,
@@ -990,6 +1038,7 @@ async fn web_exchange(
         client_msg_id: "from-web".into(),
         to_user_id: sender.user_id(),
         text: "from the browser".into(),
+        ..Default::default()
     };
     let answer = client.send_message(authed(&welcome.token, reply)).await;
     let answer = answer.unwrap().into_inner();

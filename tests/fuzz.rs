@@ -81,6 +81,7 @@ fn client_event(known: Vec<String>) -> impl Strategy<Value = ClientEvent> {
                     client_msg_id,
                     to_user_id,
                     text,
+                    ..Default::default()
                 })
             }
         ),

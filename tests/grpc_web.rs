@@ -241,6 +241,7 @@ async fn send_message_over_grpc_web_reaches_native_recipient(backend: Backend) {
                 client_msg_id: "web-1".into(),
                 to_user_id: bob.user_id(),
                 text: "hi from the browser".into(),
+                ..Default::default()
             },
         ))
         .await
@@ -268,6 +269,7 @@ async fn send_message_over_grpc_web_reaches_native_recipient(backend: Backend) {
             client_msg_id: "web-2".into(),
             to_user_id: bob.user_id(),
             text: "anonymous".into(),
+            ..Default::default()
         })
         .await
         .expect_err("SendMessage without a token");
@@ -298,6 +300,7 @@ async fn invalid_argument_over_grpc_web_names_the_field(backend: Backend) {
                 client_msg_id: "web-empty".into(),
                 to_user_id: bob.user_id(),
                 text: String::new(),
+                ..Default::default()
             },
         ))
         .await
@@ -577,6 +580,7 @@ async fn oversize_grpc_web_request_is_refused() {
             client_msg_id: client_msg_id.into(),
             to_user_id: bob.user_id(),
             text,
+            ..Default::default()
         };
         authed(&claimed.token, request)
     };

@@ -250,3 +250,65 @@ async fn grpcurl_shows_live_metrics_during_a_chat() {
     })
     .await;
 }
+
+/// The calls that change and find messages, as the README shows them: a reply, an edit, a
+/// reaction, a search and a deletion, with JSON in and out; the recipient's open session sees
+/// each change as an update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_replies_edits_reacts_searches_and_deletes() {
+    within(Duration::from_secs(120), async {
+        let server = TestServer::start(Backend::Sqlite).await;
+        let alice = ChatSession::new_user(&server, "Alice").await;
+        let mut bob = ChatSession::new_user(&server, "Bob").await;
+        let as_alice = format!("authorization: Bearer {}", alice.token());
+        let as_bob = format!("authorization: Bearer {}", bob.token());
+        let call = async |who: &str, data: String, method: &str| -> Value {
+            let stdout = grpcurl_ok(&server, &["-H", who, "-d", &data], &[method]).await;
+            serde_json::from_str(&stdout).unwrap()
+        };
+
+        let send = format!(
+            r#"{{"client_msg_id":"a-1","to_user_id":"{}","text":"Still there?"}}"#,
+            bob.user_id()
+        );
+        let ack = call(&as_alice, send, "fastchat.v1.ChatService/SendMessage").await;
+        let id = ack["messageId"].as_str().unwrap().to_owned();
+        let reply = format!(
+            r#"{{"client_msg_id":"b-1","to_user_id":"{}","text":"Yes!","reply_to_message_id":"{id}"}}"#,
+            alice.user_id()
+        );
+        call(&as_bob, reply, "fastchat.v1.ChatService/SendMessage").await;
+
+        let edit = format!(r#"{{"message_id":"{id}","text":"Still there??"}}"#);
+        let edited = call(&as_alice, edit, "fastchat.v1.ChatService/EditMessage").await;
+        assert_eq!(edited["message"]["text"], "Still there??");
+        assert!(edited["message"]["editedAt"].is_string());
+        let update = bob
+            .next_where(|e| match e {
+                Event::Update(u) => u.message.filter(|m| m.message_id == id),
+                _ => None,
+            })
+            .await;
+        assert_eq!(update.text, "Still there??");
+
+        let reaction = format!(r#"{{"message_id":"{id}","emoji":"👍"}}"#);
+        let reacted = call(&as_bob, reaction, "fastchat.v1.ChatService/React").await;
+        assert_eq!(reacted["message"]["reactions"][0]["emoji"], "👍");
+        assert_eq!(reacted["message"]["reactions"][0]["userIds"][0], bob.user_id());
+
+        let query = r#"{"query":"still there"}"#.to_owned();
+        let found = call(&as_bob, query, "fastchat.v1.ChatService/SearchMessages").await;
+        assert_eq!(found["hits"][0]["message"]["messageId"], id.as_str());
+        assert_eq!(found["hits"][0]["peer"]["displayName"], "Alice");
+        let people = r#"{"query":"ali"}"#.to_owned();
+        let people = call(&as_bob, people, "fastchat.v1.ChatService/SearchUsers").await;
+        assert_eq!(people["users"][0]["displayName"], "Alice");
+
+        let delete = format!(r#"{{"message_id":"{id}"}}"#);
+        let deleted = call(&as_alice, delete, "fastchat.v1.ChatService/DeleteMessage").await;
+        assert!(deleted["message"]["deletedAt"].is_string());
+        assert!(deleted["message"].get("text").is_none(), "the text is gone");
+        server.stop().await;
+    })
+    .await;
+}

@@ -22,6 +22,7 @@ async fn send_many(
             client_msg_id: format!("{}-{i}", from.user_id()),
             to_user_id: to.user_id(),
             text: format!("message {i}"),
+            ..Default::default()
         };
         let ack = client
             .send_message(authed(&from.token(), request))

@@ -232,6 +232,7 @@ fn request_of_size(to: &str, bytes: usize) -> SendMessageRequest {
         client_msg_id: "edge".into(),
         to_user_id: to.into(),
         text: String::new(),
+        ..Default::default()
     };
     // The text's length prefix grows with it, so shrink from a first guess until it fits.
     let mut len = bytes;
@@ -853,6 +854,7 @@ async fn one_address_cannot_take_every_call_slot() {
         client_msg_id: "through".into(),
         to_user_id: bob.user_id(),
         text: "still here".into(),
+        ..Default::default()
     };
     chat.send_message(authed(&alice.token(), request))
         .await

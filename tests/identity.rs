@@ -113,6 +113,7 @@ async fn unary_calls_act_as_the_token_user(backend: Backend) {
         client_msg_id: "m".into(),
         to_user_id: bob.user_id(),
         text: "from the token's user".into(),
+        ..Default::default()
     };
     client
         .send_message(authed(&alice.token(), request))
@@ -236,6 +237,7 @@ async fn users_claimed_and_never_used_are_pruned(backend: Backend) {
         client_msg_id: "m-1".into(),
         to_user_id: recipient.0.clone(),
         text: "hello".into(),
+        ..Default::default()
     };
     server
         .chat()

@@ -341,6 +341,7 @@ async fn unary_calls_and_heartbeats_take_the_jwt(backend: Backend) {
         client_msg_id: "unary-1".into(),
         to_user_id: bob.user_id(),
         text: "sent with a bearer JWT".into(),
+        ..Default::default()
     };
     chat.send_message(authed(&alice_token, request.clone()))
         .await

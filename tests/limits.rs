@@ -163,6 +163,7 @@ async fn unary_sends_past_the_limit_get_resource_exhausted_with_retry_info() {
                 to_user_id: bob.user_id(),
                 client_msg_id: format!("u-{n}"),
                 text: "hi".into(),
+                ..Default::default()
             },
         )
     };

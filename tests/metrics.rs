@@ -5,7 +5,7 @@ mod common;
 
 use std::{collections::HashMap, future::Future, time::Duration};
 
-use common::{ChatSession, TestServer, WAIT, authed, http_get, series, within};
+use common::{ChatSession, TestServer, WAIT, authed, bad_field, http_get, series, within};
 use fastchat::proto::{
     ClientEvent, GetDailyStatsRequest, GetHourlyStatsRequest, GetMetricsRequest,
     GetMetricsResponse, GetUserMetricsRequest, Hello, MessageStatus, Ping, PresenceStatus,
@@ -19,7 +19,6 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use tonic::{Code, Status, Streaming, body::Body, transport::Channel};
-use tonic_types::StatusExt;
 use tonic_web::{GrpcWebCall, GrpcWebClientLayer, GrpcWebClientService};
 
 /// A grpc-web client over HTTP/1.1, as a browser uses it.
@@ -148,6 +147,7 @@ async fn chat(server: &TestServer) -> Chat {
             client_msg_id: "c-1".into(),
             to_user_id: alice.user_id(),
             text: "hello Alice".into(),
+            ..Default::default()
         },
     ))
     .await
@@ -519,18 +519,10 @@ async fn get_user_metrics_counts_one_users_figures(backend: Backend) {
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
-        assert_eq!(bad_request_field(&status), "user_id");
+        assert_eq!(bad_field(&status), "user_id");
         assert!(!chat.carol_id.is_empty());
     })
     .await;
-}
-
-/// The field a status's BadRequest detail names.
-fn bad_request_field(status: &Status) -> String {
-    let details = status
-        .get_details_bad_request()
-        .expect("INVALID_ARGUMENT carries BadRequest details");
-    details.field_violations[0].field.clone()
 }
 
 /// Hours outside 1..=168 and days outside 1..=30 are refused naming the field; the bounds are
@@ -544,7 +536,7 @@ async fn stats_ranges_are_checked(backend: Backend) {
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "hours = {hours}");
-        assert_eq!(bad_request_field(&status), "hours");
+        assert_eq!(bad_field(&status), "hours");
     }
     for days in [0, 31] {
         let status = metrics
@@ -552,7 +544,7 @@ async fn stats_ranges_are_checked(backend: Backend) {
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "days = {days}");
-        assert_eq!(bad_request_field(&status), "days");
+        assert_eq!(bad_field(&status), "days");
     }
     let now = chrono::Utc::now().timestamp();
     for (hours, step) in [(1, 3600), (168, 3600)] {

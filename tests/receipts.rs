@@ -42,6 +42,7 @@ async fn send_many(from: &mut ChatSession, to: &str, count: usize, text: &str) -
                 client_msg_id: format!("{batch}-{index}"),
                 to_user_id: to.clone(),
                 text: text.clone(),
+                ..Default::default()
             });
             sender
                 .send(fastchat::proto::ClientEvent { event: Some(event) })
@@ -646,6 +647,7 @@ async fn send_that_timed_out_is_not_stored_behind_its_back(backend: Backend) {
                 client_msg_id: key.into(),
                 to_user_id: bob_id.clone(),
                 text: format!("text of {key}"),
+                ..Default::default()
             };
             let token = token.clone();
             async move { client.send_message(authed(&token, request)).await }

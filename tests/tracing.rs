@@ -58,6 +58,7 @@ async fn calls_run_in_spans_and_secrets_stay_out_of_logs() {
                 client_msg_id: "m-2".into(),
                 to_user_id: alice.user_id(),
                 text: unary_text.clone(),
+                ..Default::default()
             },
         ))
         .await

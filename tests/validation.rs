@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ChatSession, TestServer, authed};
+use common::{ChatSession, TestServer, authed, bad_field};
 use fastchat::proto::{
     ClientEvent, ErrorEvent, GetHistoryRequest, Hello, MarkReadRequest, Ping, Pong,
     SendMessageRequest, SetTypingRequest, client_event, server_event::Event,
@@ -13,21 +13,12 @@ use fastchat::proto::{
 use fastchat::testing::{Backend, on_both_databases};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
-use tonic_types::StatusExt;
 
 fn error(event: Event) -> Option<ErrorEvent> {
     match event {
         Event::Error(e) => Some(e),
         _ => None,
     }
-}
-
-/// The field a status's BadRequest detail names.
-fn bad_field(status: &tonic::Status) -> String {
-    let details = status
-        .get_details_bad_request()
-        .expect("INVALID_ARGUMENT carries BadRequest details");
-    details.field_violations[0].field.clone()
 }
 
 /// Each bad send on a stream gets an ErrorEvent with the code, the field and the client_msg_id,
@@ -166,6 +157,7 @@ async fn bad_unary_requests_name_the_field(backend: Backend) {
         client_msg_id: client_msg_id.into(),
         to_user_id: to.into(),
         text: text.into(),
+        ..Default::default()
     };
     let status = client
         .send_message(authed(&token, send("a", &bob.user_id(), "")))
@@ -299,6 +291,7 @@ async fn oversize_requests_are_refused(backend: Backend) {
         client_msg_id: "huge".into(),
         to_user_id: bob.user_id(),
         text: "x".repeat(70 * 1024),
+        ..Default::default()
     };
     let status = client
         .send_message(authed(&alice.token(), request))
@@ -310,6 +303,7 @@ async fn oversize_requests_are_refused(backend: Backend) {
         client_msg_id: "fits".into(),
         to_user_id: bob.user_id(),
         text: "x".repeat(16_000),
+        ..Default::default()
     };
     client
         .send_message(authed(&alice.token(), request))

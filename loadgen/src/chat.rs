@@ -569,6 +569,7 @@ async fn write(
             client_msg_id: message_key(id),
             to_user_id: peer.clone(),
             text: stamped_text(plan.base, plan.message_bytes),
+            ..Default::default()
         };
         progress.sent.fetch_add(1, Ordering::Relaxed);
         if ticker.is_some() && matches!(outbox, Outbox::Web(_)) {

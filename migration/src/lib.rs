@@ -16,6 +16,8 @@ mod m20261125_000006_create_stats_buckets;
 mod m20261204_000007_rename_sessions_transport;
 mod m20261205_000008_create_conversations;
 mod m20261205_000009_create_nodes;
+mod m20261206_000010_add_message_changes;
+mod m20261206_000011_create_message_search;
 
 /// Applies the fastchat schema migrations in order.
 pub struct Migrator;
@@ -32,6 +34,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000007_rename_sessions_transport::Migration),
             Box::new(m20261205_000008_create_conversations::Migration),
             Box::new(m20261205_000009_create_nodes::Migration),
+            Box::new(m20261206_000010_add_message_changes::Migration),
+            Box::new(m20261206_000011_create_message_search::Migration),
         ]
     }
 }

@@ -1,6 +1,8 @@
 //! ChatService: the Chat and Subscribe session streams and the unary calls browsers act with.
 
-use std::{net::IpAddr, pin::Pin, sync::Arc, time::Instant};
+use std::{collections::HashMap, net::IpAddr, pin::Pin, sync::Arc, time::Instant};
+
+use chrono::Utc;
 
 use tokio::sync::{Semaphore, oneshot};
 use tokio_stream::Stream;
@@ -10,10 +12,10 @@ use tracing::Instrument;
 use super::{authenticate, bearer_token, client_ip, record_session, record_user, validate};
 use crate::{
     App,
-    convert::{chat_message, now_timestamp, server_event, status_event, timestamp},
+    convert::{chat_message, now_timestamp, server_event, status_event, timestamp, update_event},
     db::{
-        NewMessage,
-        ids::{SessionId, UserId},
+        Change, ChangeOutcome, Marks, NewMessage, Refusal, StoredMessage,
+        ids::{MessageId, SessionId, UserId},
     },
     error::{Error, Result},
     hub::{FanOut, SessionKind},
@@ -22,12 +24,16 @@ use crate::{
     metrics::{MessageKind, Transport},
     pipeline::AckTo,
     proto::{
-        AcknowledgeRequest, AcknowledgeResponse, ClientEvent, Conversation, GetHistoryRequest,
-        GetHistoryResponse, ListConversationsRequest, ListConversationsResponse, MarkReadRequest,
-        MarkReadResponse, MessageStatus, Pong, Presence, PresenceStatus, SendMessageRequest,
-        SendMessageResponse, ServerEvent, SetTypingRequest, SetTypingResponse, SubscribeRequest,
-        User, chat_service_server::ChatService, client_event, server_event::Event,
+        AcknowledgeRequest, AcknowledgeResponse, ChatMessage, ClientEvent, Conversation,
+        DeleteMessageRequest, DeleteMessageResponse, EditMessageRequest, EditMessageResponse,
+        GetHistoryRequest, GetHistoryResponse, ListConversationsRequest, ListConversationsResponse,
+        MarkReadRequest, MarkReadResponse, MessageStatus, Pong, Presence, PresenceStatus,
+        ReactRequest, ReactResponse, SearchHit, SearchMessagesRequest, SearchMessagesResponse,
+        SearchUsersRequest, SearchUsersResponse, SendMessageRequest, SendMessageResponse,
+        ServerEvent, SetTypingRequest, SetTypingResponse, SubscribeRequest, TextRange, User,
+        chat_service_server::ChatService, client_event, server_event::Event,
     },
+    snippet::snippet,
 };
 
 /// Sends of one Chat stream that may wait for their ack at once. It bounds how many acks can
@@ -70,11 +76,91 @@ impl ChatApi {
         let recipient = self
             .peer(sender, &format!("{prefix}to_user_id"), &request.to_user_id)
             .await?;
-        let message = NewMessage::new(sender.id, recipient, client_msg_id, text);
+        let reply_field = format!("{prefix}reply_to_message_id");
+        let reply_to = validate::optional_message_id(&reply_field, &request.reply_to_message_id)?;
+        if let Some(answered) = reply_to {
+            self.answerable(sender.id, recipient, &reply_field, answered)
+                .await?;
+        }
+        let message =
+            NewMessage::new(sender.id, recipient, client_msg_id, text).replying_to(reply_to);
         self.app
             .pipeline
             .send_message(message, received, ack_to)
             .await
+    }
+
+    /// Checks that a reply may answer `answered`: a message of the conversation, not deleted.
+    async fn answerable(
+        &self,
+        me: UserId,
+        peer: UserId,
+        field: &str,
+        answered: MessageId,
+    ) -> Result<()> {
+        match self.app.db.message_between(me, peer, answered).await? {
+            None => Err(Error::NotFound(format!(
+                "{field}: no message {answered} in this conversation"
+            ))),
+            Some(message) if message.deleted_at.is_some() => Err(Error::FailedPrecondition(
+                format!("{field}: message {answered} was deleted"),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Applies a change by `me` to the message named in `field`, tells every session of both
+    /// its users (and of the users of replies whose quote changed), and returns it as it stands.
+    async fn change(
+        &self,
+        me: &AuthUser,
+        field: &str,
+        message_id: &str,
+        change: Change,
+    ) -> Result<ChatMessage> {
+        self.app.limits.check(Action::Message, me.id)?;
+        let id = validate::message_id(field, message_id)?;
+        if !self.app.hub.config().keeps_history() {
+            return Err(Error::FailedPrecondition(
+                "this server keeps no history, so messages cannot change".into(),
+            ));
+        }
+        let rules = self.app.config.change_rules();
+        let outcome = self
+            .app
+            .db
+            .change_message(me.id, id, &change, rules, Utc::now())
+            .await?;
+        let message = match outcome {
+            ChangeOutcome::Refused(refusal) => return Err(refused(field, id, refusal, &rules)),
+            ChangeOutcome::Unchanged(message) => message,
+            ChangeOutcome::Changed { message, replies } => {
+                for changed in std::iter::once(&message).chain(&replies) {
+                    self.publish_update(changed).await?;
+                }
+                message
+            }
+        };
+        let marks = self.recipient_marks(&message).await?;
+        Ok(chat_message(&message, marks))
+    }
+
+    /// Sends a changed message's new state to every session of both its users.
+    async fn publish_update(&self, message: &StoredMessage) -> Result<()> {
+        let event = update_event(message, self.recipient_marks(message).await?);
+        let hub = &self.app.hub;
+        hub.publish_to_user(message.recipient_id, event.clone());
+        hub.publish_to_user(message.sender_id, event);
+        Ok(())
+    }
+
+    /// The recipient's marks on the sender of `message`, which give its status.
+    async fn recipient_marks(&self, message: &StoredMessage) -> Result<Marks> {
+        Ok(self
+            .app
+            .db
+            .marks(message.recipient_id, message.sender_id)
+            .await?)
     }
 
     /// A peer: a known user other than `me`.
@@ -266,11 +352,33 @@ impl ChatApi {
                 transport,
                 token,
                 hello.receipts,
+                hello.changes_after,
             )
             .await?;
         record_session(stream.id());
         tracing::info!("session opened");
         Ok((user, stream))
+    }
+}
+
+/// The error for a refused change of message `id`, named in `field`.
+fn refused(field: &str, id: MessageId, refusal: Refusal, rules: &crate::db::ChangeRules) -> Error {
+    match refusal {
+        Refusal::NotFound => {
+            Error::NotFound(format!("{field}: no message {id} in your conversations"))
+        }
+        Refusal::NotAuthor => Error::PermissionDenied(format!(
+            "{field}: only its author may edit or delete message {id}"
+        )),
+        Refusal::Deleted => Error::FailedPrecondition(format!("{field}: message {id} was deleted")),
+        Refusal::TooOldToEdit => Error::FailedPrecondition(format!(
+            "{field}: a message can be edited for {} hours after it was sent",
+            rules.edit_window.num_minutes() as f64 / 60.0
+        )),
+        Refusal::TooManyEmoji => Error::FailedPrecondition(format!(
+            "emoji: message {id} already has reactions with {} different emoji",
+            rules.max_reaction_emoji
+        )),
     }
 }
 
@@ -508,5 +616,161 @@ impl ChatService for ChatApi {
             })
             .collect();
         Ok(Response::new(ListConversationsResponse { conversations }))
+    }
+
+    async fn edit_message(
+        &self,
+        request: Request<EditMessageRequest>,
+    ) -> Result<Response<EditMessageResponse>, Status> {
+        self.app.metrics.message(MessageKind::Edit);
+        let me = authenticate(&self.app, request.metadata()).await?;
+        let request = request.into_inner();
+        let text = validate::text("text", request.text, self.app.config.max_message_chars)?;
+        let message = self
+            .change(&me, "message_id", &request.message_id, Change::Edit(text))
+            .await?;
+        Ok(Response::new(EditMessageResponse {
+            message: Some(message),
+        }))
+    }
+
+    async fn delete_message(
+        &self,
+        request: Request<DeleteMessageRequest>,
+    ) -> Result<Response<DeleteMessageResponse>, Status> {
+        self.app.metrics.message(MessageKind::Delete);
+        let me = authenticate(&self.app, request.metadata()).await?;
+        let message = self
+            .change(
+                &me,
+                "message_id",
+                &request.get_ref().message_id,
+                Change::Delete,
+            )
+            .await?;
+        Ok(Response::new(DeleteMessageResponse {
+            message: Some(message),
+        }))
+    }
+
+    async fn react(
+        &self,
+        request: Request<ReactRequest>,
+    ) -> Result<Response<ReactResponse>, Status> {
+        self.app.metrics.message(MessageKind::React);
+        let me = authenticate(&self.app, request.metadata()).await?;
+        let request = request.into_inner();
+        let emoji = validate::emoji("emoji", &request.emoji)?;
+        let change = Change::React {
+            emoji,
+            remove: request.remove,
+        };
+        let message = self
+            .change(&me, "message_id", &request.message_id, change)
+            .await?;
+        Ok(Response::new(ReactResponse {
+            message: Some(message),
+        }))
+    }
+
+    async fn search_messages(
+        &self,
+        request: Request<SearchMessagesRequest>,
+    ) -> Result<Response<SearchMessagesResponse>, Status> {
+        self.app.metrics.message(MessageKind::Search);
+        let me = authenticate(&self.app, request.metadata()).await?;
+        self.app.limits.check(Action::Request, me.id)?;
+        let request = request.get_ref();
+        let words = validate::search_words("query", &request.query)?;
+        let before = validate::seq("before_seq", request.before_seq)?;
+        let limit = validate::search_limit("limit", request.limit)?;
+        if !self.app.hub.config().keeps_history() {
+            return Ok(Response::new(SearchMessagesResponse::default())); // no history is kept
+        }
+        let db = &self.app.db;
+        let mut found = db
+            .search_messages(me.id, &words, before, u64::from(limit) + 1)
+            .await
+            .map_err(Error::from)?;
+        let has_more = found.len() > limit as usize;
+        found.truncate(limit as usize);
+
+        let peer_of = |m: &StoredMessage| {
+            if m.sender_id == me.id {
+                m.recipient_id
+            } else {
+                m.sender_id
+            }
+        };
+        let mut peer_ids: Vec<UserId> = found.iter().map(peer_of).collect();
+        peer_ids.sort_unstable();
+        peer_ids.dedup();
+        let names: HashMap<UserId, String> = db
+            .users_by_ids(&peer_ids)
+            .await
+            .map_err(Error::from)?
+            .into_iter()
+            .map(|user| (user.id, user.display_name))
+            .collect();
+        // Status comes from the recipient's marks: the peer's for my messages, mine for theirs.
+        let mut marks = HashMap::new();
+        for &peer in &peer_ids {
+            marks.insert(
+                (peer, me.id),
+                db.marks(peer, me.id).await.map_err(Error::from)?,
+            );
+            marks.insert(
+                (me.id, peer),
+                db.marks(me.id, peer).await.map_err(Error::from)?,
+            );
+        }
+        let hits = found
+            .iter()
+            .map(|m| {
+                let peer = peer_of(m);
+                let (snippet, ranges) = snippet(&m.text, &words);
+                SearchHit {
+                    message: Some(chat_message(m, marks[&(m.recipient_id, m.sender_id)])),
+                    peer: Some(User {
+                        user_id: peer.to_string(),
+                        display_name: names.get(&peer).cloned().unwrap_or_default(),
+                    }),
+                    snippet,
+                    highlights: ranges
+                        .into_iter()
+                        .map(|r| TextRange {
+                            start: r.start as u32,
+                            end: r.end as u32,
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Ok(Response::new(SearchMessagesResponse { hits, has_more }))
+    }
+
+    async fn search_users(
+        &self,
+        request: Request<SearchUsersRequest>,
+    ) -> Result<Response<SearchUsersResponse>, Status> {
+        self.app.metrics.message(MessageKind::Search);
+        let me = authenticate(&self.app, request.metadata()).await?;
+        self.app.limits.check(Action::Request, me.id)?;
+        let request = request.get_ref();
+        let query = validate::name_query("query", &request.query)?;
+        let limit = validate::search_limit("limit", request.limit)?;
+        let users = self
+            .app
+            .db
+            .search_users(me.id, &query, u64::from(limit))
+            .await
+            .map_err(Error::from)?
+            .into_iter()
+            .map(|user| User {
+                user_id: user.id.to_string(),
+                display_name: user.display_name,
+            })
+            .collect();
+        Ok(Response::new(SearchUsersResponse { users }))
     }
 }

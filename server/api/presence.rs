@@ -75,6 +75,7 @@ impl PresenceService for PresenceApi {
                 transport,
                 String::new(),
                 false,
+                None,
             )
             .await?;
         let session = stream.id();
@@ -129,7 +130,7 @@ impl PresenceService for PresenceApi {
         let stream = self
             .app
             .hub
-            .open_session(None, kind, transport, String::new(), false)
+            .open_session(None, kind, transport, String::new(), false, None)
             .await?;
         record_session(stream.id());
         Ok(Response::new(presence_only(stream)))

@@ -3,7 +3,7 @@
 use uuid::Uuid;
 
 use crate::{
-    db::ids::{Seq, SessionId, UserId},
+    db::ids::{MessageId, Seq, SessionId, UserId},
     error::{Error, Result},
     identity::{Claim, MAX_DISPLAY_NAME_CHARS},
     proto::Hello,
@@ -15,6 +15,14 @@ const MAX_CLIENT_MSG_ID_CHARS: usize = 64;
 pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
 /// Largest history page.
 const MAX_HISTORY_LIMIT: u32 = 100;
+/// Longest search query, in characters.
+const MAX_SEARCH_CHARS: usize = 200;
+/// Most words in a search query.
+const MAX_SEARCH_WORDS: usize = 10;
+/// Search page size when the request leaves it at 0.
+const DEFAULT_SEARCH_LIMIT: u32 = 20;
+/// Largest search page.
+const MAX_SEARCH_LIMIT: u32 = 50;
 
 /// A required UUID.
 pub fn user_id(field: &str, value: &str) -> Result<UserId> {
@@ -32,6 +40,62 @@ pub fn optional_user_id(field: &str, value: &str) -> Result<Option<UserId>> {
         Ok(None)
     } else {
         user_id(field, value).map(Some)
+    }
+}
+
+/// A required message id (a UUID).
+pub fn message_id(field: &str, value: &str) -> Result<MessageId> {
+    user_id(field, value).map(|id| MessageId(id.0))
+}
+
+/// An optional message id (a UUID): empty means none.
+pub fn optional_message_id(field: &str, value: &str) -> Result<Option<MessageId>> {
+    Ok(optional_user_id(field, value)?.map(|id| MessageId(id.0)))
+}
+
+/// One emoji as Unicode lists it (with skin tone or other modifiers), in its fully-qualified
+/// form, so "❤" and "❤️" are the same reaction.
+pub fn emoji(field: &str, value: &str) -> Result<String> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "required"));
+    }
+    emojis::get(value)
+        .map(|emoji| emoji.as_str().to_owned())
+        .ok_or_else(|| Error::invalid(field, "must be exactly one emoji"))
+}
+
+/// A search query: 1 to 200 characters holding at most 10 words (runs of letters and digits),
+/// returned in lower case.
+pub fn search_words(field: &str, value: &str) -> Result<Vec<String>> {
+    if value.chars().count() > MAX_SEARCH_CHARS {
+        return Err(Error::invalid(field, "must be at most 200 characters"));
+    }
+    let words = crate::snippet::words_of(value);
+    match words.len() {
+        0 => Err(Error::invalid(field, "must hold a letter or digit")),
+        1..=MAX_SEARCH_WORDS => Ok(words),
+        _ => Err(Error::invalid(field, "must hold at most 10 words")),
+    }
+}
+
+/// A people search: 1 to 50 characters after trimming.
+pub fn name_query(field: &str, value: &str) -> Result<String> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(Error::invalid(field, "required"));
+    }
+    if trimmed.chars().count() > MAX_DISPLAY_NAME_CHARS {
+        return Err(Error::invalid(field, "must be at most 50 characters"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// A search page size: 0 means 20, otherwise 1 to 50.
+pub fn search_limit(field: &str, value: u32) -> Result<u32> {
+    match value {
+        0 => Ok(DEFAULT_SEARCH_LIMIT),
+        1..=MAX_SEARCH_LIMIT => Ok(value),
+        _ => Err(Error::invalid(field, "must be between 1 and 50")),
     }
 }
 
@@ -142,6 +206,14 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn an_emoji_is_kept_in_its_fully_qualified_form() {
+        assert_eq!(emoji("emoji", "❤").unwrap(), "❤️");
+        assert_eq!(emoji("emoji", "👍🏽").unwrap(), "👍🏽");
+        assert!(emoji("emoji", "👍👍").is_err());
+        assert!(emoji("emoji", "a").is_err());
+    }
+
     /// Strings of the kinds the checks look at: arbitrary Unicode, UUIDs and near-UUIDs, blanks
     /// and control characters, and long runs around the length limits.
     fn hostile_string() -> impl Strategy<Value = String> {
@@ -206,6 +278,27 @@ mod tests {
         }
 
         #[test]
+        fn emoji_are_one_known_emoji(value in hostile_string()) {
+            if let Some(emoji) = refused_on("emoji", emoji("emoji", &value))? {
+                prop_assert!(emojis::get(&emoji).is_some());
+            }
+        }
+
+        #[test]
+        fn search_queries_are_a_few_safe_words(value in hostile_string()) {
+            if let Some(words) = refused_on("query", search_words("query", &value))? {
+                prop_assert!((1..=MAX_SEARCH_WORDS).contains(&words.len()));
+                for word in words {
+                    prop_assert!(!word.is_empty());
+                    prop_assert!(word.chars().all(char::is_alphanumeric));
+                }
+            }
+            if let Some(name) = refused_on("query", name_query("query", &value))? {
+                prop_assert!((1..=MAX_DISPLAY_NAME_CHARS).contains(&name.chars().count()));
+            }
+        }
+
+        #[test]
         fn client_msg_ids_are_short_and_printable(value in hostile_string()) {
             if let Some(id) = refused_on("client_msg_id", client_msg_id("client_msg_id", value.clone()))? {
                 prop_assert!((1..=MAX_CLIENT_MSG_ID_CHARS).contains(&id.chars().count()));
@@ -233,7 +326,7 @@ mod tests {
             token in hostile_string(),
             bearer in proptest::option::of(hostile_string()),
         ) {
-            let request = Hello { user_id, display_name, token, receipts: false };
+            let request = Hello { user_id, display_name, token, receipts: false, ..Default::default() };
             match hello("hello.", &request, bearer.clone()) {
                 Ok(claim) => {
                     let token = Some(request.token.trim()).filter(|t| !t.is_empty());

@@ -16,6 +16,9 @@ use sea_orm::{
     ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, TransactionTrait,
 };
 
+pub use queries::changes::{
+    Change, ChangeOutcome, ChangeRules, Refusal, StoredReaction, quote, reactions_of,
+};
 pub use queries::conversations::ConversationRow;
 pub use queries::marks::Marks;
 pub use queries::messages::{CommittedRound, Delivery, NewMessage, StoredMessage};

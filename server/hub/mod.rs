@@ -83,6 +83,8 @@ pub struct HubConfig {
     pub watch_all_limit: usize,
     /// Whether this node shares its users' presence with other nodes (cluster mode).
     pub shares_presence: bool,
+    /// The limits every Welcome tells its client.
+    pub client_limits: crate::proto::Limits,
 }
 
 impl HubConfig {
@@ -108,6 +110,7 @@ impl From<&Config> for HubConfig {
             max_sessions_per_user: config.max_sessions_per_user,
             max_sessions: config.max_sessions as usize,
             directory_size: config.presence_directory_size as usize,
+            client_limits: config.client_limits(),
             watch_all_limit: config.presence_watch_all_limit as usize,
             shares_presence: config.nats_url.is_some(),
         }

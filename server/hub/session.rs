@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     cluster::Following,
-    convert::{chat_message, now_timestamp, server_event},
+    convert::{chat_message, now_timestamp, server_event, update_event},
     db::{
         Marks, StoredMessage,
         ids::{Seq, SessionId, UserId},
@@ -38,6 +38,9 @@ use crate::{
 /// Live messages a session may have skipped (its window was full, or it was still reading its
 /// backlog) before it counts as too slow and is ended: their seqs are all it keeps of them.
 const MAX_MISSED: usize = 16_384;
+/// Changed messages a new session sends as MessageUpdates at most; past that, Welcome says so
+/// and the client reloads what it shows with GetHistory instead.
+const MAX_CHANGES_ON_CONNECT: u64 = 1_000;
 /// Most undelivered messages below what a session has sent that it looks at after a cluster
 /// link came back; more than this counts as a gap.
 const MAX_RECHECKED: u64 = 4_096;
@@ -75,6 +78,7 @@ impl Hub {
         transport: Transport,
         token: String,
         receipts: bool,
+        changes_after: Option<u64>,
     ) -> Result<SessionStream> {
         let id = SessionId::new_random();
         // Without history nothing waits for a later session, so there is nothing to acknowledge.
@@ -136,6 +140,24 @@ impl Hub {
             self.lock().set_peers(user.id, peers);
         }
 
+        // Read before Welcome, which says whether they all fit; a change made meanwhile also
+        // comes live, and clients keep the copy with the higher version.
+        let (changes, changes_up_to) = if kind == SessionKind::Chat && self.config.keeps_history() {
+            let db = self.pipeline.db();
+            let latest = db.latest_version().await?;
+            let after = changes_after.map(|after| i64::try_from(after).unwrap_or(i64::MAX));
+            let changes = match after {
+                Some(after) if after < latest => {
+                    db.changes_after(user.id, after, MAX_CHANGES_ON_CONNECT + 1)
+                        .await?
+                }
+                _ => Vec::new(),
+            };
+            (changes, latest)
+        } else {
+            (Vec::new(), 0)
+        };
+        let changes_truncated = changes.len() as u64 > MAX_CHANGES_ON_CONNECT;
         if kind == SessionKind::Chat {
             stream
                 .prefix
@@ -152,9 +174,20 @@ impl Hub {
                     } else {
                         0
                     },
+                    limits: Some(self.config.client_limits),
+                    changes_up_to: changes_up_to as u64,
+                    changes_truncated,
                 })));
         }
         stream.prefix.push_back(presence_snapshot(snapshot));
+        if !changes_truncated {
+            // Each with its status as the sender sees it: SENT here, the next receipt corrects it.
+            stream.prefix.extend(
+                changes
+                    .iter()
+                    .map(|message| update_event(message, Marks::default())),
+            );
+        }
         if kind == SessionKind::Chat {
             // Subscribed before the floor is read: a message another node commits after it
             // comes live, one committed before it from the backlog.

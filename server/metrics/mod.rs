@@ -95,13 +95,21 @@ pub enum MessageKind {
     Heartbeat,
     /// A delivery receipt (`received` event or Acknowledge call).
     Received,
+    /// An EditMessage call.
+    Edit,
+    /// A DeleteMessage call.
+    Delete,
+    /// A React call.
+    React,
+    /// A SearchMessages or SearchUsers call.
+    Search,
     /// An event that is empty, does not decode, or is a second hello.
     Invalid,
 }
 
 impl MessageKind {
     /// Every kind.
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 12] = [
         Self::SendMessage,
         Self::Typing,
         Self::MarkRead,
@@ -109,6 +117,10 @@ impl MessageKind {
         Self::Presence,
         Self::Heartbeat,
         Self::Received,
+        Self::Edit,
+        Self::Delete,
+        Self::React,
+        Self::Search,
         Self::Invalid,
     ];
 
@@ -122,6 +134,10 @@ impl MessageKind {
             Self::Presence => "presence",
             Self::Heartbeat => "heartbeat",
             Self::Received => "received",
+            Self::Edit => "edit",
+            Self::Delete => "delete",
+            Self::React => "react",
+            Self::Search => "search",
             Self::Invalid => "invalid",
         }
     }

@@ -274,6 +274,10 @@ enum Part<'a> {
 }
 
 /// What committing a part did.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "all parts but one are messages; boxing them costs an allocation per message"
+)]
 enum Committed {
     /// The newest message of each delivered mark moved (see `CommittedRound::delivered`).
     Deliveries(Vec<StoredMessage>),

@@ -413,6 +413,15 @@ pub fn series(text: &str, name: &str) -> Option<f64> {
         .map(|value| value.parse().unwrap())
 }
 
+/// The field a status's BadRequest detail names.
+pub fn bad_field(status: &Status) -> String {
+    use tonic_types::StatusExt;
+    let details = status
+        .get_details_bad_request()
+        .expect("INVALID_ARGUMENT carries BadRequest details");
+    details.field_violations[0].field.clone()
+}
+
 /// A request carrying `authorization: Bearer <token>`.
 pub fn authed<T>(token: &str, message: T) -> Request<T> {
     let mut request = Request::new(message);
@@ -522,6 +531,7 @@ impl ChatSession {
             client_msg_id: client_msg_id.to_owned(),
             to_user_id: to.to_owned(),
             text: text.to_owned(),
+            ..Default::default()
         }))
         .await;
     }

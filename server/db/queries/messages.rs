@@ -11,7 +11,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::statement;
+use super::{changes::QUOTE_CHARS, statement};
 use crate::db::{
     Database, MESSAGE_SEQ_LOCK, RETENTION_LOCK,
     ids::{ConversationId, MessageId, Seq, UserId, conversation_pair},
@@ -34,6 +34,8 @@ pub struct NewMessage {
     pub client_msg_id: String,
     /// The validated text.
     pub text: String,
+    /// The message of the same conversation it answers, known to be there.
+    pub reply_to: Option<MessageId>,
     /// When the server accepted it.
     pub sent_at: DateTime<Utc>,
 }
@@ -47,7 +49,16 @@ impl NewMessage {
             recipient,
             client_msg_id,
             text,
+            reply_to: None,
             sent_at: Utc::now(),
+        }
+    }
+
+    /// The same message as a reply to `answered`.
+    pub fn replying_to(self, answered: Option<MessageId>) -> Self {
+        Self {
+            reply_to: answered,
+            ..self
         }
     }
 }
@@ -94,8 +105,10 @@ impl Database {
                 tx.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MESSAGE_SEQ_LOCK})"))
                     .await?;
             }
+            let mut messages = insert_messages(&tx, batch).await?;
+            quote_answered(&tx, batch, &mut messages).await?;
             Ok(CommittedRound {
-                messages: insert_messages(&tx, batch).await?,
+                messages,
                 delivered: advance_delivered_marks(&tx, deliveries).await?,
             })
         })
@@ -281,6 +294,36 @@ async fn insert_messages(
             Ok((stored, inserted && seen.insert(key)))
         })
         .collect()
+}
+
+/// Copies into each newly inserted reply its quote of the message it answers, as that message
+/// stands in this transaction (edits and deletions take the same lock, so none slips between).
+async fn quote_answered(
+    tx: &DatabaseTransaction,
+    batch: &[&NewMessage],
+    messages: &mut [(StoredMessage, bool)],
+) -> Result<(), DbErr> {
+    let sql = format!(
+        "UPDATE chat_messages SET reply_to_message_id = $1,
+             reply_to_sender_id = (SELECT sender_id FROM chat_messages WHERE message_id = $1),
+             reply_to_text = (SELECT substr(text, 1, {QUOTE_CHARS}) FROM chat_messages
+                              WHERE message_id = $1 AND deleted_at IS NULL)
+         WHERE seq = $2 RETURNING *"
+    );
+    for (new, (stored, inserted)) in batch.iter().zip(messages.iter_mut()) {
+        let Some(answered) = new.reply_to.filter(|_| *inserted) else {
+            continue;
+        };
+        let values = [answered.into(), stored.seq.into()];
+        if let Some(quoted) = chat_messages::Entity::find()
+            .from_raw_sql(statement(tx.get_database_backend(), &sql, values))
+            .one(tx)
+            .await?
+        {
+            *stored = quoted;
+        }
+    }
+    Ok(())
 }
 
 /// One statement that inserts the batch, skipping keys already stored, and returns the rows it

@@ -1,10 +1,12 @@
 //! `impl Database` blocks, one file per domain.
 
+pub mod changes;
 pub mod conversations;
 pub mod marks;
 pub mod messages;
 pub mod nodes;
 pub mod presence;
+pub mod search;
 pub mod stats;
 pub mod users;
 

@@ -60,6 +60,17 @@ impl Database {
             .await
     }
 
+    /// The users with these ids that exist.
+    pub async fn users_by_ids(&self, ids: &[UserId]) -> Result<Vec<users::Model>, DbErr> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        users::Entity::find()
+            .filter(users::Column::Id.is_in(ids.iter().copied()))
+            .all(self.conn())
+            .await
+    }
+
     /// One user by id.
     pub async fn find_user(&self, id: UserId) -> Result<Option<users::Model>, DbErr> {
         users::Entity::find_by_id(id).one(self.conn()).await

@@ -27,6 +27,23 @@ pub struct Model {
     pub text: String,
     /// When the server accepted the message.
     pub sent_at: DateTimeUtc,
+    /// When the sender last edited the text.
+    pub edited_at: Option<DateTimeUtc>,
+    /// When the sender deleted it for everyone (its text, reactions and quote erased).
+    pub deleted_at: Option<DateTimeUtc>,
+    /// The message this one answers.
+    pub reply_to_message_id: Option<MessageId>,
+    /// The answered message's author.
+    pub reply_to_sender_id: Option<UserId>,
+    /// The answered message's first characters, kept current by its edits; None once it is
+    /// deleted (while `reply_to_message_id` stays).
+    #[sea_orm(column_type = "Text", nullable)]
+    pub reply_to_text: Option<String>,
+    /// Reactions as JSON, `[{"emoji": "👍", "user_ids": ["…"]}]` (see `queries::changes`).
+    #[sea_orm(column_type = "Text")]
+    pub reactions: String,
+    /// The number of its latest change (0: never changed), from the `message_version` counter.
+    pub version: i64,
     /// The conversation it belongs to.
     #[sea_orm(belongs_to, from = "conversation_id", to = "id", on_delete = "Cascade")]
     pub conversation: BelongsTo<super::conversations::Entity>,

@@ -28,6 +28,7 @@ fn config(directory_size: usize) -> HubConfig {
         directory_size,
         watch_all_limit: 2,
         shares_presence: false,
+        client_limits: Default::default(),
     }
 }
 

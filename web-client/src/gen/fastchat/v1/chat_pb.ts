@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fastchat/v1/chat.proto.
  */
 export const file_fastchat_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChZmYXN0Y2hhdC92MS9jaGF0LnByb3RvEgtmYXN0Y2hhdC52MSJPCgVIZWxsbxIPCgd1c2VyX2lkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRINCgV0b2tlbhgDIAEoCRIQCghyZWNlaXB0cxgEIAEoCCI1ChBTdWJzY3JpYmVSZXF1ZXN0EiEKBWhlbGxvGAEgASgLMhIuZmFzdGNoYXQudjEuSGVsbG8i1wIKC0NsaWVudEV2ZW50EiMKBWhlbGxvGAEgASgLMhIuZmFzdGNoYXQudjEuSGVsbG9IABI3CgxzZW5kX21lc3NhZ2UYAiABKAsyHy5mYXN0Y2hhdC52MS5TZW5kTWVzc2FnZVJlcXVlc3RIABIvCgZ0eXBpbmcYAyABKAsyHS5mYXN0Y2hhdC52MS5TZXRUeXBpbmdSZXF1ZXN0SAASMQoJbWFya19yZWFkGAQgASgLMhwuZmFzdGNoYXQudjEuTWFya1JlYWRSZXF1ZXN0SAASIQoEcGluZxgFIAEoCzIRLmZhc3RjaGF0LnYxLlBpbmdIABIvCghwcmVzZW5jZRgGIAEoCzIbLmZhc3RjaGF0LnYxLlByZXNlbmNlVXBkYXRlSAASKQoIcmVjZWl2ZWQYByABKAsyFS5mYXN0Y2hhdC52MS5SZWNlaXZlZEgAQgcKBWV2ZW50Ih0KCFJlY2VpdmVkEhEKCXVwX3RvX3NlcRgBIAEoBCI7ChJBY2tub3dsZWRnZVJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIRCgl1cF90b19zZXEYAiABKAQiFQoTQWNrbm93bGVkZ2VSZXNwb25zZSKgAwoLU2VydmVyRXZlbnQSJwoHd2VsY29tZRgBIAEoCzIULmZhc3RjaGF0LnYxLldlbGNvbWVIABIrCgdtZXNzYWdlGAIgASgLMhguZmFzdGNoYXQudjEuQ2hhdE1lc3NhZ2VIABIvCgNhY2sYAyABKAsyIC5mYXN0Y2hhdC52MS5TZW5kTWVzc2FnZVJlc3BvbnNlSAASKwoGc3RhdHVzGAQgASgLMhkuZmFzdGNoYXQudjEuU3RhdHVzVXBkYXRlSAASKgoGdHlwaW5nGAUgASgLMhguZmFzdGNoYXQudjEuVHlwaW5nRXZlbnRIABIuCghwcmVzZW5jZRgGIAEoCzIaLmZhc3RjaGF0LnYxLlByZXNlbmNlRXZlbnRIABIhCgRwb25nGAcgASgLMhEuZmFzdGNoYXQudjEuUG9uZ0gAEisKCWhlYXJ0YmVhdBgIIAEoCzIWLmZhc3RjaGF0LnYxLkhlYXJ0YmVhdEgAEigKBWVycm9yGAkgASgLMhcuZmFzdGNoYXQudjEuRXJyb3JFdmVudEgAQgcKBWV2ZW50IpYBCgdXZWxjb21lEhIKCnNlc3Npb25faWQYASABKAkSHwoEdXNlchgCIAEoCzIRLmZhc3RjaGF0LnYxLlVzZXISDQoFdG9rZW4YAyABKAkSLwoLc2VydmVyX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnJlY2VpdmVfd2luZG93GAUgASgNItYBCgtDaGF0TWVzc2FnZRISCgptZXNzYWdlX2lkGAEgASgJEhUKDWNsaWVudF9tc2dfaWQYAiABKAkSFAoMZnJvbV91c2VyX2lkGAMgASgJEhIKCnRvX3VzZXJfaWQYBCABKAkSDAoEdGV4dBgFIAEoCRILCgNzZXEYBiABKAQSKwoHc2VudF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoGc3RhdHVzGAggASgOMhouZmFzdGNoYXQudjEuTWVzc2FnZVN0YXR1cyJNChJTZW5kTWVzc2FnZVJlcXVlc3QSFQoNY2xpZW50X21zZ19pZBgBIAEoCRISCgp0b191c2VyX2lkGAIgASgJEgwKBHRleHQYAyABKAkipgEKE1NlbmRNZXNzYWdlUmVzcG9uc2USFQoNY2xpZW50X21zZ19pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJEgsKA3NlcRgDIAEoBBIrCgdzZW50X2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIqCgZzdGF0dXMYBSABKA4yGi5mYXN0Y2hhdC52MS5NZXNzYWdlU3RhdHVzInEKDFN0YXR1c1VwZGF0ZRISCgptZXNzYWdlX2lkGAEgASgJEhQKDHBlZXJfdXNlcl9pZBgCIAEoCRILCgNzZXEYAyABKAQSKgoGc3RhdHVzGAQgASgOMhouZmFzdGNoYXQudjEuTWVzc2FnZVN0YXR1cyI5ChBTZXRUeXBpbmdSZXF1ZXN0EhIKCnRvX3VzZXJfaWQYASABKAkSEQoJaXNfdHlwaW5nGAIgASgIIhMKEVNldFR5cGluZ1Jlc3BvbnNlIjYKC1R5cGluZ0V2ZW50EhQKDGZyb21fdXNlcl9pZBgBIAEoCRIRCglpc190eXBpbmcYAiABKAgiOgoPTWFya1JlYWRSZXF1ZXN0EhQKDHBlZXJfdXNlcl9pZBgBIAEoCRIRCgl1cF90b19zZXEYAiABKAQiKgoQTWFya1JlYWRSZXNwb25zZRIWCg5yZWFkX3VwX3RvX3NlcRgBIAEoBCJMChFHZXRIaXN0b3J5UmVxdWVzdBIUCgxwZWVyX3VzZXJfaWQYASABKAkSEgoKYmVmb3JlX3NlcRgCIAEoBBINCgVsaW1pdBgDIAEoDSJvChJHZXRIaXN0b3J5UmVzcG9uc2USKgoIbWVzc2FnZXMYASADKAsyGC5mYXN0Y2hhdC52MS5DaGF0TWVzc2FnZRIQCghoYXNfbW9yZRgCIAEoCBIbChNwZWVyX3JlYWRfdXBfdG9fc2VxGAMgASgEItgBCgxDb252ZXJzYXRpb24SHwoEcGVlchgBIAEoCzIRLmZhc3RjaGF0LnYxLlVzZXISLgoMbGFzdF9tZXNzYWdlGAIgASgLMhguZmFzdGNoYXQudjEuQ2hhdE1lc3NhZ2USFAoMdW5yZWFkX2NvdW50GAMgASgNEhYKDnJlYWRfdXBfdG9fc2VxGAQgASgEEhsKE3BlZXJfcmVhZF91cF90b19zZXEYBSABKAQSLAoNcGVlcl9wcmVzZW5jZRgGIAEoCzIVLmZhc3RjaGF0LnYxLlByZXNlbmNlIhoKGExpc3RDb252ZXJzYXRpb25zUmVxdWVzdCJNChlMaXN0Q29udmVyc2F0aW9uc1Jlc3BvbnNlEjAKDWNvbnZlcnNhdGlvbnMYASADKAsyGS5mYXN0Y2hhdC52MS5Db252ZXJzYXRpb24iFQoEUGluZxINCgVub25jZRgBIAEoBCJGCgRQb25nEg0KBW5vbmNlGAEgASgEEi8KC3NlcnZlcl90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI8CglIZWFydGJlYXQSLwoLc2VydmVyX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImkKCkVycm9yRXZlbnQSDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEhUKDWNsaWVudF9tc2dfaWQYAyABKAkSFgoOcmV0cnlfYWZ0ZXJfbXMYBCABKA0SDQoFZmllbGQYBSABKAkqfwoNTWVzc2FnZVN0YXR1cxIeChpNRVNTQUdFX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE01FU1NBR0VfU1RBVFVTX1NFTlQQARIcChhNRVNTQUdFX1NUQVRVU19ERUxJVkVSRUQQAhIXChNNRVNTQUdFX1NUQVRVU19SRUFEEAMygQUKC0NoYXRTZXJ2aWNlEj4KBENoYXQSGC5mYXN0Y2hhdC52MS5DbGllbnRFdmVudBoYLmZhc3RjaGF0LnYxLlNlcnZlckV2ZW50KAEwARJGCglTdWJzY3JpYmUSHS5mYXN0Y2hhdC52MS5TdWJzY3JpYmVSZXF1ZXN0GhguZmFzdGNoYXQudjEuU2VydmVyRXZlbnQwARJQCgtTZW5kTWVzc2FnZRIfLmZhc3RjaGF0LnYxLlNlbmRNZXNzYWdlUmVxdWVzdBogLmZhc3RjaGF0LnYxLlNlbmRNZXNzYWdlUmVzcG9uc2USUAoLQWNrbm93bGVkZ2USHy5mYXN0Y2hhdC52MS5BY2tub3dsZWRnZVJlcXVlc3QaIC5mYXN0Y2hhdC52MS5BY2tub3dsZWRnZVJlc3BvbnNlEkoKCVNldFR5cGluZxIdLmZhc3RjaGF0LnYxLlNldFR5cGluZ1JlcXVlc3QaHi5mYXN0Y2hhdC52MS5TZXRUeXBpbmdSZXNwb25zZRJHCghNYXJrUmVhZBIcLmZhc3RjaGF0LnYxLk1hcmtSZWFkUmVxdWVzdBodLmZhc3RjaGF0LnYxLk1hcmtSZWFkUmVzcG9uc2USTQoKR2V0SGlzdG9yeRIeLmZhc3RjaGF0LnYxLkdldEhpc3RvcnlSZXF1ZXN0Gh8uZmFzdGNoYXQudjEuR2V0SGlzdG9yeVJlc3BvbnNlEmIKEUxpc3RDb252ZXJzYXRpb25zEiUuZmFzdGNoYXQudjEuTGlzdENvbnZlcnNhdGlvbnNSZXF1ZXN0GiYuZmFzdGNoYXQudjEuTGlzdENvbnZlcnNhdGlvbnNSZXNwb25zZWIGcHJvdG8z", [file_fastchat_v1_common, file_fastchat_v1_presence, file_google_protobuf_timestamp]);
+  fileDesc("ChZmYXN0Y2hhdC92MS9jaGF0LnByb3RvEgtmYXN0Y2hhdC52MSJ9CgVIZWxsbxIPCgd1c2VyX2lkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRINCgV0b2tlbhgDIAEoCRIQCghyZWNlaXB0cxgEIAEoCBIaCg1jaGFuZ2VzX2FmdGVyGAUgASgESACIAQFCEAoOX2NoYW5nZXNfYWZ0ZXIiNQoQU3Vic2NyaWJlUmVxdWVzdBIhCgVoZWxsbxgBIAEoCzISLmZhc3RjaGF0LnYxLkhlbGxvItcCCgtDbGllbnRFdmVudBIjCgVoZWxsbxgBIAEoCzISLmZhc3RjaGF0LnYxLkhlbGxvSAASNwoMc2VuZF9tZXNzYWdlGAIgASgLMh8uZmFzdGNoYXQudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0SAASLwoGdHlwaW5nGAMgASgLMh0uZmFzdGNoYXQudjEuU2V0VHlwaW5nUmVxdWVzdEgAEjEKCW1hcmtfcmVhZBgEIAEoCzIcLmZhc3RjaGF0LnYxLk1hcmtSZWFkUmVxdWVzdEgAEiEKBHBpbmcYBSABKAsyES5mYXN0Y2hhdC52MS5QaW5nSAASLwoIcHJlc2VuY2UYBiABKAsyGy5mYXN0Y2hhdC52MS5QcmVzZW5jZVVwZGF0ZUgAEikKCHJlY2VpdmVkGAcgASgLMhUuZmFzdGNoYXQudjEuUmVjZWl2ZWRIAEIHCgVldmVudCIdCghSZWNlaXZlZBIRCgl1cF90b19zZXEYASABKAQiOwoSQWNrbm93bGVkZ2VSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSEQoJdXBfdG9fc2VxGAIgASgEIhUKE0Fja25vd2xlZGdlUmVzcG9uc2UizgMKC1NlcnZlckV2ZW50EicKB3dlbGNvbWUYASABKAsyFC5mYXN0Y2hhdC52MS5XZWxjb21lSAASKwoHbWVzc2FnZRgCIAEoCzIYLmZhc3RjaGF0LnYxLkNoYXRNZXNzYWdlSAASLwoDYWNrGAMgASgLMiAuZmFzdGNoYXQudjEuU2VuZE1lc3NhZ2VSZXNwb25zZUgAEisKBnN0YXR1cxgEIAEoCzIZLmZhc3RjaGF0LnYxLlN0YXR1c1VwZGF0ZUgAEioKBnR5cGluZxgFIAEoCzIYLmZhc3RjaGF0LnYxLlR5cGluZ0V2ZW50SAASLgoIcHJlc2VuY2UYBiABKAsyGi5mYXN0Y2hhdC52MS5QcmVzZW5jZUV2ZW50SAASIQoEcG9uZxgHIAEoCzIRLmZhc3RjaGF0LnYxLlBvbmdIABIrCgloZWFydGJlYXQYCCABKAsyFi5mYXN0Y2hhdC52MS5IZWFydGJlYXRIABIoCgVlcnJvchgJIAEoCzIXLmZhc3RjaGF0LnYxLkVycm9yRXZlbnRIABIsCgZ1cGRhdGUYCiABKAsyGi5mYXN0Y2hhdC52MS5NZXNzYWdlVXBkYXRlSABCBwoFZXZlbnQiOgoNTWVzc2FnZVVwZGF0ZRIpCgdtZXNzYWdlGAEgASgLMhguZmFzdGNoYXQudjEuQ2hhdE1lc3NhZ2Ui7QEKB1dlbGNvbWUSEgoKc2Vzc2lvbl9pZBgBIAEoCRIfCgR1c2VyGAIgASgLMhEuZmFzdGNoYXQudjEuVXNlchINCgV0b2tlbhgDIAEoCRIvCgtzZXJ2ZXJfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOcmVjZWl2ZV93aW5kb3cYBSABKA0SIwoGbGltaXRzGAYgASgLMhMuZmFzdGNoYXQudjEuTGltaXRzEhUKDWNoYW5nZXNfdXBfdG8YByABKAQSGQoRY2hhbmdlc190cnVuY2F0ZWQYCCABKAgiXAoGTGltaXRzEhkKEW1heF9tZXNzYWdlX2NoYXJzGAEgASgNEhsKE2VkaXRfd2luZG93X3NlY29uZHMYAiABKA0SGgoSbWF4X3JlYWN0aW9uX2Vtb2ppGAMgASgNIp0DCgtDaGF0TWVzc2FnZRISCgptZXNzYWdlX2lkGAEgASgJEhUKDWNsaWVudF9tc2dfaWQYAiABKAkSFAoMZnJvbV91c2VyX2lkGAMgASgJEhIKCnRvX3VzZXJfaWQYBCABKAkSDAoEdGV4dBgFIAEoCRILCgNzZXEYBiABKAQSKwoHc2VudF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoGc3RhdHVzGAggASgOMhouZmFzdGNoYXQudjEuTWVzc2FnZVN0YXR1cxItCgllZGl0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmRlbGV0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCHJlcGx5X3RvGAsgASgLMhkuZmFzdGNoYXQudjEuUmVwbHlQcmV2aWV3EigKCXJlYWN0aW9ucxgMIAMoCzIVLmZhc3RjaGF0LnYxLlJlYWN0aW9uEg8KB3ZlcnNpb24YDSABKAQiVwoMUmVwbHlQcmV2aWV3EhIKCm1lc3NhZ2VfaWQYASABKAkSFAoMZnJvbV91c2VyX2lkGAIgASgJEgwKBHRleHQYAyABKAkSDwoHZGVsZXRlZBgEIAEoCCIrCghSZWFjdGlvbhINCgVlbW9qaRgBIAEoCRIQCgh1c2VyX2lkcxgCIAMoCSJqChJTZW5kTWVzc2FnZVJlcXVlc3QSFQoNY2xpZW50X21zZ19pZBgBIAEoCRISCgp0b191c2VyX2lkGAIgASgJEgwKBHRleHQYAyABKAkSGwoTcmVwbHlfdG9fbWVzc2FnZV9pZBgEIAEoCSKmAQoTU2VuZE1lc3NhZ2VSZXNwb25zZRIVCg1jbGllbnRfbXNnX2lkGAEgASgJEhIKCm1lc3NhZ2VfaWQYAiABKAkSCwoDc2VxGAMgASgEEisKB3NlbnRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEioKBnN0YXR1cxgFIAEoDjIaLmZhc3RjaGF0LnYxLk1lc3NhZ2VTdGF0dXMicQoMU3RhdHVzVXBkYXRlEhIKCm1lc3NhZ2VfaWQYASABKAkSFAoMcGVlcl91c2VyX2lkGAIgASgJEgsKA3NlcRgDIAEoBBIqCgZzdGF0dXMYBCABKA4yGi5mYXN0Y2hhdC52MS5NZXNzYWdlU3RhdHVzIjkKEFNldFR5cGluZ1JlcXVlc3QSEgoKdG9fdXNlcl9pZBgBIAEoCRIRCglpc190eXBpbmcYAiABKAgiEwoRU2V0VHlwaW5nUmVzcG9uc2UiNgoLVHlwaW5nRXZlbnQSFAoMZnJvbV91c2VyX2lkGAEgASgJEhEKCWlzX3R5cGluZxgCIAEoCCI6Cg9NYXJrUmVhZFJlcXVlc3QSFAoMcGVlcl91c2VyX2lkGAEgASgJEhEKCXVwX3RvX3NlcRgCIAEoBCIqChBNYXJrUmVhZFJlc3BvbnNlEhYKDnJlYWRfdXBfdG9fc2VxGAEgASgEIkwKEUdldEhpc3RvcnlSZXF1ZXN0EhQKDHBlZXJfdXNlcl9pZBgBIAEoCRISCgpiZWZvcmVfc2VxGAIgASgEEg0KBWxpbWl0GAMgASgNIm8KEkdldEhpc3RvcnlSZXNwb25zZRIqCghtZXNzYWdlcxgBIAMoCzIYLmZhc3RjaGF0LnYxLkNoYXRNZXNzYWdlEhAKCGhhc19tb3JlGAIgASgIEhsKE3BlZXJfcmVhZF91cF90b19zZXEYAyABKAQi2AEKDENvbnZlcnNhdGlvbhIfCgRwZWVyGAEgASgLMhEuZmFzdGNoYXQudjEuVXNlchIuCgxsYXN0X21lc3NhZ2UYAiABKAsyGC5mYXN0Y2hhdC52MS5DaGF0TWVzc2FnZRIUCgx1bnJlYWRfY291bnQYAyABKA0SFgoOcmVhZF91cF90b19zZXEYBCABKAQSGwoTcGVlcl9yZWFkX3VwX3RvX3NlcRgFIAEoBBIsCg1wZWVyX3ByZXNlbmNlGAYgASgLMhUuZmFzdGNoYXQudjEuUHJlc2VuY2UiGgoYTGlzdENvbnZlcnNhdGlvbnNSZXF1ZXN0Ik0KGUxpc3RDb252ZXJzYXRpb25zUmVzcG9uc2USMAoNY29udmVyc2F0aW9ucxgBIAMoCzIZLmZhc3RjaGF0LnYxLkNvbnZlcnNhdGlvbiIVCgRQaW5nEg0KBW5vbmNlGAEgASgEIkYKBFBvbmcSDQoFbm9uY2UYASABKAQSLwoLc2VydmVyX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjwKCUhlYXJ0YmVhdBIvCgtzZXJ2ZXJfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiaQoKRXJyb3JFdmVudBIMCgRjb2RlGAEgASgJEg8KB21lc3NhZ2UYAiABKAkSFQoNY2xpZW50X21zZ19pZBgDIAEoCRIWCg5yZXRyeV9hZnRlcl9tcxgEIAEoDRINCgVmaWVsZBgFIAEoCSI2ChJFZGl0TWVzc2FnZVJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCRIMCgR0ZXh0GAIgASgJIkAKE0VkaXRNZXNzYWdlUmVzcG9uc2USKQoHbWVzc2FnZRgBIAEoCzIYLmZhc3RjaGF0LnYxLkNoYXRNZXNzYWdlIioKFERlbGV0ZU1lc3NhZ2VSZXF1ZXN0EhIKCm1lc3NhZ2VfaWQYASABKAkiQgoVRGVsZXRlTWVzc2FnZVJlc3BvbnNlEikKB21lc3NhZ2UYASABKAsyGC5mYXN0Y2hhdC52MS5DaGF0TWVzc2FnZSJBCgxSZWFjdFJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCRINCgVlbW9qaRgCIAEoCRIOCgZyZW1vdmUYAyABKAgiOgoNUmVhY3RSZXNwb25zZRIpCgdtZXNzYWdlGAEgASgLMhguZmFzdGNoYXQudjEuQ2hhdE1lc3NhZ2UiSQoVU2VhcmNoTWVzc2FnZXNSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEhIKCmJlZm9yZV9zZXEYAiABKAQSDQoFbGltaXQYAyABKA0ilAEKCVNlYXJjaEhpdBIpCgdtZXNzYWdlGAEgASgLMhguZmFzdGNoYXQudjEuQ2hhdE1lc3NhZ2USHwoEcGVlchgCIAEoCzIRLmZhc3RjaGF0LnYxLlVzZXISDwoHc25pcHBldBgDIAEoCRIqCgpoaWdobGlnaHRzGAQgAygLMhYuZmFzdGNoYXQudjEuVGV4dFJhbmdlIicKCVRleHRSYW5nZRINCgVzdGFydBgBIAEoDRILCgNlbmQYAiABKA0iUAoWU2VhcmNoTWVzc2FnZXNSZXNwb25zZRIkCgRoaXRzGAEgAygLMhYuZmFzdGNoYXQudjEuU2VhcmNoSGl0EhAKCGhhc19tb3JlGAIgASgIIjIKElNlYXJjaFVzZXJzUmVxdWVzdBINCgVxdWVyeRgBIAEoCRINCgVsaW1pdBgCIAEoDSI3ChNTZWFyY2hVc2Vyc1Jlc3BvbnNlEiAKBXVzZXJzGAEgAygLMhEuZmFzdGNoYXQudjEuVXNlcip/Cg1NZXNzYWdlU3RhdHVzEh4KGk1FU1NBR0VfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFwoTTUVTU0FHRV9TVEFUVVNfU0VOVBABEhwKGE1FU1NBR0VfU1RBVFVTX0RFTElWRVJFRBACEhcKE01FU1NBR0VfU1RBVFVTX1JFQUQQAzKYCAoLQ2hhdFNlcnZpY2USPgoEQ2hhdBIYLmZhc3RjaGF0LnYxLkNsaWVudEV2ZW50GhguZmFzdGNoYXQudjEuU2VydmVyRXZlbnQoATABEkYKCVN1YnNjcmliZRIdLmZhc3RjaGF0LnYxLlN1YnNjcmliZVJlcXVlc3QaGC5mYXN0Y2hhdC52MS5TZXJ2ZXJFdmVudDABElAKC1NlbmRNZXNzYWdlEh8uZmFzdGNoYXQudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0GiAuZmFzdGNoYXQudjEuU2VuZE1lc3NhZ2VSZXNwb25zZRJQCgtBY2tub3dsZWRnZRIfLmZhc3RjaGF0LnYxLkFja25vd2xlZGdlUmVxdWVzdBogLmZhc3RjaGF0LnYxLkFja25vd2xlZGdlUmVzcG9uc2USSgoJU2V0VHlwaW5nEh0uZmFzdGNoYXQudjEuU2V0VHlwaW5nUmVxdWVzdBoeLmZhc3RjaGF0LnYxLlNldFR5cGluZ1Jlc3BvbnNlEkcKCE1hcmtSZWFkEhwuZmFzdGNoYXQudjEuTWFya1JlYWRSZXF1ZXN0Gh0uZmFzdGNoYXQudjEuTWFya1JlYWRSZXNwb25zZRJNCgpHZXRIaXN0b3J5Eh4uZmFzdGNoYXQudjEuR2V0SGlzdG9yeVJlcXVlc3QaHy5mYXN0Y2hhdC52MS5HZXRIaXN0b3J5UmVzcG9uc2USYgoRTGlzdENvbnZlcnNhdGlvbnMSJS5mYXN0Y2hhdC52MS5MaXN0Q29udmVyc2F0aW9uc1JlcXVlc3QaJi5mYXN0Y2hhdC52MS5MaXN0Q29udmVyc2F0aW9uc1Jlc3BvbnNlElAKC0VkaXRNZXNzYWdlEh8uZmFzdGNoYXQudjEuRWRpdE1lc3NhZ2VSZXF1ZXN0GiAuZmFzdGNoYXQudjEuRWRpdE1lc3NhZ2VSZXNwb25zZRJWCg1EZWxldGVNZXNzYWdlEiEuZmFzdGNoYXQudjEuRGVsZXRlTWVzc2FnZVJlcXVlc3QaIi5mYXN0Y2hhdC52MS5EZWxldGVNZXNzYWdlUmVzcG9uc2USPgoFUmVhY3QSGS5mYXN0Y2hhdC52MS5SZWFjdFJlcXVlc3QaGi5mYXN0Y2hhdC52MS5SZWFjdFJlc3BvbnNlElkKDlNlYXJjaE1lc3NhZ2VzEiIuZmFzdGNoYXQudjEuU2VhcmNoTWVzc2FnZXNSZXF1ZXN0GiMuZmFzdGNoYXQudjEuU2VhcmNoTWVzc2FnZXNSZXNwb25zZRJQCgtTZWFyY2hVc2VycxIfLmZhc3RjaGF0LnYxLlNlYXJjaFVzZXJzUmVxdWVzdBogLmZhc3RjaGF0LnYxLlNlYXJjaFVzZXJzUmVzcG9uc2ViBnByb3RvMw", [file_fastchat_v1_common, file_fastchat_v1_presence, file_google_protobuf_timestamp]);
 
 /**
  * Opens a session as a user.
@@ -64,6 +64,17 @@ export type Hello = Message<"fastchat.v1.Hello"> & {
    * @generated from field: bool receipts = 4;
    */
   receipts: boolean;
+
+  /**
+   * The highest ChatMessage.version the client has seen (its copy of Welcome.changes_up_to
+   * moved forward by every MessageUpdate since). Right after the presence snapshot the session
+   * sends a MessageUpdate for every message of the user's conversations changed since: edits,
+   * deletions and reactions made while the client was away. Unset asks for none (a client
+   * without stored messages reads them with GetHistory, which has their current state).
+   *
+   * @generated from field: optional uint64 changes_after = 5;
+   */
+  changesAfter?: bigint | undefined;
 };
 
 /**
@@ -320,6 +331,14 @@ export type ServerEvent = Message<"fastchat.v1.ServerEvent"> & {
      */
     value: ErrorEvent;
     case: "error";
+  } | {
+    /**
+     * A message of the user's conversations was edited, deleted or reacted to.
+     *
+     * @generated from field: fastchat.v1.MessageUpdate update = 10;
+     */
+    value: MessageUpdate;
+    case: "update";
   } | { case: undefined; value?: undefined };
 };
 
@@ -329,6 +348,30 @@ export type ServerEvent = Message<"fastchat.v1.ServerEvent"> & {
  */
 export const ServerEventSchema: GenMessage<ServerEvent> = /*@__PURE__*/
   messageDesc(file_fastchat_v1_chat, 6);
+
+/**
+ * A message's new state, sent to every session of both its users when it changes (and, after a
+ * reconnect, for what changed since Hello.changes_after, right after the presence snapshot).
+ * Replace the copy you have when this one's version is higher; ignore it for a message you do not
+ * have. Its status may lag behind receipts you already have: statuses only move forward.
+ *
+ * @generated from message fastchat.v1.MessageUpdate
+ */
+export type MessageUpdate = Message<"fastchat.v1.MessageUpdate"> & {
+  /**
+   * The whole message as it now stands.
+   *
+   * @generated from field: fastchat.v1.ChatMessage message = 1;
+   */
+  message?: ChatMessage | undefined;
+};
+
+/**
+ * Describes the message fastchat.v1.MessageUpdate.
+ * Use `create(MessageUpdateSchema)` to create a new message.
+ */
+export const MessageUpdateSchema: GenMessage<MessageUpdate> = /*@__PURE__*/
+  messageDesc(file_fastchat_v1_chat, 7);
 
 /**
  * First event of a session.
@@ -372,6 +415,29 @@ export type Welcome = Message<"fastchat.v1.Welcome"> & {
    * @generated from field: uint32 receive_window = 5;
    */
   receiveWindow: number;
+
+  /**
+   * What the server accepts.
+   *
+   * @generated from field: fastchat.v1.Limits limits = 6;
+   */
+  limits?: Limits | undefined;
+
+  /**
+   * The highest ChatMessage.version so far: a client starting without stored messages keeps it
+   * as the Hello.changes_after of its next session.
+   *
+   * @generated from field: uint64 changes_up_to = 7;
+   */
+  changesUpTo: bigint;
+
+  /**
+   * More than 1,000 messages changed after Hello.changes_after: the session sends none of those
+   * MessageUpdates, and the client reloads the messages it shows with GetHistory.
+   *
+   * @generated from field: bool changes_truncated = 8;
+   */
+  changesTruncated: boolean;
 };
 
 /**
@@ -379,7 +445,42 @@ export type Welcome = Message<"fastchat.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 7);
+  messageDesc(file_fastchat_v1_chat, 8);
+
+/**
+ * Limits the server applies, so clients can check input before sending.
+ *
+ * @generated from message fastchat.v1.Limits
+ */
+export type Limits = Message<"fastchat.v1.Limits"> & {
+  /**
+   * The longest message text in characters (Unicode scalar values).
+   *
+   * @generated from field: uint32 max_message_chars = 1;
+   */
+  maxMessageChars: number;
+
+  /**
+   * How long after sending its author may edit a message, in seconds.
+   *
+   * @generated from field: uint32 edit_window_seconds = 2;
+   */
+  editWindowSeconds: number;
+
+  /**
+   * The most different emoji one message may carry in its reactions.
+   *
+   * @generated from field: uint32 max_reaction_emoji = 3;
+   */
+  maxReactionEmoji: number;
+};
+
+/**
+ * Describes the message fastchat.v1.Limits.
+ * Use `create(LimitsSchema)` to create a new message.
+ */
+export const LimitsSchema: GenMessage<Limits> = /*@__PURE__*/
+  messageDesc(file_fastchat_v1_chat, 9);
 
 /**
  * A stored message. A client may receive one twice (across a reconnect, when its receipt had
@@ -444,6 +545,44 @@ export type ChatMessage = Message<"fastchat.v1.ChatMessage"> & {
    * @generated from field: fastchat.v1.MessageStatus status = 8;
    */
   status: MessageStatus;
+
+  /**
+   * When its sender last changed the text; unset when never edited.
+   *
+   * @generated from field: google.protobuf.Timestamp edited_at = 9;
+   */
+  editedAt?: Timestamp | undefined;
+
+  /**
+   * When its sender deleted it for everyone; then `text` is empty, `reactions` and `reply_to`
+   * are gone, and it changes no more. Unset while it exists.
+   *
+   * @generated from field: google.protobuf.Timestamp deleted_at = 10;
+   */
+  deletedAt?: Timestamp | undefined;
+
+  /**
+   * The message this one answers, when it answers one.
+   *
+   * @generated from field: fastchat.v1.ReplyPreview reply_to = 11;
+   */
+  replyTo?: ReplyPreview | undefined;
+
+  /**
+   * Reactions, one entry per emoji, in the order the emoji were first added.
+   *
+   * @generated from field: repeated fastchat.v1.Reaction reactions = 12;
+   */
+  reactions: Reaction[];
+
+  /**
+   * 0 until the message first changes after it was sent; then the number of its latest change,
+   * from one counter across all messages: of two copies of a message the higher version is the
+   * newer, and Hello.changes_after asks for changes after one.
+   *
+   * @generated from field: uint64 version = 13;
+   */
+  version: bigint;
 };
 
 /**
@@ -451,7 +590,77 @@ export type ChatMessage = Message<"fastchat.v1.ChatMessage"> & {
  * Use `create(ChatMessageSchema)` to create a new message.
  */
 export const ChatMessageSchema: GenMessage<ChatMessage> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 8);
+  messageDesc(file_fastchat_v1_chat, 10);
+
+/**
+ * The quoted part of the message a reply answers, as that message now stands.
+ *
+ * @generated from message fastchat.v1.ReplyPreview
+ */
+export type ReplyPreview = Message<"fastchat.v1.ReplyPreview"> & {
+  /**
+   * The answered message's id.
+   *
+   * @generated from field: string message_id = 1;
+   */
+  messageId: string;
+
+  /**
+   * Its author.
+   *
+   * @generated from field: string from_user_id = 2;
+   */
+  fromUserId: string;
+
+  /**
+   * Its first 200 characters (edits show here too); empty once it is deleted.
+   *
+   * @generated from field: string text = 3;
+   */
+  text: string;
+
+  /**
+   * Whether it has been deleted.
+   *
+   * @generated from field: bool deleted = 4;
+   */
+  deleted: boolean;
+};
+
+/**
+ * Describes the message fastchat.v1.ReplyPreview.
+ * Use `create(ReplyPreviewSchema)` to create a new message.
+ */
+export const ReplyPreviewSchema: GenMessage<ReplyPreview> = /*@__PURE__*/
+  messageDesc(file_fastchat_v1_chat, 11);
+
+/**
+ * The users who reacted to a message with one emoji.
+ *
+ * @generated from message fastchat.v1.Reaction
+ */
+export type Reaction = Message<"fastchat.v1.Reaction"> & {
+  /**
+   * One emoji (with its modifiers: skin tone, ZWJ sequence, variation selector).
+   *
+   * @generated from field: string emoji = 1;
+   */
+  emoji: string;
+
+  /**
+   * Who reacted with it, oldest first; the count is their number.
+   *
+   * @generated from field: repeated string user_ids = 2;
+   */
+  userIds: string[];
+};
+
+/**
+ * Describes the message fastchat.v1.Reaction.
+ * Use `create(ReactionSchema)` to create a new message.
+ */
+export const ReactionSchema: GenMessage<Reaction> = /*@__PURE__*/
+  messageDesc(file_fastchat_v1_chat, 12);
 
 /**
  * Sends a message to a peer.
@@ -481,6 +690,13 @@ export type SendMessageRequest = Message<"fastchat.v1.SendMessageRequest"> & {
    * @generated from field: string text = 3;
    */
   text: string;
+
+  /**
+   * Optional: the id of a message of the same conversation this one answers (a reply).
+   *
+   * @generated from field: string reply_to_message_id = 4;
+   */
+  replyToMessageId: string;
 };
 
 /**
@@ -488,7 +704,7 @@ export type SendMessageRequest = Message<"fastchat.v1.SendMessageRequest"> & {
  * Use `create(SendMessageRequestSchema)` to create a new message.
  */
 export const SendMessageRequestSchema: GenMessage<SendMessageRequest> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 9);
+  messageDesc(file_fastchat_v1_chat, 13);
 
 /**
  * The ack of a message: sent only after it is committed.
@@ -537,7 +753,7 @@ export type SendMessageResponse = Message<"fastchat.v1.SendMessageResponse"> & {
  * Use `create(SendMessageResponseSchema)` to create a new message.
  */
 export const SendMessageResponseSchema: GenMessage<SendMessageResponse> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 10);
+  messageDesc(file_fastchat_v1_chat, 14);
 
 /**
  * Messages of the user's changed status. An update covers every message the user sent to the
@@ -580,7 +796,7 @@ export type StatusUpdate = Message<"fastchat.v1.StatusUpdate"> & {
  * Use `create(StatusUpdateSchema)` to create a new message.
  */
 export const StatusUpdateSchema: GenMessage<StatusUpdate> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 11);
+  messageDesc(file_fastchat_v1_chat, 15);
 
 /**
  * Starts or stops typing.
@@ -608,7 +824,7 @@ export type SetTypingRequest = Message<"fastchat.v1.SetTypingRequest"> & {
  * Use `create(SetTypingRequestSchema)` to create a new message.
  */
 export const SetTypingRequestSchema: GenMessage<SetTypingRequest> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 12);
+  messageDesc(file_fastchat_v1_chat, 16);
 
 /**
  * Empty answer to SetTyping.
@@ -623,7 +839,7 @@ export type SetTypingResponse = Message<"fastchat.v1.SetTypingResponse"> & {
  * Use `create(SetTypingResponseSchema)` to create a new message.
  */
 export const SetTypingResponseSchema: GenMessage<SetTypingResponse> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 13);
+  messageDesc(file_fastchat_v1_chat, 17);
 
 /**
  * A peer's typing state.
@@ -651,7 +867,7 @@ export type TypingEvent = Message<"fastchat.v1.TypingEvent"> & {
  * Use `create(TypingEventSchema)` to create a new message.
  */
 export const TypingEventSchema: GenMessage<TypingEvent> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 14);
+  messageDesc(file_fastchat_v1_chat, 18);
 
 /**
  * Moves a read mark forward.
@@ -679,7 +895,7 @@ export type MarkReadRequest = Message<"fastchat.v1.MarkReadRequest"> & {
  * Use `create(MarkReadRequestSchema)` to create a new message.
  */
 export const MarkReadRequestSchema: GenMessage<MarkReadRequest> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 15);
+  messageDesc(file_fastchat_v1_chat, 19);
 
 /**
  * The read mark after MarkRead.
@@ -700,7 +916,7 @@ export type MarkReadResponse = Message<"fastchat.v1.MarkReadResponse"> & {
  * Use `create(MarkReadResponseSchema)` to create a new message.
  */
 export const MarkReadResponseSchema: GenMessage<MarkReadResponse> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 16);
+  messageDesc(file_fastchat_v1_chat, 20);
 
 /**
  * Pages backwards through a conversation.
@@ -735,7 +951,7 @@ export type GetHistoryRequest = Message<"fastchat.v1.GetHistoryRequest"> & {
  * Use `create(GetHistoryRequestSchema)` to create a new message.
  */
 export const GetHistoryRequestSchema: GenMessage<GetHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 17);
+  messageDesc(file_fastchat_v1_chat, 21);
 
 /**
  * One page of history.
@@ -770,7 +986,7 @@ export type GetHistoryResponse = Message<"fastchat.v1.GetHistoryResponse"> & {
  * Use `create(GetHistoryResponseSchema)` to create a new message.
  */
 export const GetHistoryResponseSchema: GenMessage<GetHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 18);
+  messageDesc(file_fastchat_v1_chat, 22);
 
 /**
  * One conversation of the caller.
@@ -826,7 +1042,7 @@ export type Conversation = Message<"fastchat.v1.Conversation"> & {
  * Use `create(ConversationSchema)` to create a new message.
  */
 export const ConversationSchema: GenMessage<Conversation> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 19);
+  messageDesc(file_fastchat_v1_chat, 23);
 
 /**
  * Lists the caller's conversations.
@@ -841,7 +1057,7 @@ export type ListConversationsRequest = Message<"fastchat.v1.ListConversationsReq
  * Use `create(ListConversationsRequestSchema)` to create a new message.
  */
 export const ListConversationsRequestSchema: GenMessage<ListConversationsRequest> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 20);
+  messageDesc(file_fastchat_v1_chat, 24);
 
 /**
  * The caller's conversations, newest activity first.
@@ -862,7 +1078,7 @@ export type ListConversationsResponse = Message<"fastchat.v1.ListConversationsRe
  * Use `create(ListConversationsResponseSchema)` to create a new message.
  */
 export const ListConversationsResponseSchema: GenMessage<ListConversationsResponse> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 21);
+  messageDesc(file_fastchat_v1_chat, 25);
 
 /**
  * Asks for a pong.
@@ -883,7 +1099,7 @@ export type Ping = Message<"fastchat.v1.Ping"> & {
  * Use `create(PingSchema)` to create a new message.
  */
 export const PingSchema: GenMessage<Ping> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 22);
+  messageDesc(file_fastchat_v1_chat, 26);
 
 /**
  * Answer to a ping.
@@ -911,7 +1127,7 @@ export type Pong = Message<"fastchat.v1.Pong"> & {
  * Use `create(PongSchema)` to create a new message.
  */
 export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 23);
+  messageDesc(file_fastchat_v1_chat, 27);
 
 /**
  * Keeps an idle stream alive.
@@ -932,7 +1148,7 @@ export type Heartbeat = Message<"fastchat.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 24);
+  messageDesc(file_fastchat_v1_chat, 28);
 
 /**
  * A refused client event; the stream goes on.
@@ -983,7 +1199,336 @@ export type ErrorEvent = Message<"fastchat.v1.ErrorEvent"> & {
  * Use `create(ErrorEventSchema)` to create a new message.
  */
 export const ErrorEventSchema: GenMessage<ErrorEvent> = /*@__PURE__*/
-  messageDesc(file_fastchat_v1_chat, 25);
+  messageDesc(file_fastchat_v1_chat, 29);
+
+/**
+ * Changes a message's text.
+ *
+ * @generated from message fastchat.v1.EditMessageRequest
+ */
+export type EditMessageRequest = Message<"fastchat.v1.EditMessageRequest"> & {
+  /**
+   * The message; it must be the caller's own, not deleted, and sent within the edit window.
+   *
+   * @generated from field: string message_id = 1;
+   */
+  messageId: string;
+
+  /**
+   * The new text, under the same rules as SendMessageRequest.text.
+   *
+   * @generated from field: string text = 2;
+   */
+  text: string;
+};
+
+/**
+ * Describes the message fastchat.v1.EditMessageRequest.
+ * Use `create(EditMessageRequestSchema)` to create a new message.
+ */
+export const EditMessageRequestSchema: GenMessage<EditMessageRequest> = /*@__PURE__*/
+  messageDesc(file_fastchat_v1_chat, 30);
+
+/**
+ * The edited message.
+ *
+ * @generated from message fastchat.v1.EditMessageResponse
+ */
+export type EditMessageResponse = Message<"fastchat.v1.EditMessageResponse"> & {
+  /**
+   * The message as it now stands.
+   *
+   * @generated from field: fastchat.v1.ChatMessage message = 1;
+   */
+  message?: ChatMessage | undefined;
+};
+
+/**
+ * Describes the message fastchat.v1.EditMessageResponse.
+ * Use `create(EditMessageResponseSchema)` to create a new message.
+ */
+export const EditMessageResponseSchema: GenMessage<EditMessageResponse> = /*@__PURE__*/
+  messageDesc(file_fastchat_v1_chat, 31);
+
+/**
+ * Deletes a message for everyone.
+ *
+ * @generated from message fastchat.v1.DeleteMessageRequest
+ */
+export type DeleteMessageRequest = Message<"fastchat.v1.DeleteMessageRequest"> & {
+  /**
+   * The message; it must be the caller's own.
+   *
+   * @generated from field: string message_id = 1;
+   */
+  messageId: string;
+};
+
+/**
+ * Describes the message fastchat.v1.DeleteMessageRequest.
+ * Use `create(DeleteMessageRequestSchema)` to create a new message.
+ */
+export const DeleteMessageRequestSchema: GenMessage<DeleteMessageRequest> = /*@__PURE__*/
+  messageDesc(file_fastchat_v1_chat, 32);
+
+/**
+ * The deleted message.
+ *
+ * @generated from message fastchat.v1.DeleteMessageResponse
+ */
+export type DeleteMessageResponse = Message<"fastchat.v1.DeleteMessageResponse"> & {
+  /**
+   * The message as it now stands: deleted_at set, no text.
+   *
+   * @generated from field: fastchat.v1.ChatMessage message = 1;
+   */
+  message?: ChatMessage | undefined;
+};
+
+/**
+ * Describes the message fastchat.v1.DeleteMessageResponse.
+ * Use `create(DeleteMessageResponseSchema)` to create a new message.
+ */
+export const DeleteMessageResponseSchema: GenMessage<DeleteMessageResponse> = /*@__PURE__*/
+  messageDesc(file_fastchat_v1_chat, 33);
+
+/**
+ * Adds or removes a reaction.
+ *
+ * @generated from message fastchat.v1.ReactRequest
+ */
+export type ReactRequest = Message<"fastchat.v1.ReactRequest"> & {
+  /**
+   * A message of one of the caller's conversations, not deleted.
+   *
+   * @generated from field: string message_id = 1;
+   */
+  messageId: string;
+
+  /**
+   * One emoji, as Unicode lists them (a fully-qualified emoji, with skin tone when it has one).
+   *
+   * @generated from field: string emoji = 2;
+   */
+  emoji: string;
+
+  /**
+   * True removes the caller's reaction with `emoji`; false adds it.
+   *
+   * @generated from field: bool remove = 3;
+   */
+  remove: boolean;
+};
+
+/**
+ * Describes the message fastchat.v1.ReactRequest.
+ * Use `create(ReactRequestSchema)` to create a new message.
+ */
+export const ReactRequestSchema: GenMessage<ReactRequest> = /*@__PURE__*/
+  messageDesc(file_fastchat_v1_chat, 34);
+
+/**
+ * The message after a reaction.
+ *
+ * @generated from message fastchat.v1.ReactResponse
+ */
+export type ReactResponse = Message<"fastchat.v1.ReactResponse"> & {
+  /**
+   * The message as it now stands.
+   *
+   * @generated from field: fastchat.v1.ChatMessage message = 1;
+   */
+  message?: ChatMessage | undefined;
+};
+
+/**
+ * Describes the message fastchat.v1.ReactResponse.
+ * Use `create(ReactResponseSchema)` to create a new message.
+ */
+export const ReactResponseSchema: GenMessage<ReactResponse> = /*@__PURE__*/
+  messageDesc(file_fastchat_v1_chat, 35);
+
+/**
+ * Searches the caller's messages.
+ *
+ * @generated from message fastchat.v1.SearchMessagesRequest
+ */
+export type SearchMessagesRequest = Message<"fastchat.v1.SearchMessagesRequest"> & {
+  /**
+   * Words to find, 1 to 200 characters; punctuation separates words.
+   *
+   * @generated from field: string query = 1;
+   */
+  query: string;
+
+  /**
+   * Only messages with a smaller seq (for the next page); 0 means from the newest.
+   *
+   * @generated from field: uint64 before_seq = 2;
+   */
+  beforeSeq: bigint;
+
+  /**
+   * Results per page, 1 to 50; 0 means 20.
+   *
+   * @generated from field: uint32 limit = 3;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message fastchat.v1.SearchMessagesRequest.
+ * Use `create(SearchMessagesRequestSchema)` to create a new message.
+ */
+export const SearchMessagesRequestSchema: GenMessage<SearchMessagesRequest> = /*@__PURE__*/
+  messageDesc(file_fastchat_v1_chat, 36);
+
+/**
+ * A message that matched, with where.
+ *
+ * @generated from message fastchat.v1.SearchHit
+ */
+export type SearchHit = Message<"fastchat.v1.SearchHit"> & {
+  /**
+   * The message (from either user of the conversation).
+   *
+   * @generated from field: fastchat.v1.ChatMessage message = 1;
+   */
+  message?: ChatMessage | undefined;
+
+  /**
+   * The other user of its conversation.
+   *
+   * @generated from field: fastchat.v1.User peer = 2;
+   */
+  peer?: User | undefined;
+
+  /**
+   * Up to about 160 characters of the text around the first match.
+   *
+   * @generated from field: string snippet = 3;
+   */
+  snippet: string;
+
+  /**
+   * Where the query's words appear in `snippet`, in Unicode scalar values (code points), in order.
+   *
+   * @generated from field: repeated fastchat.v1.TextRange highlights = 4;
+   */
+  highlights: TextRange[];
+};
+
+/**
+ * Describes the message fastchat.v1.SearchHit.
+ * Use `create(SearchHitSchema)` to create a new message.
+ */
+export const SearchHitSchema: GenMessage<SearchHit> = /*@__PURE__*/
+  messageDesc(file_fastchat_v1_chat, 37);
+
+/**
+ * A span of text: [start, end) in Unicode scalar values.
+ *
+ * @generated from message fastchat.v1.TextRange
+ */
+export type TextRange = Message<"fastchat.v1.TextRange"> & {
+  /**
+   * The first character.
+   *
+   * @generated from field: uint32 start = 1;
+   */
+  start: number;
+
+  /**
+   * One past the last character.
+   *
+   * @generated from field: uint32 end = 2;
+   */
+  end: number;
+};
+
+/**
+ * Describes the message fastchat.v1.TextRange.
+ * Use `create(TextRangeSchema)` to create a new message.
+ */
+export const TextRangeSchema: GenMessage<TextRange> = /*@__PURE__*/
+  messageDesc(file_fastchat_v1_chat, 38);
+
+/**
+ * One page of search results.
+ *
+ * @generated from message fastchat.v1.SearchMessagesResponse
+ */
+export type SearchMessagesResponse = Message<"fastchat.v1.SearchMessagesResponse"> & {
+  /**
+   * Matches, newest first.
+   *
+   * @generated from field: repeated fastchat.v1.SearchHit hits = 1;
+   */
+  hits: SearchHit[];
+
+  /**
+   * Whether older matches exist (ask again with before_seq set to the last hit's seq).
+   *
+   * @generated from field: bool has_more = 2;
+   */
+  hasMore: boolean;
+};
+
+/**
+ * Describes the message fastchat.v1.SearchMessagesResponse.
+ * Use `create(SearchMessagesResponseSchema)` to create a new message.
+ */
+export const SearchMessagesResponseSchema: GenMessage<SearchMessagesResponse> = /*@__PURE__*/
+  messageDesc(file_fastchat_v1_chat, 39);
+
+/**
+ * Finds people by name.
+ *
+ * @generated from message fastchat.v1.SearchUsersRequest
+ */
+export type SearchUsersRequest = Message<"fastchat.v1.SearchUsersRequest"> & {
+  /**
+   * 1 to 50 characters of a display name.
+   *
+   * @generated from field: string query = 1;
+   */
+  query: string;
+
+  /**
+   * Results, 1 to 50; 0 means 20.
+   *
+   * @generated from field: uint32 limit = 2;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message fastchat.v1.SearchUsersRequest.
+ * Use `create(SearchUsersRequestSchema)` to create a new message.
+ */
+export const SearchUsersRequestSchema: GenMessage<SearchUsersRequest> = /*@__PURE__*/
+  messageDesc(file_fastchat_v1_chat, 40);
+
+/**
+ * People whose name contains the query.
+ *
+ * @generated from message fastchat.v1.SearchUsersResponse
+ */
+export type SearchUsersResponse = Message<"fastchat.v1.SearchUsersResponse"> & {
+  /**
+   * Names that start with the query first, then by name; the caller is left out.
+   *
+   * @generated from field: repeated fastchat.v1.User users = 1;
+   */
+  users: User[];
+};
+
+/**
+ * Describes the message fastchat.v1.SearchUsersResponse.
+ * Use `create(SearchUsersResponseSchema)` to create a new message.
+ */
+export const SearchUsersResponseSchema: GenMessage<SearchUsersResponse> = /*@__PURE__*/
+  messageDesc(file_fastchat_v1_chat, 41);
 
 /**
  * Where a message stands, as seen by its sender.
@@ -1128,6 +1673,62 @@ export const ChatService: GenService<{
     methodKind: "unary";
     input: typeof ListConversationsRequestSchema;
     output: typeof ListConversationsResponseSchema;
+  },
+  /**
+   * Changes the text of one of the caller's messages, within Limits.edit_window_seconds of
+   * sending it; every session of both users gets a MessageUpdate with the new text, marked
+   * edited. The same text again changes nothing (a retry is harmless).
+   *
+   * @generated from rpc fastchat.v1.ChatService.EditMessage
+   */
+  editMessage: {
+    methodKind: "unary";
+    input: typeof EditMessageRequestSchema;
+    output: typeof EditMessageResponseSchema;
+  },
+  /**
+   * Deletes one of the caller's messages for everyone, at any time: its text, its reactions and
+   * the quotes of it in replies are erased from storage, and both users' sessions get a
+   * MessageUpdate. Deleting it again changes nothing.
+   *
+   * @generated from rpc fastchat.v1.ChatService.DeleteMessage
+   */
+  deleteMessage: {
+    methodKind: "unary";
+    input: typeof DeleteMessageRequestSchema;
+    output: typeof DeleteMessageResponseSchema;
+  },
+  /**
+   * Adds or removes the caller's reaction (one emoji) to a message of their conversations; a
+   * reaction is one per user per emoji, so adding it twice or removing it twice changes nothing.
+   *
+   * @generated from rpc fastchat.v1.ChatService.React
+   */
+  react: {
+    methodKind: "unary";
+    input: typeof ReactRequestSchema;
+    output: typeof ReactResponseSchema;
+  },
+  /**
+   * Finds messages of the caller's own conversations by the words of their text (full-text
+   * search: every word must appear, the last one may be the start of a word), newest first.
+   *
+   * @generated from rpc fastchat.v1.ChatService.SearchMessages
+   */
+  searchMessages: {
+    methodKind: "unary";
+    input: typeof SearchMessagesRequestSchema;
+    output: typeof SearchMessagesResponseSchema;
+  },
+  /**
+   * Finds people by display name (case-insensitive, anywhere in the name).
+   *
+   * @generated from rpc fastchat.v1.ChatService.SearchUsers
+   */
+  searchUsers: {
+    methodKind: "unary";
+    input: typeof SearchUsersRequestSchema;
+    output: typeof SearchUsersResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_fastchat_v1_chat, 0);

@@ -93,7 +93,8 @@ export type GetMetricsResponse = Message<"fastchat.v1.GetMetricsResponse"> & {
   messagesTotal: bigint;
 
   /**
-   * Client messages by kind: send_message, typing, mark_read, ping, presence, heartbeat, invalid.
+   * Client messages by kind: send_message, typing, mark_read, ping, presence, heartbeat, received,
+   * edit, delete, react, search, invalid.
    *
    * @generated from field: map<string, uint64> messages_by_kind = 9;
    */
