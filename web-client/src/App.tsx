@@ -3,7 +3,6 @@
  * a back button on a phone-width screen. Starts the session on mount and stops it on unmount.
  */
 import AppBar from "@mui/material/AppBar";
-import Badge from "@mui/material/Badge";
 import Box from "@mui/material/Box";
 import CssBaseline from "@mui/material/CssBaseline";
 import Divider from "@mui/material/Divider";
@@ -15,6 +14,7 @@ import useMediaQuery from "@mui/material/useMediaQuery";
 import { ThemeProvider } from "@mui/material/styles";
 import { useEffect } from "react";
 import type { ChatStore } from "./store/chat";
+import { AppTitle } from "./components/AppTitle";
 import { ChatPane } from "./components/ChatPane";
 import {
   ChatProvider,
@@ -88,9 +88,6 @@ function Shell() {
   const session = useSession();
   const phone = useMediaQuery("(max-width:700px)", { noSsr: true });
   const openPeerId = useChat((s) => s.openPeerId);
-  const totalUnread = useChat((s) =>
-    Object.values(s.conversations).reduce((sum, c) => sum + c.unread, 0),
-  );
   useTitleBadge(store);
   useAwayWhenHidden(session);
 
@@ -124,11 +121,7 @@ function Shell() {
     <Box sx={{ display: "flex", flexDirection: "column", height: "100dvh" }}>
       <AppBar position="static" elevation={0}>
         <Toolbar variant="dense" sx={{ gap: 1 }}>
-          <Badge color="error" badgeContent={totalUnread} max={99} data-testid="total-unread">
-            <Typography variant="h6" component="h1">
-              FastChat
-            </Typography>
-          </Badge>
+          <AppTitle />
           <Box sx={{ flex: 1 }} />
           <NameEditor />
           <NotificationButton />
