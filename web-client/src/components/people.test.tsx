@@ -7,11 +7,13 @@ import { act, cleanup, render, screen } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import type { ReactNode } from "react";
 import { afterEach, describe, expect, it } from "vitest";
+import { avatarColors, initials } from "../lib/avatar";
 import { listTime } from "../lib/time";
 import type { ChatStore } from "../store/chat";
 import { ME, online, peerMessage, recordingSession, storeAsMe } from "../test/fixtures";
 import { AppTitle } from "./AppTitle";
 import { ChatProvider, type SessionApi } from "./ChatContext";
+import { ChatPane } from "./ChatPane";
 import { UserList } from "./UserList";
 
 afterEach(() => {
@@ -107,7 +109,33 @@ describe("the people list", () => {
     expect(screen.getByTestId(`unread-${BEA}`).textContent).toBe("22 unread messages");
     expect(screen.getByTestId(`user-${BEA}`).textContent).toContain("2 unread messages");
   });
+
+  it("uses the same initials and colour for a person in the list and the chat header", () => {
+    const { store, session } = threePeople();
+    renderWith(
+      store,
+      session,
+      <>
+        <UserList onSelect={() => undefined} />
+        <ChatPane peerId={ALEX} />
+      </>,
+    );
+    const avatars = screen.getAllByTestId(`avatar-${ALEX}`);
+    expect(avatars).toHaveLength(2);
+    const expected = avatarColors(ALEX, "light");
+    for (const avatar of avatars) {
+      expect(avatar.textContent).toBe(initials("Alex Brown"));
+      expect(avatar.textContent).toBe("AB");
+      const circle = avatar.firstElementChild as HTMLElement;
+      expect(getComputedStyle(circle).backgroundColor).toBe(hexToRgb(expected.background));
+    }
+  });
 });
+
+function hexToRgb(hex: string): string {
+  const [r, g, b] = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+  return `rgb(${r}, ${g}, ${b})`;
+}
 
 describe("the title's unread total", () => {
   it("stands beside the title, not over it, and counts only others' messages", () => {
