@@ -15,7 +15,7 @@ import { ThemeProvider } from "@mui/material/styles";
 import { useEffect } from "react";
 import type { ChatStore } from "./store/chat";
 import { AppTitle } from "./components/AppTitle";
-import { ChatPane } from "./components/ChatPane";
+import { ChatPane } from "./components/LazyChatPane";
 import {
   ChatProvider,
   useChat,

@@ -5,6 +5,8 @@
  * messages shows an "N unread messages" line above the first of them and scrolls there; focus
  * goes to the composer. On a phone, Escape goes back to the people list. Visible messages are
  * marked read.
+ *
+ * Loaded on demand (LazyChatPane.tsx): the first screen does not need it.
  */
 import Box from "@mui/material/Box";
 import Button from "@mui/material/Button";
@@ -37,6 +39,12 @@ export interface ChatPaneProps {
   peerId: string;
   /** Back to the people list (phone widths). */
   onBack?: (() => void) | undefined;
+  /**
+   * The read position when the chat was opened, taken by whoever opened it (LazyChatPane takes
+   * it as the chat opens, before this code may have loaded and opening has marked it read).
+   * Without it, the position when this view appears.
+   */
+  opened?: OpenedUnread | undefined;
 }
 
 /** A fresh conversation view per peer: scroll state and the unread line belong to one opening. */
@@ -64,7 +72,7 @@ function Conversation(props: ChatPaneProps) {
 
   // The read position at opening decides the unread line, and it stays while the chat is open
   // (opening it marks everything read).
-  const [opened] = useState<OpenedUnread>(() => openedUnread(conv));
+  const [opened] = useState<OpenedUnread>(() => props.opened ?? openedUnread(conv));
   const unreadKey = firstUnreadKey(messages, opened);
 
   const scrollRef = useRef<HTMLDivElement>(null);

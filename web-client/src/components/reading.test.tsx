@@ -24,6 +24,7 @@ import {
 import { makeTheme, OWN_BUBBLE, type Mode } from "../theme";
 import { ChatProvider, type SessionApi } from "./ChatContext";
 import { ChatPane } from "./ChatPane";
+import { ChatPane as LazyChatPane } from "./LazyChatPane";
 import { MessageBubble } from "./MessageBubble";
 import { MessageText } from "./MessageText";
 import { STATUS_LABEL, StatusTick, TICK_COLOR, type TickStatus } from "./StatusTick";
@@ -89,6 +90,18 @@ describe("the unread line", () => {
 
     renderWith(store, session, <ChatPane peerId={ALEX} />);
     expect(screen.queryByTestId("unread-divider")).toBeNull();
+  });
+
+  it("keeps the read position the chat opened with while its code is still loading", async () => {
+    const store = conversationWithUnread();
+    const { session } = recordingSession(store);
+    renderWith(store, session, <LazyChatPane peerId={ALEX} />);
+    // Opening marks everything read before the lazily loaded view appears (session.openPeer).
+    act(() => {
+      store.getState().markRead(ALEX);
+    });
+    const line = await screen.findByTestId("unread-divider");
+    expect(line.textContent).toBe("3 unread messages");
   });
 });
 
