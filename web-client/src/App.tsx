@@ -6,9 +6,7 @@ import AppBar from "@mui/material/AppBar";
 import Box from "@mui/material/Box";
 import CssBaseline from "@mui/material/CssBaseline";
 import Divider from "@mui/material/Divider";
-import IconButton from "@mui/material/IconButton";
 import Toolbar from "@mui/material/Toolbar";
-import Tooltip from "@mui/material/Tooltip";
 import Typography from "@mui/material/Typography";
 import useMediaQuery from "@mui/material/useMediaQuery";
 import { ThemeProvider } from "@mui/material/styles";
@@ -25,6 +23,7 @@ import {
 } from "./components/ChatContext";
 import { ConnectionBanner } from "./components/ConnectionBanner";
 import { ErrorSnackbar } from "./components/ErrorSnackbar";
+import { HeaderButton, HeaderTip } from "./components/HeaderButton";
 import { BellIcon } from "./components/icons";
 import { NameEditor } from "./components/NameEditor";
 import { UserList } from "./components/UserList";
@@ -66,10 +65,9 @@ function NotificationButton() {
         ? "Desktop notifications are blocked in the browser settings"
         : "Turn on desktop notifications";
   return (
-    <Tooltip title={label}>
+    <HeaderTip title={label}>
       <span>
-        <IconButton
-          color="inherit"
+        <HeaderButton
           aria-label={label}
           aria-pressed={state === "on"}
           disabled={state !== "off"}
@@ -77,9 +75,9 @@ function NotificationButton() {
           data-testid="notifications-button"
         >
           <BellIcon sx={{ opacity: state === "on" ? 1 : 0.6 }} />
-        </IconButton>
+        </HeaderButton>
       </span>
-    </Tooltip>
+    </HeaderTip>
   );
 }
 

@@ -3,11 +3,11 @@
  * text field are loaded when it is first opened: the first screen does not need them.
  */
 import Box from "@mui/material/Box";
-import IconButton from "@mui/material/IconButton";
 import Typography from "@mui/material/Typography";
 import { lazy, Suspense, useState } from "react";
 import { nameProblem } from "../lib/names";
 import { useChat, useSession } from "./ChatContext";
+import { HeaderButton } from "./HeaderButton";
 import { EditIcon } from "./icons";
 
 const NameDialog = lazy(() => import("./NameDialog").then((m) => ({ default: m.NameDialog })));
@@ -32,8 +32,7 @@ export function NameEditor() {
       <Typography noWrap data-testid="self-name" title="Your name">
         {name}
       </Typography>
-      <IconButton
-        color="inherit"
+      <HeaderButton
         aria-label="Change your name"
         data-testid="rename-button"
         onClick={() => {
@@ -41,7 +40,7 @@ export function NameEditor() {
         }}
       >
         <EditIcon fontSize="small" />
-      </IconButton>
+      </HeaderButton>
       {draft !== null ? (
         <Suspense fallback={null}>
           <NameDialog draft={draft} onChange={setDraft} onSave={save} onCancel={cancel} />
