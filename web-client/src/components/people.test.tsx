@@ -1,12 +1,12 @@
 // @vitest-environment jsdom
 /**
  * The first screen: the people list as one Tab stop (roving tabindex), avatars and last-message
- * times, and the unread total beside the title.
+ * times, the unread total beside the title, and the connection bar's grace period.
  */
 import { act, cleanup, render, screen } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import type { ReactNode } from "react";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { avatarColors, initials } from "../lib/avatar";
 import { listTime } from "../lib/time";
 import type { ChatStore } from "../store/chat";
@@ -14,10 +14,12 @@ import { ME, online, peerMessage, recordingSession, storeAsMe } from "../test/fi
 import { AppTitle } from "./AppTitle";
 import { ChatProvider, type SessionApi } from "./ChatContext";
 import { ChatPane } from "./ChatPane";
+import { CONNECTING_GRACE_MS, ConnectionBanner } from "./ConnectionBanner";
 import { UserList } from "./UserList";
 
 afterEach(() => {
   cleanup();
+  vi.useRealTimers();
 });
 
 const ALEX = "alex-0002";
@@ -155,5 +157,38 @@ describe("the title's unread total", () => {
     expect(badge.dataset.count).toBe("3");
     expect(badge.textContent).toBe("33 unread messages");
     expect(store.getState().self.userId).toBe(ME);
+  });
+});
+
+describe("the connection bar", () => {
+  it("waits out a grace period before saying it is connecting, but not a lost connection", () => {
+    vi.useFakeTimers();
+    const store = storeAsMe();
+    const { session } = recordingSession(store);
+    store.getState().setConnection({ kind: "connecting", attempt: 0 });
+    renderWith(store, session, <ConnectionBanner />);
+    expect(screen.queryByTestId("connection-banner")).toBeNull();
+    act(() => {
+      vi.advanceTimersByTime(CONNECTING_GRACE_MS - 100);
+    });
+    expect(screen.queryByTestId("connection-banner")).toBeNull();
+    act(() => {
+      vi.advanceTimersByTime(200);
+    });
+    expect(screen.getByTestId("connection-banner").dataset.state).toBe("connecting");
+
+    act(() => {
+      store.getState().setConnection({ kind: "online", since: Date.now() });
+    });
+    expect(screen.queryByTestId("connection-banner")).toBeNull();
+    act(() => {
+      store.getState().setConnection({
+        kind: "reconnecting",
+        attempt: 1,
+        retryAt: Date.now() + 5000,
+        reason: "",
+      });
+    });
+    expect(screen.getByTestId("connection-banner").dataset.state).toBe("reconnecting");
   });
 });
