@@ -4,6 +4,7 @@
  */
 import { lazy, Suspense, useState } from "react";
 import { useChat, useChatStore } from "./ChatContext";
+import { LoadBoundary } from "./LoadBoundary";
 
 const ErrorSnackbarView = lazy(() =>
   import("./ErrorSnackbarView").then((m) => ({ default: m.ErrorSnackbarView })),
@@ -16,13 +17,15 @@ export function ErrorSnackbar() {
   if (error !== null && !needed) setNeeded(true);
   if (!needed) return null;
   return (
-    <Suspense fallback={null}>
-      <ErrorSnackbarView
-        error={error}
-        onClose={() => {
-          store.getState().clearError();
-        }}
-      />
-    </Suspense>
+    <LoadBoundary fallback={null}>
+      <Suspense fallback={null}>
+        <ErrorSnackbarView
+          error={error}
+          onClose={() => {
+            store.getState().clearError();
+          }}
+        />
+      </Suspense>
+    </LoadBoundary>
   );
 }

@@ -2,7 +2,7 @@
  * The conversation view, loaded on demand: the first screen (the people list) does not need it,
  * its composer, its links or its tooltips, so they come in a chunk of their own. It is fetched
  * when the browser is idle after the page has loaded, so opening a chat rarely waits for it;
- * until it is there the pane keeps its place, empty.
+ * until it is there the pane keeps its place, empty (and says so should it fail to load).
  *
  * The read position a chat is opened with (for its unread line) is taken here, as it opens:
  * the view itself may appear only after opening has marked everything read.
@@ -12,6 +12,7 @@ import { lazy, Suspense, useState } from "react";
 import { openedUnread, type OpenedUnread } from "../lib/unread";
 import type { ChatPaneProps } from "./ChatPane";
 import { useChatStore } from "./ChatContext";
+import { LoadBoundary } from "./LoadBoundary";
 
 const load = () => import("./ChatPane");
 
@@ -42,8 +43,10 @@ export function ChatPane(props: Omit<ChatPaneProps, "opened">) {
   );
   if (opened.peerId !== props.peerId) setOpened(take(props.peerId));
   return (
-    <Suspense fallback={<Box sx={{ height: "100%" }} data-testid="chat-loading" />}>
-      <LazyPane {...props} opened={opened.position} />
-    </Suspense>
+    <LoadBoundary>
+      <Suspense fallback={<Box sx={{ height: "100%" }} data-testid="chat-loading" />}>
+        <LazyPane {...props} opened={opened.position} />
+      </Suspense>
+    </LoadBoundary>
   );
 }

@@ -9,6 +9,7 @@ import { nameProblem } from "../lib/names";
 import { useChat, useSession } from "./ChatContext";
 import { HeaderButton } from "./HeaderButton";
 import { EditIcon } from "./icons";
+import { LoadBoundary } from "./LoadBoundary";
 
 const NameDialog = lazy(() => import("./NameDialog").then((m) => ({ default: m.NameDialog })));
 
@@ -42,9 +43,11 @@ export function NameEditor() {
         <EditIcon fontSize="small" />
       </HeaderButton>
       {draft !== null ? (
-        <Suspense fallback={null}>
-          <NameDialog draft={draft} onChange={setDraft} onSave={save} onCancel={cancel} />
-        </Suspense>
+        <LoadBoundary fallback={null}>
+          <Suspense fallback={null}>
+            <NameDialog draft={draft} onChange={setDraft} onSave={save} onCancel={cancel} />
+          </Suspense>
+        </LoadBoundary>
       ) : null}
     </Box>
   );
