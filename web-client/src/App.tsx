@@ -3,19 +3,17 @@
  * a back button on a phone-width screen. Starts the session on mount and stops it on unmount.
  */
 import AppBar from "@mui/material/AppBar";
-import Badge from "@mui/material/Badge";
 import Box from "@mui/material/Box";
 import CssBaseline from "@mui/material/CssBaseline";
 import Divider from "@mui/material/Divider";
-import IconButton from "@mui/material/IconButton";
 import Toolbar from "@mui/material/Toolbar";
-import Tooltip from "@mui/material/Tooltip";
 import Typography from "@mui/material/Typography";
 import useMediaQuery from "@mui/material/useMediaQuery";
 import { ThemeProvider } from "@mui/material/styles";
 import { useEffect } from "react";
 import type { ChatStore } from "./store/chat";
-import { ChatPane } from "./components/ChatPane";
+import { AppTitle } from "./components/AppTitle";
+import { ChatPane } from "./components/LazyChatPane";
 import {
   ChatProvider,
   useChat,
@@ -25,6 +23,7 @@ import {
 } from "./components/ChatContext";
 import { ConnectionBanner } from "./components/ConnectionBanner";
 import { ErrorSnackbar } from "./components/ErrorSnackbar";
+import { HeaderButton, HeaderTip } from "./components/HeaderButton";
 import { BellIcon } from "./components/icons";
 import { NameEditor } from "./components/NameEditor";
 import { UserList } from "./components/UserList";
@@ -66,10 +65,9 @@ function NotificationButton() {
         ? "Desktop notifications are blocked in the browser settings"
         : "Turn on desktop notifications";
   return (
-    <Tooltip title={label}>
+    <HeaderTip title={label}>
       <span>
-        <IconButton
-          color="inherit"
+        <HeaderButton
           aria-label={label}
           aria-pressed={state === "on"}
           disabled={state !== "off"}
@@ -77,9 +75,9 @@ function NotificationButton() {
           data-testid="notifications-button"
         >
           <BellIcon sx={{ opacity: state === "on" ? 1 : 0.6 }} />
-        </IconButton>
+        </HeaderButton>
       </span>
-    </Tooltip>
+    </HeaderTip>
   );
 }
 
@@ -88,9 +86,6 @@ function Shell() {
   const session = useSession();
   const phone = useMediaQuery("(max-width:700px)", { noSsr: true });
   const openPeerId = useChat((s) => s.openPeerId);
-  const totalUnread = useChat((s) =>
-    Object.values(s.conversations).reduce((sum, c) => sum + c.unread, 0),
-  );
   useTitleBadge(store);
   useAwayWhenHidden(session);
 
@@ -124,11 +119,7 @@ function Shell() {
     <Box sx={{ display: "flex", flexDirection: "column", height: "100dvh" }}>
       <AppBar position="static" elevation={0}>
         <Toolbar variant="dense" sx={{ gap: 1 }}>
-          <Badge color="error" badgeContent={totalUnread} max={99} data-testid="total-unread">
-            <Typography variant="h6" component="h1">
-              FastChat
-            </Typography>
-          </Badge>
+          <AppTitle />
           <Box sx={{ flex: 1 }} />
           <NameEditor />
           <NotificationButton />

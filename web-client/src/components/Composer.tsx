@@ -1,12 +1,13 @@
 /**
  * The message input: Enter sends, Shift+Enter starts a new line; a counter appears near the
- * 4,000-character limit. Keystrokes tell the session the person is typing (it throttles).
+ * 4,000-character limit. Keystrokes tell the session the person is typing (it throttles). With
+ * `autoFocus` it takes the focus when it appears (a chat was opened).
  */
 import Box from "@mui/material/Box";
 import IconButton from "@mui/material/IconButton";
 import TextField from "@mui/material/TextField";
 import Typography from "@mui/material/Typography";
-import { useState, type KeyboardEvent } from "react";
+import { useEffect, useRef, useState, type KeyboardEvent } from "react";
 import { useSession } from "./ChatContext";
 import { SendIcon } from "./icons";
 
@@ -19,10 +20,16 @@ export function charCount(text: string): number {
   return Array.from(text).length;
 }
 
-export function Composer(props: { peerId: string; peerName: string }) {
-  const { peerId } = props;
+export function Composer(props: { peerId: string; peerName: string; autoFocus?: boolean }) {
+  const { peerId, autoFocus = false } = props;
   const session = useSession();
   const [text, setText] = useState("");
+  const inputRef = useRef<HTMLTextAreaElement>(null);
+
+  useEffect(() => {
+    // Without scrolling: the conversation decides what it shows (the unread line, the bottom).
+    if (autoFocus) inputRef.current?.focus({ preventScroll: true });
+  }, [autoFocus]);
   const count = charCount(text);
   const tooLong = count > MAX_MESSAGE_CHARS;
   const canSend = text.trim() !== "" && !tooLong;
@@ -67,6 +74,7 @@ export function Composer(props: { peerId: string; peerName: string }) {
             session.stoppedTyping(peerId);
           }}
           error={tooLong}
+          inputRef={inputRef}
           slotProps={{
             htmlInput: {
               "aria-label": `Message to ${props.peerName}`,

@@ -1,40 +1,31 @@
-/** Your name (the friendly random one at first), with a dialog to change it. */
-import Button from "@mui/material/Button";
-import Dialog from "@mui/material/Dialog";
-import DialogActions from "@mui/material/DialogActions";
-import DialogContent from "@mui/material/DialogContent";
-import DialogTitle from "@mui/material/DialogTitle";
-import IconButton from "@mui/material/IconButton";
-import TextField from "@mui/material/TextField";
-import Typography from "@mui/material/Typography";
+/**
+ * Your name (the friendly random one at first), with a dialog to change it. The dialog and its
+ * text field are loaded when it is first opened: the first screen does not need them.
+ */
 import Box from "@mui/material/Box";
-import { useState } from "react";
+import Typography from "@mui/material/Typography";
+import { lazy, Suspense, useState } from "react";
+import { nameProblem } from "../lib/names";
 import { useChat, useSession } from "./ChatContext";
+import { HeaderButton } from "./HeaderButton";
 import { EditIcon } from "./icons";
+import { LoadBoundary } from "./LoadBoundary";
 
-export const MAX_NAME_CHARS = 50;
-
-/** Why a name cannot be used, or null when it can. */
-export function nameProblem(name: string): string | null {
-  const trimmed = name.trim();
-  if (trimmed === "") return "A name cannot be empty.";
-  if (Array.from(trimmed).length > MAX_NAME_CHARS) return `At most ${MAX_NAME_CHARS} characters.`;
-  // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\u007f]/.test(trimmed)) return "No control characters, please.";
-  return null;
-}
+const NameDialog = lazy(() => import("./NameDialog").then((m) => ({ default: m.NameDialog })));
 
 export function NameEditor() {
   const name = useChat((s) => s.self.displayName);
   const session = useSession();
   const [draft, setDraft] = useState<string | null>(null);
-  const problem = draft === null ? null : nameProblem(draft);
 
   const save = () => {
-    if (draft === null || problem) return;
+    if (draft === null || nameProblem(draft)) return;
     const next = draft.trim();
     setDraft(null);
     if (next !== name) session.rename(next);
+  };
+  const cancel = () => {
+    setDraft(null);
   };
 
   return (
@@ -42,8 +33,7 @@ export function NameEditor() {
       <Typography noWrap data-testid="self-name" title="Your name">
         {name}
       </Typography>
-      <IconButton
-        color="inherit"
+      <HeaderButton
         aria-label="Change your name"
         data-testid="rename-button"
         onClick={() => {
@@ -51,50 +41,14 @@ export function NameEditor() {
         }}
       >
         <EditIcon fontSize="small" />
-      </IconButton>
-      <Dialog
-        open={draft !== null}
-        onClose={() => {
-          setDraft(null);
-        }}
-      >
-        <Box
-          component="form"
-          onSubmit={(event) => {
-            event.preventDefault();
-            save();
-          }}
-        >
-          <DialogTitle>Your name</DialogTitle>
-          <DialogContent>
-            <TextField
-              autoFocus
-              fullWidth
-              margin="dense"
-              label="Name others see"
-              value={draft ?? ""}
-              onChange={(event) => {
-                setDraft(event.target.value);
-              }}
-              error={problem !== null}
-              helperText={problem ?? " "}
-              slotProps={{ htmlInput: { "data-testid": "rename-input" } }}
-            />
-          </DialogContent>
-          <DialogActions>
-            <Button
-              onClick={() => {
-                setDraft(null);
-              }}
-            >
-              Cancel
-            </Button>
-            <Button type="submit" variant="contained" disabled={problem !== null}>
-              Save
-            </Button>
-          </DialogActions>
-        </Box>
-      </Dialog>
+      </HeaderButton>
+      {draft !== null ? (
+        <LoadBoundary fallback={null}>
+          <Suspense fallback={null}>
+            <NameDialog draft={draft} onChange={setDraft} onSave={save} onCancel={cancel} />
+          </Suspense>
+        </LoadBoundary>
+      ) : null}
     </Box>
   );
 }

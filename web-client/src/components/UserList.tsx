@@ -1,20 +1,20 @@
 /**
  * People: conversations first (newest activity on top), then everyone else online or away.
- * Each row shows presence, the last message or "last seen", and an unread badge. Arrow keys,
- * Home and End move between rows; Enter opens one. When the server lists only part of the people
- * online (its directory page), a line on top says how many there are in all.
+ * Each row shows presence, the last message and its time or "last seen", and an unread badge.
+ * The list is one Tab stop (a listbox with a roving tabindex): arrow keys, Home and End move
+ * between rows; Enter or Space opens one. Rows are plain elements rather than MUI list items: the
+ * list is on the first screen, whose JavaScript is kept small. When the server lists only part of the people online
+ * (its directory page), a line on top says how many there are in all.
  */
-import Avatar from "@mui/material/Avatar";
-import Badge from "@mui/material/Badge";
-import List from "@mui/material/List";
-import ListItemAvatar from "@mui/material/ListItemAvatar";
-import ListItemButton from "@mui/material/ListItemButton";
-import ListItemText from "@mui/material/ListItemText";
-import ListSubheader from "@mui/material/ListSubheader";
+import Box from "@mui/material/Box";
 import Typography from "@mui/material/Typography";
-import { useMemo, type KeyboardEvent } from "react";
+import { alpha } from "@mui/material/styles";
+import { useMemo, useState, type KeyboardEvent } from "react";
 import { useNow } from "../hooks/useNow";
-import { ago } from "../lib/time";
+import { visuallyHidden } from "../lib/a11y";
+import { rovingTarget, tabStopId } from "../lib/roving";
+import { ago, formatFullDateTime, listTime } from "../lib/time";
+import { unreadLabel } from "../lib/unread";
 import {
   selectOnlinePeople,
   type ChatState,
@@ -22,6 +22,7 @@ import {
   type UserInfo,
 } from "../store/chat";
 import { useChat } from "./ChatContext";
+import { UserAvatar } from "./UserAvatar";
 
 export interface UserRow {
   userId: string;
@@ -31,6 +32,8 @@ export interface UserRow {
   unread: number;
   preview: string;
   previewOwn: boolean;
+  /** When the last message was sent (null without one). */
+  lastAt: Date | null;
   lastActivity: number;
   typing: boolean;
 }
@@ -60,6 +63,7 @@ export function userRows(
       unread: conv?.unread ?? 0,
       preview: last?.text ?? "",
       previewOwn: last?.own ?? false,
+      lastAt: last?.sentAt ?? null,
       lastActivity: conv?.lastActivity ?? 0,
       typing: conv?.peerTyping ?? false,
     };
@@ -85,17 +89,6 @@ export function onlineSummary(people: { listed: number; total: number }): string
   return `Showing ${people.listed.toLocaleString()} of ${people.total.toLocaleString()} online`;
 }
 
-const PRESENCE_COLOR: Record<PresenceKind, string> = {
-  online: "success.main",
-  away: "warning.main",
-  offline: "grey.500",
-};
-
-function initials(name: string): string {
-  const caps = name.match(/[A-Z]/g);
-  return (caps ? caps.slice(0, 2).join("") : name.slice(0, 2)).toUpperCase();
-}
-
 export function UserList(props: { onSelect: (userId: string) => void }) {
   const users = useChat((s) => s.users);
   const conversations = useChat((s) => s.conversations);
@@ -107,16 +100,25 @@ export function UserList(props: { onSelect: (userId: string) => void }) {
     () => userRows({ users, conversations }, selfId),
     [users, conversations, selfId],
   );
+  /** The row last focused: it keeps the Tab stop while it is listed. */
+  const [focusedId, setFocusedId] = useState<string | null>(null);
+  const tabStop = tabStopId(
+    parsed.map((r) => r.userId),
+    focusedId,
+    openPeerId,
+  );
 
-  const onKeyDown = (event: KeyboardEvent<HTMLUListElement>) => {
+  const onKeyDown = (event: KeyboardEvent<HTMLElement>) => {
     const items = Array.from(event.currentTarget.querySelectorAll<HTMLElement>("[data-user-row]"));
     const index = items.findIndex((el) => el === document.activeElement);
-    let next: number;
-    if (event.key === "ArrowDown") next = Math.min(items.length - 1, index + 1);
-    else if (event.key === "ArrowUp") next = Math.max(0, index - 1);
-    else if (event.key === "Home") next = 0;
-    else if (event.key === "End") next = items.length - 1;
-    else return;
+    if ((event.key === "Enter" || event.key === " ") && index >= 0) {
+      event.preventDefault();
+      const id = items[index]?.dataset.userId;
+      if (id) props.onSelect(id);
+      return;
+    }
+    const next = rovingTarget(event.key, index, items.length);
+    if (next === null) return;
     event.preventDefault();
     items[next]?.focus();
   };
@@ -130,87 +132,145 @@ export function UserList(props: { onSelect: (userId: string) => void }) {
   }
 
   return (
-    <List aria-label="People" data-testid="user-list" onKeyDown={onKeyDown} sx={{ py: 0 }}>
+    <>
       {summary ? (
-        <ListSubheader
+        <Typography
           data-testid="online-summary"
+          variant="caption"
+          color="text.secondary"
           sx={{
+            display: "block",
+            px: 2,
             lineHeight: 2.5,
-            fontSize: "0.75rem",
-            fontWeight: 400,
-            color: "text.secondary",
+            position: "sticky",
+            top: 0,
+            zIndex: 1,
+            bgcolor: "background.paper",
             whiteSpace: "nowrap",
             overflow: "hidden",
             textOverflow: "ellipsis",
           }}
         >
           {summary}
-        </ListSubheader>
+        </Typography>
       ) : null}
-      {parsed.map((row) => {
-        const status = presenceText(row, now);
-        const preview = row.typing
-          ? "typing..."
-          : row.preview
-            ? `${row.previewOwn ? "You: " : ""}${row.preview}`
-            : status;
-        return (
-          <ListItemButton
-            key={row.userId}
-            data-user-row
-            data-testid={`user-${row.userId}`}
-            data-presence={row.presence}
-            selected={row.userId === openPeerId}
-            onClick={() => {
-              props.onSelect(row.userId);
-            }}
-            aria-label={`${row.displayName}, ${status}${row.unread > 0 ? `, ${row.unread} unread` : ""}`}
-          >
-            <ListItemAvatar>
-              <Badge
-                overlap="circular"
-                variant="dot"
-                anchorOrigin={{ vertical: "bottom", horizontal: "right" }}
-                sx={{
-                  "& .MuiBadge-badge": {
-                    bgcolor: PRESENCE_COLOR[row.presence],
-                    boxShadow: (t) => `0 0 0 2px ${t.palette.background.paper}`,
-                  },
-                }}
-                data-testid={`presence-${row.userId}`}
-              >
-                <Avatar>{initials(row.displayName)}</Avatar>
-              </Badge>
-            </ListItemAvatar>
-            <ListItemText
-              primary={row.displayName}
-              secondary={
-                <>
-                  {preview}
-                  {row.preview ? (
-                    <Typography component="span" variant="caption" sx={{ display: "block" }}>
-                      {status}
-                    </Typography>
-                  ) : null}
-                </>
-              }
-              slotProps={{
-                primary: { noWrap: true, sx: { fontWeight: row.unread > 0 ? 700 : 400 } },
-                secondary: { noWrap: true },
+      <Box role="listbox" aria-label="People" data-testid="user-list" onKeyDown={onKeyDown}>
+        {parsed.map((row) => {
+          const status = presenceText(row, now);
+          const preview = row.typing
+            ? "typing..."
+            : row.preview
+              ? `${row.previewOwn ? "You: " : ""}${row.preview}`
+              : status;
+          const selected = row.userId === openPeerId;
+          const weight = row.unread > 0 ? 700 : 400;
+          return (
+            <Box
+              key={row.userId}
+              role="option"
+              aria-selected={selected}
+              tabIndex={row.userId === tabStop ? 0 : -1}
+              data-user-row
+              data-user-id={row.userId}
+              data-testid={`user-${row.userId}`}
+              data-presence={row.presence}
+              onClick={() => {
+                props.onSelect(row.userId);
               }}
-            />
-            {row.unread > 0 ? (
-              <Badge
-                color="primary"
-                badgeContent={row.unread}
-                max={99}
-                sx={{ mr: 1.5 }}
-                data-testid={`unread-${row.userId}`}
-              />
-            ) : null}
-          </ListItemButton>
-        );
-      })}
-    </List>
+              onFocus={() => {
+                setFocusedId(row.userId);
+              }}
+              sx={(t) => ({
+                display: "flex",
+                alignItems: "center",
+                gap: 2,
+                px: 2,
+                py: 1,
+                cursor: "pointer",
+                outline: "none",
+                userSelect: "none",
+                bgcolor: selected
+                  ? alpha(t.palette.primary.main, t.palette.action.selectedOpacity)
+                  : "transparent",
+                "&:hover": {
+                  bgcolor: selected
+                    ? alpha(
+                        t.palette.primary.main,
+                        t.palette.action.selectedOpacity + t.palette.action.hoverOpacity,
+                      )
+                    : t.palette.action.hover,
+                },
+                "&:focus-visible": { boxShadow: `inset 0 0 0 2px ${t.palette.primary.main}` },
+              })}
+            >
+              <UserAvatar userId={row.userId} name={row.displayName} presence={row.presence} />
+              <Box sx={{ flex: 1, minWidth: 0 }}>
+                <Typography noWrap sx={{ fontWeight: weight }}>
+                  {row.displayName}
+                </Typography>
+                <Typography variant="body2" color="text.secondary" noWrap>
+                  {preview}
+                </Typography>
+                {row.preview ? (
+                  <Typography variant="caption" color="text.secondary" noWrap component="p">
+                    {status}
+                  </Typography>
+                ) : null}
+              </Box>
+              <Box
+                sx={{
+                  display: "flex",
+                  flexDirection: "column",
+                  alignItems: "flex-end",
+                  alignSelf: "stretch",
+                  justifyContent: "space-between",
+                  gap: 0.5,
+                  py: 0.25,
+                  flexShrink: 0,
+                }}
+              >
+                {row.lastAt ? (
+                  <Typography
+                    component="time"
+                    variant="caption"
+                    color={row.unread > 0 ? "primary" : "text.secondary"}
+                    dateTime={row.lastAt.toISOString()}
+                    title={formatFullDateTime(row.lastAt)}
+                    data-testid={`last-time-${row.userId}`}
+                    sx={{ whiteSpace: "nowrap", fontWeight: weight }}
+                  >
+                    {listTime(row.lastAt, new Date(now))}
+                  </Typography>
+                ) : null}
+                {row.unread > 0 ? (
+                  <Box
+                    component="span"
+                    data-testid={`unread-${row.userId}`}
+                    data-count={row.unread}
+                    sx={{
+                      minWidth: 20,
+                      height: 20,
+                      px: 0.75,
+                      borderRadius: 10,
+                      bgcolor: "primary.main",
+                      color: "primary.contrastText",
+                      fontSize: 12,
+                      fontWeight: 700,
+                      lineHeight: "20px",
+                      textAlign: "center",
+                    }}
+                  >
+                    <span aria-hidden="true">{row.unread > 99 ? "99+" : row.unread}</span>
+                    <Box component="span" sx={visuallyHidden}>
+                      {unreadLabel(row.unread)}
+                    </Box>
+                  </Box>
+                ) : null}
+              </Box>
+            </Box>
+          );
+        })}
+      </Box>
+    </>
   );
 }

@@ -169,7 +169,7 @@ describe("UserList", () => {
     expect(within(carl).getByText("Last seen 5 min ago")).toBeTruthy();
 
     // Conversations with the newest activity come first; arrow keys move between rows.
-    const rows = screen.getAllByRole("button");
+    const rows = screen.getAllByRole("option");
     expect(rows[0]?.dataset.testid).toBe(`user-${CARL}`);
     const user = userEvent.setup();
     rows[0]?.focus();
@@ -209,7 +209,7 @@ describe("UserList", () => {
     // Others only, as the rows: Alex and Bea of the 2,344 people online besides me.
     const summary = screen.getByTestId("online-summary");
     expect(summary.textContent).toBe(`Showing 2 of ${(2344).toLocaleString()} online`);
-    expect(within(screen.getByTestId("user-list")).getAllByRole("button")).toHaveLength(2);
+    expect(within(screen.getByTestId("user-list")).getAllByRole("option")).toHaveLength(2);
 
     act(() => {
       store.getState().applyPresenceEvent(

@@ -1,7 +1,15 @@
-/** Human words for times: message clocks, day separators, "last seen 5 min ago". */
+/**
+ * Human words for times, in the user's locale: message clocks, their full date and time, day
+ * separators, the people list's last-message time, "last seen 5 min ago".
+ */
 
 export function formatClock(date: Date): string {
   return date.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+}
+
+/** The full date and time, e.g. "Tuesday, 3 June 2025 at 14:05" (for tooltips and readers). */
+export function formatFullDateTime(date: Date): string {
+  return date.toLocaleString(undefined, { dateStyle: "full", timeStyle: "short" });
 }
 
 function startOfDay(date: Date): number {
@@ -34,4 +42,20 @@ export function ago(date: Date, now: number = Date.now()): string {
   if (hours < 24) return `${hours} h ago`;
   const days = Math.floor(hours / 24);
   return days === 1 ? "1 day ago" : `${days} days ago`;
+}
+
+/**
+ * A conversation's last-message time in the people list: the clock today, "Yesterday", the
+ * weekday within the last week, else the date (with the year when it is not this one).
+ */
+export function listTime(date: Date, now: Date = new Date()): string {
+  const days = Math.round((startOfDay(now) - startOfDay(date)) / 86_400_000);
+  if (days <= 0) return formatClock(date);
+  if (days === 1) return "Yesterday";
+  if (days < 7) return date.toLocaleDateString(undefined, { weekday: "short" });
+  return date.toLocaleDateString(undefined, {
+    day: "numeric",
+    month: "short",
+    ...(date.getFullYear() === now.getFullYear() ? {} : { year: "numeric" }),
+  });
 }
